@@ -1,0 +1,586 @@
+//! The client connection state machine.
+//!
+//! Method kinds, in the order a driver uses them:
+//! - inputs: [`receive_data`](ClientConnection::receive_data),
+//!   [`receive_eof`](ClientConnection::receive_eof),
+//!   [`handle_timeout`](ClientConnection::handle_timeout);
+//! - commands, which only queue: `send_*` and [`close`](ClientConnection::close);
+//! - outputs, to drain after every input or command:
+//!   [`poll_transmit`](ClientConnection::poll_transmit) (bytes for the
+//!   socket), [`poll_event`](ClientConnection::poll_event) (for the
+//!   application), [`poll_timeout`](ClientConnection::poll_timeout) (when to
+//!   call `handle_timeout` next);
+//! - getters: [`state`](ClientConnection::state) and friends.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::close::{close_payload, parse_close_payload, CloseCode};
+use crate::config::Config;
+use crate::deflate::{Deflater, Inflater};
+use crate::error::{ProtocolError, SendError};
+use crate::event::{CloseKind, Closed, Event, Message};
+use crate::frame::{write_frame, write_header, FrameHeader, HeaderParser, OpCode};
+use crate::handshake::{Request, RequestError};
+use crate::mask::extend_masked;
+use crate::opening::Opening;
+use crate::utf8::Utf8Validator;
+
+/// Where the connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// The opening handshake is in progress.
+    Connecting,
+    /// Messages flow both ways.
+    Open,
+    /// We sent a close frame and wait for the server's.
+    Closing,
+    /// Done; nothing more is sent or reported.
+    Closed,
+}
+
+/// What the bytes being read belong to.
+#[derive(Debug, Clone, Copy)]
+enum Inbound {
+    Header,
+    Data { remaining: u64, fin: bool },
+    Control { opcode: OpCode, remaining: u64 },
+    /// After the server's close frame: anything more is ignored.
+    Ignore,
+}
+
+/// A data message being assembled from frames.
+struct Assembly {
+    text: bool,
+    compressed: bool,
+    data: Vec<u8>,
+    utf8: Utf8Validator,
+    /// Bytes of `data` already validated (for inflated text).
+    checked: usize,
+}
+
+/// Keepalive bookkeeping.
+#[derive(Default)]
+struct Keepalive {
+    next_ping: Option<Instant>,
+    deadline: Option<Instant>,
+    sent_at: Option<Instant>,
+    seq: u32,
+    rtt: Option<Duration>,
+}
+
+/// The client side of one WebSocket connection, without I/O.
+pub struct ClientConnection {
+    config: Arc<Config>,
+    state: State,
+    opening: Option<Opening>,
+    out: Vec<u8>,
+    events: VecDeque<Event>,
+    header: HeaderParser,
+    inbound: Inbound,
+    control: Vec<u8>,
+    assembly: Option<Assembly>,
+    deflater: Option<Deflater>,
+    inflater: Option<Inflater>,
+    scratch: Vec<u8>,
+    close_sent: bool,
+    close_deadline: Option<Instant>,
+    keepalive: Keepalive,
+}
+
+impl ClientConnection {
+    /// Starts a connection: the handshake request is queued at once, so call
+    /// [`poll_transmit`](Self::poll_transmit) next and send its bytes, then
+    /// feed the server's answer to [`receive_data`](Self::receive_data).
+    pub fn new(config: Arc<Config>, request: &Request) -> Result<Self, RequestError> {
+        request.validate()?;
+        if let Some(d) = &config.deflate {
+            d.validate().map_err(RequestError::InvalidExtensionConfig)?;
+        }
+        let mut out = Vec::new();
+        let opening = Opening::start(request, config.deflate.as_ref(), &mut out);
+        Ok(ClientConnection {
+            config,
+            state: State::Connecting,
+            opening: Some(opening),
+            out,
+            events: VecDeque::new(),
+            header: HeaderParser::default(),
+            inbound: Inbound::Header,
+            control: Vec::new(),
+            assembly: None,
+            deflater: None,
+            inflater: None,
+            scratch: Vec::new(),
+            close_sent: false,
+            close_deadline: None,
+            keepalive: Keepalive::default(),
+        })
+    }
+
+    // ---- getters ----
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Bytes queued for the socket and not yet taken by `poll_transmit`.
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The round-trip time measured by the last answered keepalive ping.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.keepalive.rtt
+    }
+
+    /// Whether permessage-deflate was negotiated.
+    pub fn is_compressed(&self) -> bool {
+        self.inflater.is_some()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ---- inputs ----
+
+    /// Feeds bytes read from the socket, in any chunking. Then drain
+    /// [`poll_transmit`](Self::poll_transmit) (a ping's pong, an echoed close),
+    /// [`poll_event`](Self::poll_event) and [`poll_timeout`](Self::poll_timeout).
+    ///
+    /// Never fails: a server that breaks the protocol gets a close frame with
+    /// the right code, and a [`Event::Closed`] says why.
+    pub fn receive_data(&mut self, now: Instant, data: &[u8]) {
+        if self.state == State::Connecting {
+            let Some(opening) = self.opening.as_mut() else {
+                return;
+            };
+            match opening.receive(data, &self.config) {
+                crate::opening::Progress::NeedMore => {}
+                crate::opening::Progress::Failed(err) => {
+                    self.opening = None;
+                    self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::Handshake(err));
+                }
+                crate::opening::Progress::Done { accepted, headers, rest } => {
+                    self.opening = None;
+                    if let Some(params) = accepted.deflate {
+                        let level = self.config.deflate.as_ref().map_or(6, |d| d.level);
+                        self.deflater = Some(Deflater::new(params, level));
+                        self.inflater = Some(Inflater::new(params));
+                    }
+                    self.state = State::Open;
+                    self.keepalive.next_ping = self.config.ping_interval.map(|i| now + i);
+                    self.events.push_back(Event::Open(crate::event::Opened {
+                        protocol: accepted.protocol,
+                        compression: self.inflater.is_some(),
+                        headers,
+                    }));
+                    // Bytes that came with the 101 are the first frames.
+                    self.receive_frames(now, &rest);
+                }
+            }
+            return;
+        }
+        self.receive_frames(now, data);
+    }
+
+    /// The server ended the byte stream (TCP FIN or TLS close_notify). Then
+    /// drain [`poll_event`](Self::poll_event).
+    pub fn receive_eof(&mut self, _now: Instant) {
+        match self.state {
+            State::Connecting => {
+                let err = self
+                    .opening
+                    .take()
+                    .map(|o| o.eof())
+                    .unwrap_or(crate::error::HandshakeError::Eof);
+                self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::Handshake(err));
+            }
+            State::Open | State::Closing => {
+                self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::Abnormal)
+            }
+            State::Closed => {}
+        }
+    }
+
+    /// Call when the instant from [`poll_timeout`](Self::poll_timeout) has
+    /// passed. May queue a ping, or close the connection on a timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::CloseTimeout);
+            return;
+        }
+        if self.keepalive.deadline.is_some_and(|d| now >= d) {
+            self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::PingTimeout);
+            return;
+        }
+        if self.state == State::Open && self.keepalive.next_ping.is_some_and(|t| now >= t) {
+            self.keepalive.seq = self.keepalive.seq.wrapping_add(1);
+            let payload = self.keepalive.seq.to_be_bytes();
+            self.write_control(OpCode::Ping, &payload);
+            self.keepalive.sent_at = Some(now);
+            if self.keepalive.deadline.is_none() {
+                self.keepalive.deadline = self.config.ping_timeout.map(|t| now + t);
+            }
+            self.keepalive.next_ping = self.config.ping_interval.map(|i| now + i);
+        }
+    }
+
+    // ---- commands ----
+
+    /// Queues a text message. Then drain [`poll_transmit`](Self::poll_transmit).
+    pub fn send_text(&mut self, text: &str) -> Result<(), SendError> {
+        self.send_data(OpCode::Text, text.as_bytes())
+    }
+
+    /// Queues a binary message. Then drain [`poll_transmit`](Self::poll_transmit).
+    pub fn send_binary(&mut self, data: &[u8]) -> Result<(), SendError> {
+        self.send_data(OpCode::Binary, data)
+    }
+
+    /// Queues a ping with up to 125 bytes of payload.
+    pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if payload.len() > 125 {
+            return Err(SendError::ControlTooLong(payload.len()));
+        }
+        self.write_control(OpCode::Ping, payload);
+        Ok(())
+    }
+
+    /// Starts the close handshake: queues a close frame and arms the close
+    /// timeout. The connection reaches [`State::Closed`] when the server's
+    /// close frame arrives or the timeout passes. The reason is cut to the
+    /// 123 bytes a close frame can carry.
+    pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.check_can_send()?;
+        if !code.is_sendable() {
+            return Err(SendError::InvalidCloseCode(code.0));
+        }
+        self.write_control(OpCode::Close, &close_payload(code, reason));
+        self.close_sent = true;
+        self.state = State::Closing;
+        self.close_deadline = Some(now + self.config.close_timeout);
+        self.keepalive = Keepalive { rtt: self.keepalive.rtt, ..Keepalive::default() };
+        Ok(())
+    }
+
+    // ---- outputs ----
+
+    /// Moves the bytes queued for the socket onto the end of `buf` and
+    /// returns how many there were. When `buf` is empty this swaps buffers
+    /// instead of copying. Write all of them before calling again.
+    #[must_use]
+    pub fn poll_transmit(&mut self, buf: &mut Vec<u8>) -> usize {
+        let n = self.out.len();
+        if n == 0 {
+            return 0;
+        }
+        if buf.is_empty() {
+            std::mem::swap(buf, &mut self.out);
+        } else {
+            buf.extend_from_slice(&self.out);
+            self.out.clear();
+        }
+        n
+    }
+
+    /// The next event for the application, if any.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        [self.close_deadline, self.keepalive.deadline, self.keepalive.next_ping]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Frees buffer capacity that an idle connection does not need.
+    pub fn shrink_buffers(&mut self) {
+        if self.out.is_empty() {
+            self.out = Vec::new();
+        }
+        self.scratch = Vec::new();
+        self.control = Vec::new();
+    }
+
+    // ---- internals: sending ----
+
+    fn check_can_send(&self) -> Result<(), SendError> {
+        match self.state {
+            State::Connecting => Err(SendError::NotOpen),
+            State::Open => Ok(()),
+            State::Closing | State::Closed => Err(SendError::Closed),
+        }
+    }
+
+    fn send_data(&mut self, opcode: OpCode, data: &[u8]) -> Result<(), SendError> {
+        self.check_can_send()?;
+        let threshold = self.config.deflate.as_ref().map_or(usize::MAX, |d| d.compression_threshold);
+        match self.deflater.as_mut() {
+            Some(deflater) if data.len() >= threshold => {
+                self.scratch.clear();
+                deflater.compress(data, &mut self.scratch);
+                let mask = rand::random();
+                write_header(&mut self.out, true, true, opcode, self.scratch.len() as u64, mask);
+                extend_masked(&mut self.out, &self.scratch, mask);
+                if self.scratch.capacity() > 64 << 10 {
+                    self.scratch = Vec::new();
+                }
+            }
+            _ => write_frame(&mut self.out, true, false, opcode, data, rand::random()),
+        }
+        Ok(())
+    }
+
+    fn write_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        write_frame(&mut self.out, true, false, opcode, payload, rand::random());
+    }
+
+    /// Ends the connection and reports why. Idempotent.
+    fn finish(&mut self, code: CloseCode, reason: String, kind: CloseKind) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.state = State::Closed;
+        self.inbound = Inbound::Ignore;
+        self.assembly = None;
+        self.close_deadline = None;
+        self.keepalive.next_ping = None;
+        self.keepalive.deadline = None;
+        self.events.push_back(Event::Closed(Closed { code, reason, kind }));
+    }
+
+    /// The server broke the protocol: send the matching close code, stop.
+    fn fail(&mut self, err: ProtocolError) {
+        let code = err.close_code();
+        if !self.close_sent && self.state != State::Closed {
+            self.write_control(OpCode::Close, &close_payload(code, ""));
+            self.close_sent = true;
+        }
+        self.finish(code, err.to_string(), CloseKind::Protocol(err));
+    }
+
+    // ---- internals: receiving ----
+
+    fn receive_frames(&mut self, now: Instant, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.inbound {
+                Inbound::Ignore => return,
+                Inbound::Header => {
+                    let allow_rsv1 = self.inflater.is_some();
+                    match self.header.feed(data, allow_rsv1) {
+                        Err(e) => return self.fail(e),
+                        Ok((used, header)) => {
+                            data = &data[used..];
+                            if let Some(h) = header {
+                                if let Err(e) = self.begin_frame(now, h) {
+                                    return self.fail(e);
+                                }
+                            }
+                        }
+                    }
+                }
+                Inbound::Data { remaining, fin } => {
+                    let n = remaining.min(data.len() as u64) as usize;
+                    let (chunk, rest) = data.split_at(n);
+                    data = rest;
+                    let remaining = remaining - n as u64;
+                    self.inbound = Inbound::Data { remaining, fin };
+                    if let Err(e) = self.message_data(chunk) {
+                        return self.fail(e);
+                    }
+                    if remaining == 0 {
+                        if let Err(e) = self.end_data_frame(fin) {
+                            return self.fail(e);
+                        }
+                    }
+                }
+                Inbound::Control { opcode, remaining } => {
+                    let n = remaining.min(data.len() as u64) as usize;
+                    self.control.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    let remaining = remaining - n as u64;
+                    self.inbound = Inbound::Control { opcode, remaining };
+                    if remaining == 0 {
+                        if let Err(e) = self.end_control_frame(now, opcode) {
+                            return self.fail(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin_frame(&mut self, now: Instant, h: FrameHeader) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        if h.len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig { size: h.len, limit: self.config.max_frame_size });
+        }
+        match h.opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                if h.rsv1 {
+                    return Err(ProtocolError::CompressedNonFirstFrame("control"));
+                }
+                self.control.clear();
+                self.inbound = Inbound::Control { opcode: h.opcode, remaining: h.len };
+                if h.len == 0 {
+                    self.end_control_frame(now, h.opcode)?;
+                }
+                return Ok(());
+            }
+            OpCode::Continuation => {
+                let Some(msg) = self.assembly.as_mut() else {
+                    return Err(ProtocolError::OrphanContinuation);
+                };
+                if h.rsv1 {
+                    return Err(ProtocolError::CompressedNonFirstFrame("continuation"));
+                }
+                let size = msg.data.len() as u64 + h.len;
+                if !msg.compressed && size > limit as u64 {
+                    return Err(ProtocolError::MessageTooBig { size, limit });
+                }
+                if !msg.compressed {
+                    msg.data.reserve(h.len as usize);
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.assembly.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                if !h.rsv1 && h.len > limit as u64 {
+                    return Err(ProtocolError::MessageTooBig { size: h.len, limit });
+                }
+                let capacity = if h.rsv1 { 0 } else { h.len as usize };
+                self.assembly = Some(Assembly {
+                    text: h.opcode == OpCode::Text,
+                    compressed: h.rsv1,
+                    data: Vec::with_capacity(capacity),
+                    utf8: Utf8Validator::new(),
+                    checked: 0,
+                });
+            }
+        }
+        self.inbound = Inbound::Data { remaining: h.len, fin: h.fin };
+        if h.len == 0 {
+            self.end_data_frame(h.fin)?;
+        }
+        Ok(())
+    }
+
+    fn message_data(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        let Some(msg) = self.assembly.as_mut() else {
+            return Ok(());
+        };
+        if msg.compressed {
+            let inflater = self.inflater.as_mut().ok_or(ProtocolError::ReservedBits(0x40))?;
+            inflater.inflate(chunk, &mut msg.data, self.config.max_message_size)?;
+            if msg.text {
+                msg.utf8.feed(&msg.data[msg.checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                msg.checked = msg.data.len();
+            }
+        } else {
+            if msg.text {
+                msg.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            msg.data.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    fn end_data_frame(&mut self, fin: bool) -> Result<(), ProtocolError> {
+        self.inbound = Inbound::Header;
+        if !fin {
+            return Ok(());
+        }
+        let Some(mut msg) = self.assembly.take() else {
+            return Ok(());
+        };
+        if msg.compressed {
+            if let Some(inflater) = self.inflater.as_mut() {
+                inflater.finish_message(&mut msg.data, self.config.max_message_size)?;
+            }
+            if msg.text {
+                msg.utf8.feed(&msg.data[msg.checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        let message = if msg.text {
+            msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Message::Text(String::from_utf8(msg.data).map_err(|_| ProtocolError::InvalidUtf8)?)
+        } else {
+            Message::Binary(msg.data)
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    fn end_control_frame(&mut self, now: Instant, opcode: OpCode) -> Result<(), ProtocolError> {
+        self.inbound = Inbound::Header;
+        let payload = std::mem::take(&mut self.control);
+        match opcode {
+            OpCode::Ping => {
+                if !self.close_sent && self.state == State::Open {
+                    self.write_control(OpCode::Pong, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => {
+                let k = &mut self.keepalive;
+                let mut rtt = None;
+                if let Some(sent) = k.sent_at {
+                    if payload == k.seq.to_be_bytes() {
+                        rtt = Some(now.saturating_duration_since(sent));
+                        k.rtt = rtt;
+                        k.sent_at = None;
+                        k.deadline = None;
+                    }
+                }
+                self.events.push_back(Event::Pong { payload, rtt });
+            }
+            OpCode::Close => {
+                let (code, reason) = parse_close_payload(&payload)?;
+                let kind = if self.close_sent {
+                    CloseKind::Local
+                } else {
+                    // Echo the server's code (or an empty close when it sent none).
+                    let echo = if code == CloseCode::NO_STATUS {
+                        Vec::new()
+                    } else {
+                        close_payload(code, "")
+                    };
+                    self.write_control(OpCode::Close, &echo);
+                    self.close_sent = true;
+                    CloseKind::Remote
+                };
+                self.finish(code, reason, kind);
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for ClientConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConnection")
+            .field("state", &self.state)
+            .field("buffered", &self.out.len())
+            .field("compressed", &self.inflater.is_some())
+            .finish_non_exhaustive()
+    }
+}
