@@ -1,0 +1,357 @@
+//! The two faces of one connection: [`Connection`], a cloneable handle that
+//! sends and closes, and [`Receiver`], the stream of what arrives.
+
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use futures_util::task::AtomicWaker;
+use tokio::sync::{mpsc, Notify};
+
+use tether_proto::{ClientConnection, CloseCode};
+
+use crate::error::{Error, SendError};
+use crate::options::BackpressurePolicy;
+
+pub use tether_proto::Message;
+
+/// A connection's state, as the WebSocket API names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// TCP, TLS or the handshake is in progress.
+    Connecting,
+    /// Open: messages flow.
+    Open,
+    /// The close handshake is in progress.
+    Closing,
+    /// Closed, cleanly or not.
+    Closed,
+}
+
+impl State {
+    fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Connecting,
+            1 => State::Open,
+            2 => State::Closing,
+            _ => State::Closed,
+        }
+    }
+
+    /// The lower-case name: `connecting`, `open`, `closing`, `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Open => "open",
+            State::Closing => "closing",
+            State::Closed => "closed",
+        }
+    }
+}
+
+impl From<tether_proto::State> for State {
+    fn from(s: tether_proto::State) -> Self {
+        match s {
+            tether_proto::State::Connecting => State::Connecting,
+            tether_proto::State::Open => State::Open,
+            tether_proto::State::Closing => State::Closing,
+            tether_proto::State::Closed => State::Closed,
+        }
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+pub struct Closed {
+    /// The close code: the server's after a close handshake (1005 when it
+    /// sent none), ours when the server broke the protocol, 1006 when there
+    /// was no close handshake.
+    pub code: u16,
+    /// The close reason.
+    pub reason: String,
+    /// Whether the close handshake completed.
+    pub clean: bool,
+    /// What went wrong, when something did.
+    pub error: Option<Error>,
+}
+
+/// What a connection reports, in order. `Closed` is always last.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake completed.
+    Open {
+        /// The subprotocol the server chose.
+        protocol: Option<String>,
+        /// Whether permessage-deflate is in use.
+        compression: bool,
+    },
+    /// A message arrived.
+    Message(Message),
+    /// A pong arrived (keepalive pongs carry the round-trip time).
+    Pong {
+        /// The round-trip time, when the pong answers a keepalive ping.
+        rtt: Option<Duration>,
+    },
+    /// The connection is closed.
+    Closed(Closed),
+}
+
+/// State shared by the handle, the receiver and the driver task.
+pub(crate) struct Shared {
+    pub key: String,
+    pub url: String,
+    pub inner: Mutex<Inner>,
+    state: AtomicU8,
+    /// Bytes the driver took from the engine but has not written yet.
+    pub in_flight: AtomicUsize,
+    pub driver: AtomicWaker,
+    pub drained: Notify,
+    /// Wakes the connecting phase when `close()` abandons it.
+    pub abort: Notify,
+    /// The subprotocol the server chose, once open.
+    pub protocol: std::sync::OnceLock<Option<String>>,
+    pub max_buffered: usize,
+    pub policy: BackpressurePolicy,
+    pub on_exit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+pub(crate) struct Inner {
+    /// `None` until the transport is up.
+    pub engine: Option<ClientConnection>,
+    /// A close asked for before the engine existed.
+    pub early_close: bool,
+}
+
+impl Shared {
+    pub fn new(key: String, url: String, max_buffered: usize, policy: BackpressurePolicy) -> Self {
+        Shared {
+            key,
+            url,
+            inner: Mutex::new(Inner { engine: None, early_close: false }),
+            state: AtomicU8::new(0),
+            in_flight: AtomicUsize::new(0),
+            driver: AtomicWaker::new(),
+            drained: Notify::new(),
+            abort: Notify::new(),
+            protocol: std::sync::OnceLock::new(),
+            max_buffered,
+            policy,
+            on_exit: Mutex::new(None),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves the engine usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_state(&self, s: State) {
+        let v = match s {
+            State::Connecting => 0,
+            State::Open => 1,
+            State::Closing => 2,
+            State::Closed => 3,
+        };
+        self.state.store(v, Ordering::Release);
+    }
+
+    pub fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+}
+
+/// A handle to one connection: send, close, read its state. Clone it freely;
+/// every clone talks to the same connection.
+#[derive(Clone)]
+pub struct Connection {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("key", &self.shared.key)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// The key this connection was opened with.
+    pub fn key(&self) -> &str {
+        &self.shared.key
+    }
+
+    /// The URL it was opened with, password redacted.
+    pub fn url(&self) -> &str {
+        &self.shared.url
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// The subprotocol the server chose; `None` before open or when it chose none.
+    pub fn protocol(&self) -> Option<&str> {
+        self.shared.protocol.get().and_then(|p| p.as_deref())
+    }
+
+    /// Bytes queued to send and not yet written to the socket.
+    pub fn buffered_amount(&self) -> usize {
+        let engine = self.shared.lock().engine.as_ref().map_or(0, |e| e.buffered_amount());
+        engine + self.shared.in_flight.load(Ordering::Acquire)
+    }
+
+    /// The last keepalive round-trip time.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.shared.lock().engine.as_ref().and_then(|e| e.rtt())
+    }
+
+    /// Sends a text message, waiting for buffer space if the policy is
+    /// [`BackpressurePolicy::Wait`].
+    pub async fn send_text(&self, text: impl AsRef<str>) -> Result<(), SendError> {
+        let text = text.as_ref();
+        self.send_with(text.len(), |e| e.send_text(text)).await
+    }
+
+    /// Sends a binary message, waiting for buffer space if the policy is
+    /// [`BackpressurePolicy::Wait`].
+    pub async fn send_binary(&self, data: impl AsRef<[u8]>) -> Result<(), SendError> {
+        let data = data.as_ref();
+        self.send_with(data.len(), |e| e.send_binary(data)).await
+    }
+
+    /// Sends a text message now, or fails with
+    /// [`SendError::BufferFull`] instead of waiting.
+    pub fn try_send_text(&self, text: &str) -> Result<(), SendError> {
+        self.try_send(text.len(), BackpressurePolicy::Error, |e| e.send_text(text))
+    }
+
+    /// Sends a binary message now, or fails instead of waiting.
+    pub fn try_send_binary(&self, data: &[u8]) -> Result<(), SendError> {
+        self.try_send(data.len(), BackpressurePolicy::Error, |e| e.send_binary(data))
+    }
+
+    /// Sends a ping with up to 125 bytes of payload.
+    pub fn ping(&self, payload: &[u8]) -> Result<(), SendError> {
+        self.try_send(0, BackpressurePolicy::Error, |e| e.send_ping(payload))
+    }
+
+    /// Starts the close handshake with `code` and `reason`. Returns at once;
+    /// the [`Event::Closed`] on the receiver says how it ended. Closing a
+    /// connection that is still connecting abandons it.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+        let code = CloseCode(code);
+        if !code.is_sendable() {
+            return Err(SendError::Invalid(tether_proto::SendError::InvalidCloseCode(code.0)));
+        }
+        let mut inner = self.shared.lock();
+        let result = match inner.engine.as_mut() {
+            Some(engine) if engine.state() == tether_proto::State::Open => {
+                let r = engine.close(Instant::now(), code, reason).map_err(SendError::from);
+                self.shared.set_state(engine.state().into());
+                r
+            }
+            Some(engine) if engine.state() != tether_proto::State::Connecting => Err(SendError::Closed),
+            _ => {
+                if self.shared.state() == State::Closed {
+                    Err(SendError::Closed)
+                } else {
+                    inner.early_close = true;
+                    self.shared.abort.notify_one();
+                    Ok(())
+                }
+            }
+        };
+        drop(inner);
+        self.shared.driver.wake();
+        result
+    }
+
+    async fn send_with(
+        &self,
+        len: usize,
+        mut op: impl FnMut(&mut ClientConnection) -> Result<(), tether_proto::SendError>,
+    ) -> Result<(), SendError> {
+        loop {
+            let drained = self.shared.drained.notified();
+            match self.try_send(len, self.shared.policy, &mut op) {
+                Err(SendError::BufferFull { .. }) if self.shared.policy == BackpressurePolicy::Wait => {
+                    drained.await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_send(
+        &self,
+        len: usize,
+        policy: BackpressurePolicy,
+        op: impl FnOnce(&mut ClientConnection) -> Result<(), tether_proto::SendError>,
+    ) -> Result<(), SendError> {
+        let mut inner = self.shared.lock();
+        let engine = match inner.engine.as_mut() {
+            Some(e) => e,
+            None if self.shared.state() == State::Closed => return Err(SendError::Closed),
+            None => return Err(SendError::NotOpen),
+        };
+        let buffered = engine.buffered_amount() + self.shared.in_flight.load(Ordering::Acquire);
+        let limit = self.shared.max_buffered;
+        // An empty buffer always takes one message, however large, so a
+        // message over the limit cannot wait forever.
+        if buffered > 0 && buffered + len > limit && engine.state() == tether_proto::State::Open {
+            if policy == BackpressurePolicy::Close {
+                let _ = engine.close(Instant::now(), CloseCode::GOING_AWAY, "send buffer full");
+                self.shared.set_state(engine.state().into());
+                drop(inner);
+                self.shared.driver.wake();
+            }
+            return Err(SendError::BufferFull { buffered, limit });
+        }
+        let result = op(engine).map_err(SendError::from);
+        drop(inner);
+        if result.is_ok() {
+            self.shared.driver.wake();
+        }
+        result
+    }
+}
+
+/// The stream of events of one connection. Receiving is cancel-safe: a
+/// `next()` dropped before it completes loses nothing.
+#[derive(Debug)]
+pub struct Receiver {
+    pub(crate) rx: mpsc::Receiver<Event>,
+}
+
+impl Receiver {
+    /// The next event; `None` after [`Event::Closed`] has been returned.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.rx.recv().await
+    }
+
+    /// The next message, skipping other events; `Err` carries the close.
+    pub async fn next_message(&mut self) -> Result<Message, Option<Closed>> {
+        loop {
+            match self.rx.recv().await {
+                Some(Event::Message(m)) => return Ok(m),
+                Some(Event::Closed(c)) => return Err(Some(c)),
+                Some(_) => continue,
+                None => return Err(None),
+            }
+        }
+    }
+}
+
+impl futures_util::Stream for Receiver {
+    type Item = Event;
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Event>> {
+        self.rx.poll_recv(cx)
+    }
+}

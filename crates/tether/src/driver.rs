@@ -1,0 +1,486 @@
+//! The driver task: one per connection. It owns the socket and moves bytes
+//! between it and the engine, and events from the engine to the [`Receiver`].
+//!
+//! socket → `receive_data` → engine → `poll_event` → channel → application;
+//! application → engine (under the lock) → `poll_transmit` → socket.
+
+use std::future::{poll_fn, Future};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_util::sync::PollSender;
+
+use tether_proto::{ClientConnection, CloseKind};
+
+use crate::connection::{Closed, Connection, Event, Receiver, Shared, State};
+use crate::error::Error;
+use crate::options::ConnectOptions;
+use crate::target::{redact, Target};
+
+/// A byte stream a connection can run over: TCP, TLS over TCP, or anything
+/// else a caller brings (a proxy tunnel, an in-memory pipe in tests).
+pub trait Transport: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
+
+/// Bytes read from the socket per call, on the stack: an idle connection
+/// holds no read buffer at all.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Starts a connection in the background and returns at once, in state
+/// `Connecting`. The receiver reports `Open`, then messages, then `Closed`;
+/// a connection that fails to open reports only `Closed`, with the error.
+///
+/// Fails only for what can be checked without the network: the URL, the
+/// headers, the options.
+pub fn open(key: impl Into<String>, url: &str, options: &ConnectOptions) -> Result<(Connection, Receiver), Error> {
+    let target = Target::parse(url, options)?;
+    if let Some(d) = &options.config.deflate {
+        d.validate().map_err(tether_proto::RequestError::InvalidExtensionConfig)?;
+    }
+    let shared = Arc::new(Shared::new(key.into(), redact(url), options.max_buffered, options.backpressure));
+    let (tx, rx) = mpsc::channel(options.event_queue.max(1));
+    let conn = Connection { shared: shared.clone() };
+    let options = options.clone();
+    tokio::spawn(async move {
+        drive(shared, target, options, tx).await;
+    });
+    Ok((conn, Receiver { rx }))
+}
+
+/// Opens a connection and waits until it is open (or fails).
+pub async fn connect(url: &str, options: &ConnectOptions) -> Result<(Connection, Receiver), Error> {
+    connect_keyed(url.to_string(), url, options).await
+}
+
+/// Like [`connect`], with a key of your choice.
+pub async fn connect_keyed(
+    key: impl Into<String>,
+    url: &str,
+    options: &ConnectOptions,
+) -> Result<(Connection, Receiver), Error> {
+    let (conn, mut rx) = open(key, url, options)?;
+    match rx.next().await {
+        Some(Event::Open { .. }) => Ok((conn, rx)),
+        Some(Event::Closed(Closed { error: Some(e), .. })) => Err(e),
+        _ => Err(Error::Abnormal),
+    }
+}
+
+/// Runs a connection over a transport the caller already has (after its own
+/// TCP, TLS or proxy setup). `url` gives the Host header and the path.
+pub fn open_on<T: Transport>(
+    key: impl Into<String>,
+    url: &str,
+    io: T,
+    options: &ConnectOptions,
+) -> Result<(Connection, Receiver), Error> {
+    let target = Target::parse(url, options)?;
+    let shared = Arc::new(Shared::new(key.into(), redact(url), options.max_buffered, options.backpressure));
+    let (tx, rx) = mpsc::channel(options.event_queue.max(1));
+    let conn = Connection { shared: shared.clone() };
+    let options = options.clone();
+    tokio::spawn(async move {
+        let opened = tokio::time::timeout(options.connect_timeout, handshake(Box::new(io), &target, &options)).await;
+        run(shared, opened, &target, &options, tx).await;
+    });
+    Ok((conn, Receiver { rx }))
+}
+
+async fn drive(shared: Arc<Shared>, target: Target, options: ConnectOptions, tx: mpsc::Sender<Event>) {
+    let connecting = async {
+        let io = establish(&target, &options).await?;
+        handshake(io, &target, &options).await
+    };
+    let opened = tokio::select! {
+        r = tokio::time::timeout(options.connect_timeout, connecting) => r,
+        _ = shared.abort.notified() => Ok(Err(Error::Abnormal)),
+    };
+    run(shared, opened, &target, &options, tx).await;
+}
+
+type Opened = Result<(Box<dyn Transport>, ClientConnection, tether_proto::Opened), Error>;
+
+async fn run(
+    shared: Arc<Shared>,
+    opened: Result<Opened, tokio::time::error::Elapsed>,
+    target: &Target,
+    options: &ConnectOptions,
+    tx: mpsc::Sender<Event>,
+) {
+    let aborted = shared.lock().early_close;
+    let opened = match opened {
+        Ok(Ok(_)) if aborted => Err(None),
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(_)) if aborted => Err(None),
+        Ok(Err(e)) => Err(Some(e)),
+        Err(_) => Err(Some(Error::ConnectTimeout(options.connect_timeout))),
+    };
+    match opened {
+        Err(error) => {
+            if let Some(e) = &error {
+                tracing::debug!(key = %shared.key, url = %shared.url, error = %e, "connection failed");
+            }
+            shared.set_state(State::Closed);
+            let reason = if error.is_none() { "closed before open" } else { "" };
+            let _ = tx
+                .send(Event::Closed(Closed { code: 1006, reason: reason.into(), clean: false, error }))
+                .await;
+        }
+        Ok((io, engine, opened)) => {
+            let close_timeout = engine.config().close_timeout;
+            shared.set_state(engine.state().into());
+            shared.lock().engine = Some(engine);
+            let mut driver = Driver::new(shared.clone(), io, target.host.clone(), tx);
+            driver.pending = driver.convert(tether_proto::Event::Open(opened));
+            poll_fn(|cx| driver.poll_run(cx)).await;
+            driver.shut_down(close_timeout).await;
+        }
+    }
+    shared.set_state(State::Closed);
+    shared.drained.notify_waiters();
+    let on_exit = shared.on_exit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(f) = on_exit {
+        f();
+    }
+}
+
+/// TCP (and TLS for `wss://`).
+async fn establish(target: &Target, options: &ConnectOptions) -> Result<Box<dyn Transport>, Error> {
+    let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
+        .await
+        .map_err(|source| Error::Resolve { host: target.host.clone(), source })?
+        .collect();
+    let mut last = None;
+    let mut tcp = None;
+    for addr in &addrs {
+        match TcpStream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some((addr.to_string(), e)),
+        }
+    }
+    let tcp = match (tcp, last) {
+        (Some(t), _) => t,
+        (None, Some((addr, source))) => return Err(Error::Connect { addr, source }),
+        (None, None) => {
+            return Err(Error::Resolve {
+                host: target.host.clone(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses"),
+            })
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    if !target.secure {
+        return Ok(Box::new(tcp));
+    }
+    let config = match &options.tls {
+        Some(c) => c.clone(),
+        None => crate::tls::default_config()?,
+    };
+    let name = rustls_pki_types::ServerName::try_from(target.host.clone())
+        .map_err(|e| Error::Tls { host: target.host.clone(), reason: format!("invalid server name: {e}") })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| match Error::from_io(e, &target.host) {
+            Error::Reset | Error::Abnormal => Error::Tls {
+                host: target.host.clone(),
+                reason: "the server ended the connection during the TLS handshake".into(),
+            },
+            other => other,
+        })?;
+    Ok(Box::new(tls))
+}
+
+/// Sends the upgrade request and reads until the engine leaves `Connecting`.
+async fn handshake(
+    mut io: Box<dyn Transport>,
+    target: &Target,
+    options: &ConnectOptions,
+) -> Result<(Box<dyn Transport>, ClientConnection, tether_proto::Opened), Error> {
+    let mut engine = ClientConnection::new(Arc::new(options.config.clone()), &target.request)?;
+    let mut out = Vec::new();
+    let _ = engine.poll_transmit(&mut out);
+    io.write_all(&out).await.map_err(|e| Error::from_io(e, &target.host))?;
+    io.flush().await.map_err(|e| Error::from_io(e, &target.host))?;
+    let mut buf = vec![0u8; 8192];
+    while engine.state() == tether_proto::State::Connecting {
+        let n = io.read(&mut buf).await.map_err(|e| Error::from_io(e, &target.host))?;
+        if n == 0 {
+            engine.receive_eof(Instant::now());
+        } else {
+            engine.receive_data(Instant::now(), &buf[..n]);
+        }
+    }
+    // The first event is Open, or Closed with the handshake's error. Bytes
+    // that came with the 101 may already have produced more events.
+    match engine.poll_event() {
+        Some(tether_proto::Event::Open(opened)) => Ok((io, engine, opened)),
+        Some(tether_proto::Event::Closed(c)) => match c.kind {
+            CloseKind::Handshake(e) => Err(Error::Handshake(e)),
+            _ => Err(Error::Abnormal),
+        },
+        _ => Err(Error::Abnormal),
+    }
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    io: Box<dyn Transport>,
+    host: String,
+    tx: PollSender<Event>,
+    wbuf: Vec<u8>,
+    wpos: usize,
+    need_flush: bool,
+    read_closed: bool,
+    io_error: Option<Error>,
+    pending: Option<Event>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Driver {
+    fn new(shared: Arc<Shared>, io: Box<dyn Transport>, host: String, tx: mpsc::Sender<Event>) -> Self {
+        Driver {
+            shared,
+            io,
+            host,
+            tx: PollSender::new(tx),
+            wbuf: Vec::new(),
+            wpos: 0,
+            need_flush: false,
+            read_closed: false,
+            io_error: None,
+            pending: None,
+            sleep: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
+            deadline: None,
+            done: false,
+        }
+    }
+
+    /// Runs until the engine is closed and every event is delivered.
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.shared.driver.register(cx.waker());
+        loop {
+            let mut progress = self.poll_write(cx);
+            progress |= self.poll_deliver(cx);
+            progress |= self.poll_read(cx);
+            progress |= self.poll_timer(cx);
+            if self.done && self.pending.is_none() {
+                return Poll::Ready(());
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        if self.io_error.is_some() {
+            return false;
+        }
+        if self.wpos == self.wbuf.len() {
+            self.wbuf.clear();
+            self.wpos = 0;
+            if let Some(engine) = self.shared.lock().engine.as_mut() {
+                let n = engine.poll_transmit(&mut self.wbuf);
+                self.shared.in_flight.store(n, Ordering::Release);
+            }
+        }
+        while self.wpos < self.wbuf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                Poll::Ready(Ok(0)) => {
+                    self.fail_io(std::io::ErrorKind::WriteZero.into());
+                    return true;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.wpos += n;
+                    self.shared.in_flight.fetch_sub(n, Ordering::AcqRel);
+                    self.need_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return true;
+                }
+                Poll::Pending => return progress,
+            }
+        }
+        if self.need_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => self.need_flush = false,
+                Poll::Ready(Err(e)) => {
+                    self.fail_io(e);
+                    return true;
+                }
+                Poll::Pending => return progress,
+            }
+            // Everything written: release big buffers, wake blocked senders.
+            if self.wbuf.capacity() > 64 << 10 {
+                self.wbuf = Vec::new();
+                self.wpos = 0;
+            }
+            self.shared.drained.notify_waiters();
+        }
+        progress
+    }
+
+    fn poll_deliver(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut progress = false;
+        loop {
+            if self.pending.is_none() {
+                let mut inner = self.shared.lock();
+                let Some(engine) = inner.engine.as_mut() else { return progress };
+                let event = engine.poll_event();
+                self.shared.set_state(engine.state().into());
+                drop(inner);
+                self.pending = match event {
+                    Some(e) => self.convert(e),
+                    None => return progress,
+                };
+                progress = true;
+            }
+            match self.tx.poll_reserve(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(event) = self.pending.take() {
+                        if matches!(event, Event::Closed(_)) {
+                            self.done = true;
+                        }
+                        let _ = self.tx.send_item(event);
+                    }
+                }
+                // The receiver is gone: nobody listens, drop the event.
+                Poll::Ready(Err(_)) => {
+                    if matches!(self.pending.take(), Some(Event::Closed(_))) {
+                        self.done = true;
+                    }
+                }
+                Poll::Pending => return progress,
+            }
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
+        // Backpressure: read only when the application has taken every event.
+        if self.read_closed || self.pending.is_some() || self.done {
+            return false;
+        }
+        let mut stack = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut stack);
+        match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
+            Poll::Ready(Ok(())) => {
+                let now = Instant::now();
+                let mut inner = self.shared.lock();
+                if let Some(engine) = inner.engine.as_mut() {
+                    if buf.filled().is_empty() {
+                        self.read_closed = true;
+                        engine.receive_eof(now);
+                    } else {
+                        engine.receive_data(now, buf.filled());
+                    }
+                }
+                true
+            }
+            Poll::Ready(Err(e)) => {
+                self.fail_io(e);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
+        let deadline = self.shared.lock().engine.as_ref().and_then(|e| e.poll_timeout());
+        if deadline != self.deadline {
+            self.deadline = deadline;
+            if let Some(d) = deadline {
+                self.sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+            }
+        }
+        if self.deadline.is_none() {
+            return false;
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            if let Some(engine) = self.shared.lock().engine.as_mut() {
+                engine.handle_timeout(Instant::now());
+            }
+            self.deadline = None;
+            return true;
+        }
+        false
+    }
+
+    /// The socket failed: the engine sees the end of the stream, and the
+    /// error says how it ended.
+    fn fail_io(&mut self, e: std::io::Error) {
+        tracing::debug!(key = %self.shared.key, error = %e, "socket error");
+        self.io_error = Some(Error::from_io(e, &self.host));
+        self.read_closed = true;
+        self.wbuf.clear();
+        self.wpos = 0;
+        if let Some(engine) = self.shared.lock().engine.as_mut() {
+            engine.receive_eof(Instant::now());
+        }
+    }
+
+    fn convert(&mut self, event: tether_proto::Event) -> Option<Event> {
+        Some(match event {
+            tether_proto::Event::Open(o) => {
+                let _ = self.shared.protocol.set(o.protocol.clone());
+                Event::Open { protocol: o.protocol, compression: o.compression }
+            }
+            tether_proto::Event::Message(m) => Event::Message(m),
+            tether_proto::Event::Pong { rtt, .. } => Event::Pong { rtt },
+            tether_proto::Event::Closed(c) => {
+                let clean = c.is_clean();
+                let error = match c.kind {
+                    CloseKind::Remote | CloseKind::Local => None,
+                    CloseKind::Protocol(e) => Some(Error::Protocol(e)),
+                    CloseKind::Handshake(e) => Some(Error::Handshake(e)),
+                    CloseKind::CloseTimeout => Some(Error::CloseTimeout),
+                    CloseKind::PingTimeout => Some(Error::PingTimeout),
+                    _ => Some(self.io_error.take().unwrap_or(Error::Abnormal)),
+                };
+                Event::Closed(Closed { code: c.code.0, reason: c.reason, clean, error })
+            }
+            _ => return None,
+        })
+    }
+
+    /// After the close: write what is left (our close frame), end our side,
+    /// and wait for the server to end its side, all within the close timeout.
+    async fn shut_down(mut self, timeout: std::time::Duration) {
+        if self.io_error.is_some() {
+            return;
+        }
+        if let Some(engine) = self.shared.lock().engine.as_mut() {
+            let _ = engine.poll_transmit(&mut self.wbuf);
+            engine.shrink_buffers();
+        }
+        let io = &mut self.io;
+        let rest = &self.wbuf[self.wpos.min(self.wbuf.len())..];
+        let read_closed = self.read_closed;
+        let _ = tokio::time::timeout(timeout, async move {
+            io.write_all(rest).await?;
+            io.shutdown().await?;
+            if !read_closed {
+                let mut sink = [0u8; 4096];
+                while io.read(&mut sink).await? > 0 {}
+            }
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+        self.shared.in_flight.store(0, Ordering::Release);
+    }
+}

@@ -1,0 +1,154 @@
+//! Options for opening a connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether_proto::{Config, DeflateConfig};
+
+/// What to do when a send would push the outgoing buffer past its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackpressurePolicy {
+    /// `send_*` waits until the buffer drains below the limit.
+    #[default]
+    Wait,
+    /// `send_*` fails with [`SendError::BufferFull`](crate::SendError::BufferFull).
+    Error,
+    /// The connection is closed with 1001 (as OkHttp does) and the send fails.
+    Close,
+}
+
+/// How to open a connection. Every setter takes `&mut self` and returns it,
+/// so options can be built in one expression or step by step.
+#[derive(Clone)]
+pub struct ConnectOptions {
+    pub(crate) config: Config,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) protocols: Vec<String>,
+    pub(crate) origin: Option<String>,
+    pub(crate) basic_auth: Option<(String, String)>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_buffered: usize,
+    pub(crate) backpressure: BackpressurePolicy,
+    pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    pub(crate) event_queue: usize,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            config: Config::default(),
+            headers: Vec::new(),
+            protocols: Vec::new(),
+            origin: None,
+            basic_auth: None,
+            connect_timeout: Duration::from_secs(30),
+            max_buffered: 16 << 20,
+            backpressure: BackpressurePolicy::Wait,
+            tls: None,
+            event_queue: 64,
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values and credentials may be secrets: names only.
+        f.debug_struct("ConnectOptions")
+            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field("protocols", &self.protocols)
+            .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectOptions {
+    /// Default options: 30 s connect timeout, 64 MiB messages, compression
+    /// offered, keepalive every 20 s, 16 MiB outgoing buffer that waits.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a request header.
+    pub fn header(&mut self, name: impl Into<String>, value: impl Into<String>) -> &mut Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Offers a subprotocol (repeat for several, in order of preference).
+    pub fn protocol(&mut self, name: impl Into<String>) -> &mut Self {
+        self.protocols.push(name.into());
+        self
+    }
+
+    /// Sets the Origin header.
+    pub fn origin(&mut self, origin: impl Into<String>) -> &mut Self {
+        self.origin = Some(origin.into());
+        self
+    }
+
+    /// Sends `Authorization: Basic …` with the handshake. Credentials in the
+    /// URL do the same; these win over them.
+    pub fn basic_auth(&mut self, user: impl Into<String>, password: impl Into<String>) -> &mut Self {
+        self.basic_auth = Some((user.into(), password.into()));
+        self
+    }
+
+    /// Time allowed for TCP connect, TLS and the WebSocket handshake together.
+    pub fn connect_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Time allowed for the close handshake before the TCP connection is dropped.
+    pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.config.close_timeout = timeout;
+        self
+    }
+
+    /// The largest message accepted, in bytes (default 64 MiB).
+    pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
+        self.config.max_message_size = bytes;
+        self.config.max_frame_size = bytes;
+        self
+    }
+
+    /// Turns permessage-deflate on (with default parameters) or off.
+    pub fn compression(&mut self, on: bool) -> &mut Self {
+        self.config.deflate = on.then(DeflateConfig::default);
+        self
+    }
+
+    /// Offers permessage-deflate with these parameters.
+    pub fn deflate(&mut self, deflate: DeflateConfig) -> &mut Self {
+        self.config.deflate = Some(deflate);
+        self
+    }
+
+    /// Keepalive: a ping every `interval`, and the connection is dead when a
+    /// pong takes longer than `timeout`. `None` turns either off.
+    pub fn keepalive(&mut self, interval: Option<Duration>, timeout: Option<Duration>) -> &mut Self {
+        self.config.ping_interval = interval;
+        self.config.ping_timeout = timeout;
+        self
+    }
+
+    /// The outgoing buffer limit in bytes and what to do when it is full.
+    pub fn backpressure(&mut self, max_buffered: usize, policy: BackpressurePolicy) -> &mut Self {
+        self.max_buffered = max_buffered;
+        self.backpressure = policy;
+        self
+    }
+
+    /// Uses this TLS configuration for `wss://` instead of the platform roots.
+    pub fn tls_config(&mut self, config: Arc<rustls::ClientConfig>) -> &mut Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// The protocol engine's configuration, for settings without a setter here.
+    pub fn engine_config(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
