@@ -1,0 +1,213 @@
+//! `tether connect URL`: an interactive and scriptable client.
+//!
+//! Input: every stdin line, without its line ending, is one message (text,
+//! or binary with `--binary`). At end of input it sends close 1000 and keeps
+//! printing what arrives until the close handshake ends.
+//!
+//! Output: a text message is printed as its own line; a binary message is
+//! printed as one line of base64 (standard alphabet, padded). With `--json`
+//! every event is one JSON object per line. Errors and the close go to
+//! stderr without `--json`.
+//!
+//! Exit status: 0 after a close handshake with 1000 or 1001; 1 for any other
+//! end; 2 for usage errors.
+
+use std::io::Write;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::Args;
+use serde_json::json;
+use tokio::io::AsyncBufReadExt;
+
+use tether::{ConnectOptions, Event, Message};
+
+#[derive(Args, Debug)]
+pub struct ConnectArgs {
+    /// The server, ws://HOST[:PORT]/PATH or wss://…; user:password@ in it is
+    /// sent as Basic auth.
+    pub url: String,
+    /// A request header, 'Name: value' (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "'NAME: VALUE'")]
+    pub headers: Vec<String>,
+    /// A subprotocol to offer (repeatable, in order of preference).
+    #[arg(short = 'p', long = "protocol", value_name = "NAME")]
+    pub protocols: Vec<String>,
+    /// Seconds allowed for TCP connect, TLS and the handshake together.
+    #[arg(long, value_name = "SECS", default_value_t = 30.0)]
+    pub timeout: f64,
+    /// Seconds to wait for the close handshake before dropping the connection.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub close_timeout: f64,
+    /// The largest message accepted, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_message: usize,
+    /// Send stdin lines as binary messages instead of text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Print one JSON object per event on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Do not offer permessage-deflate.
+    #[arg(long)]
+    pub no_compression: bool,
+}
+
+/// Prints events in the chosen format.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn line(&self, value: serde_json::Value) {
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{value}");
+        let _ = out.flush();
+    }
+
+    fn open(&self, protocol: Option<&str>) {
+        if self.json {
+            self.line(json!({"event": "open", "protocol": protocol}));
+        }
+    }
+
+    fn message(&self, m: &Message) {
+        match (self.json, m) {
+            (true, Message::Text(t)) => self.line(json!({"event": "message", "type": "text", "data": t})),
+            (true, Message::Binary(b)) => self.line(json!({
+                "event": "message", "type": "binary",
+                "base64": base64::engine::general_purpose::STANDARD.encode(b),
+            })),
+            (false, m) => {
+                let mut out = std::io::stdout().lock();
+                let _ = match m {
+                    Message::Text(t) => writeln!(out, "{t}"),
+                    Message::Binary(b) => writeln!(out, "{}", base64::engine::general_purpose::STANDARD.encode(b)),
+                };
+                let _ = out.flush();
+            }
+        }
+    }
+
+    fn error(&self, kind: &str, message: &str, status: Option<u16>) {
+        if self.json {
+            let mut v = json!({"event": "error", "kind": kind, "message": message});
+            if let Some(s) = status {
+                v["status"] = json!(s);
+            }
+            self.line(v);
+        } else {
+            eprintln!("tether: error ({kind}): {message}");
+        }
+    }
+
+    fn close(&self, code: u16, reason: &str) {
+        if self.json {
+            self.line(json!({"event": "close", "code": code, "reason": reason}));
+        } else {
+            eprintln!("tether: closed with {code}{}{reason}", if reason.is_empty() { "" } else { " " });
+        }
+    }
+}
+
+fn usage_error(message: &str) -> i32 {
+    eprintln!("tether connect: {message}");
+    2
+}
+
+fn seconds(name: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|_| format!("--{name} must be a non-negative number of seconds"))
+}
+
+fn build_options(args: &ConnectArgs) -> Result<ConnectOptions, String> {
+    let mut options = ConnectOptions::new();
+    for h in &args.headers {
+        let (name, value) = h
+            .split_once(':')
+            .ok_or_else(|| format!("header {h:?} must look like 'Name: value'"))?;
+        options.header(name.trim(), value.trim());
+    }
+    for p in &args.protocols {
+        options.protocol(p.clone());
+    }
+    if args.max_message == 0 {
+        return Err("--max-message must be at least 1".into());
+    }
+    options
+        .connect_timeout(seconds("timeout", args.timeout)?)
+        .close_timeout(seconds("close-timeout", args.close_timeout)?)
+        .max_message_size(args.max_message)
+        .compression(!args.no_compression);
+    Ok(options)
+}
+
+pub async fn run(args: ConnectArgs) -> i32 {
+    let out = Output { json: args.json };
+    let options = match build_options(&args) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
+    let (conn, mut rx) = match tether::open("cli", &args.url, &options) {
+        Ok(pair) => pair,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    let mut input_open = false; // becomes true once the connection is open
+    let mut line_no = 0u64;
+    loop {
+        tokio::select! {
+            event = rx.next() => {
+                match event {
+                    Some(Event::Open { protocol, .. }) => {
+                        out.open(protocol.as_deref());
+                        input_open = true;
+                    }
+                    Some(Event::Message(m)) => out.message(&m),
+                    Some(Event::Closed(c)) => {
+                        if let Some(e) = &c.error {
+                            out.error(e.kind(), &e.to_string(), e.http_status());
+                        }
+                        out.close(c.code, &c.reason);
+                        return if c.clean && matches!(c.code, 1000 | 1001) { 0 } else { 1 };
+                    }
+                    Some(_) => {}
+                    None => return 1,
+                }
+            }
+            read = stdin.read_until(b'\n', &mut line), if input_open => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        if let Err(e) = read {
+                            out.error("stdin", &format!("cannot read stdin: {e}"), None);
+                        }
+                        input_open = false;
+                        let _ = conn.close(1000, "");
+                    }
+                    Ok(_) => {
+                        line_no += 1;
+                        if line.last() == Some(&b'\n') { line.pop(); }
+                        if line.last() == Some(&b'\r') { line.pop(); }
+                        let sent = if args.binary {
+                            conn.send_binary(&line).await
+                        } else {
+                            match std::str::from_utf8(&line) {
+                                Ok(text) => conn.send_text(text).await,
+                                Err(_) => {
+                                    out.error("input", &format!("stdin line {line_no} is not UTF-8; use --binary to send bytes"), None);
+                                    line.clear();
+                                    continue;
+                                }
+                            }
+                        };
+                        if let Err(e) = sent {
+                            out.error("send", &e.to_string(), None);
+                        }
+                        line.clear();
+                    }
+                }
+            }
+        }
+    }
+}
