@@ -73,7 +73,9 @@ impl Output {
 
     fn message(&self, m: &Message) {
         match (self.json, m) {
-            (true, Message::Text(t)) => self.line(json!({"event": "message", "type": "text", "data": t})),
+            (true, Message::Text(t)) => {
+                self.line(json!({"event": "message", "type": "text", "data": t}))
+            }
             (true, Message::Binary(b)) => self.line(json!({
                 "event": "message", "type": "binary",
                 "base64": base64::engine::general_purpose::STANDARD.encode(b),
@@ -82,7 +84,11 @@ impl Output {
                 let mut out = std::io::stdout().lock();
                 let _ = match m {
                     Message::Text(t) => writeln!(out, "{t}"),
-                    Message::Binary(b) => writeln!(out, "{}", base64::engine::general_purpose::STANDARD.encode(b)),
+                    Message::Binary(b) => writeln!(
+                        out,
+                        "{}",
+                        base64::engine::general_purpose::STANDARD.encode(b)
+                    ),
                 };
                 let _ = out.flush();
             }
@@ -105,7 +111,10 @@ impl Output {
         if self.json {
             self.line(json!({"event": "close", "code": code, "reason": reason}));
         } else {
-            eprintln!("tether: closed with {code}{}{reason}", if reason.is_empty() { "" } else { " " });
+            eprintln!(
+                "tether: closed with {code}{}{reason}",
+                if reason.is_empty() { "" } else { " " }
+            );
         }
     }
 }
@@ -116,7 +125,8 @@ fn usage_error(message: &str) -> i32 {
 }
 
 fn seconds(name: &str, value: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(value).map_err(|_| format!("--{name} must be a non-negative number of seconds"))
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("--{name} must be a non-negative number of seconds"))
 }
 
 fn build_options(args: &ConnectArgs) -> Result<ConnectOptions, String> {

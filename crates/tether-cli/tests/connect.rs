@@ -9,7 +9,6 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
 
 async fn echo_server() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -17,7 +16,9 @@ async fn echo_server() -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.next().await {
                     if msg.is_text() || msg.is_binary() {
                         let _ = ws.send(msg).await;
@@ -60,18 +61,34 @@ fn lines(out: &Output) -> Vec<serde_json::Value> {
 #[tokio::test]
 async fn lines_go_out_and_echoes_are_printed() {
     let addr = echo_server().await;
-    let out = tether(vec!["connect".into(), format!("ws://{addr}/")], b"hello\nsecond line\r\n").await;
+    let out = tether(
+        vec!["connect".into(), format!("ws://{addr}/")],
+        b"hello\nsecond line\r\n",
+    )
+    .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nsecond line\n");
-    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test]
 async fn json_output_reports_every_event() {
     let addr = echo_server().await;
-    let out = tether(vec!["connect".into(), "--json".into(), format!("ws://{addr}/")], b"hi\n").await;
+    let out = tether(
+        vec!["connect".into(), "--json".into(), format!("ws://{addr}/")],
+        b"hi\n",
+    )
+    .await;
     let events = lines(&out);
     assert_eq!(events[0]["event"], "open");
-    assert_eq!(events[1], serde_json::json!({"event": "message", "type": "text", "data": "hi"}));
+    assert_eq!(
+        events[1],
+        serde_json::json!({"event": "message", "type": "text", "data": "hi"})
+    );
     assert_eq!(events[2]["event"], "close");
     assert_eq!(events[2]["code"], 1000);
     assert_eq!(out.status.code(), Some(0));
@@ -81,12 +98,20 @@ async fn json_output_reports_every_event() {
 async fn binary_mode_prints_base64() {
     let addr = echo_server().await;
     let out = tether(
-        vec!["connect".into(), "--binary".into(), "--json".into(), format!("ws://{addr}/")],
+        vec![
+            "connect".into(),
+            "--binary".into(),
+            "--json".into(),
+            format!("ws://{addr}/"),
+        ],
         b"abc\n",
     )
     .await;
     let events = lines(&out);
-    assert_eq!(events[1], serde_json::json!({"event": "message", "type": "binary", "base64": "YWJj"}));
+    assert_eq!(
+        events[1],
+        serde_json::json!({"event": "message", "type": "binary", "base64": "YWJj"})
+    );
 }
 
 #[tokio::test]
@@ -97,16 +122,25 @@ async fn rejected_handshake_names_the_status_and_exits_1() {
         while let Ok((mut s, _)) = listener.accept().await {
             let mut buf = [0u8; 4096];
             let _ = s.read(&mut buf).await;
-            let _ = s.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n").await;
+            let _ = s
+                .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                .await;
         }
     });
-    let out = tether(vec!["connect".into(), "--json".into(), format!("ws://{addr}/")], b"").await;
+    let out = tether(
+        vec!["connect".into(), "--json".into(), format!("ws://{addr}/")],
+        b"",
+    )
+    .await;
     let events = lines(&out);
     assert_eq!(events[0]["event"], "error");
     assert_eq!(events[0]["kind"], "handshake");
     assert_eq!(events[0]["status"], 403);
     assert!(events[0]["message"].as_str().unwrap().contains("403"));
-    assert_eq!(events[1], serde_json::json!({"event": "close", "code": 1006, "reason": ""}));
+    assert_eq!(
+        events[1],
+        serde_json::json!({"event": "close", "code": 1006, "reason": ""})
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -120,7 +154,11 @@ async fn abnormal_closure_exits_1_with_1006() {
             drop(ws); // TCP ends without a close frame
         }
     });
-    let out = tether(vec!["connect".into(), "--json".into(), format!("ws://{addr}/")], b"").await;
+    let out = tether(
+        vec!["connect".into(), "--json".into(), format!("ws://{addr}/")],
+        b"",
+    )
+    .await;
     let events = lines(&out);
     let close = events.iter().find(|e| e["event"] == "close").unwrap();
     assert_eq!(close["code"], 1006);
@@ -136,15 +174,25 @@ async fn server_close_code_other_than_1000_exits_1() {
             let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
             use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
             let _ = ws
-                .close(Some(CloseFrame { code: CloseCode::Policy, reason: "nope".into() }))
+                .close(Some(CloseFrame {
+                    code: CloseCode::Policy,
+                    reason: "nope".into(),
+                }))
                 .await;
             while ws.next().await.is_some() {}
         }
     });
-    let out = tether(vec!["connect".into(), "--json".into(), format!("ws://{addr}/")], b"").await;
+    let out = tether(
+        vec!["connect".into(), "--json".into(), format!("ws://{addr}/")],
+        b"",
+    )
+    .await;
     let events = lines(&out);
     let close = events.iter().find(|e| e["event"] == "close").unwrap();
-    assert_eq!((close["code"].as_u64(), close["reason"].as_str()), (Some(1008), Some("nope")));
+    assert_eq!(
+        (close["code"].as_u64(), close["reason"].as_str()),
+        (Some(1008), Some("nope"))
+    );
     assert_eq!(out.status.code(), Some(1));
 }
 
@@ -158,7 +206,12 @@ async fn usage_errors_exit_2() {
         vec!["connect", "ws://127.0.0.1:1/", "--bogus"],
     ] {
         let out = tether(args.iter().map(|s| s.to_string()).collect(), b"").await;
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -167,7 +220,11 @@ async fn connection_refused_exits_1_with_an_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let out = tether(vec!["connect".into(), "--json".into(), format!("ws://{addr}/")], b"").await;
+    let out = tether(
+        vec!["connect".into(), "--json".into(), format!("ws://{addr}/")],
+        b"",
+    )
+    .await;
     let events = lines(&out);
     assert_eq!(events[0]["event"], "error");
     assert_eq!(events[0]["kind"], "connect");

@@ -68,7 +68,8 @@ pub fn parse_close_payload(payload: &[u8]) -> Result<(CloseCode, String), Protoc
             v.feed(reason)
                 .and_then(|()| v.finish())
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
-            let reason = String::from_utf8(reason.to_vec()).map_err(|_| ProtocolError::InvalidUtf8)?;
+            let reason =
+                String::from_utf8(reason.to_vec()).map_err(|_| ProtocolError::InvalidUtf8)?;
             Ok((code, reason))
         }
     }
@@ -93,10 +94,14 @@ mod tests {
 
     #[test]
     fn sendable_codes() {
-        for ok in [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+        for ok in [
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999,
+        ] {
             assert!(CloseCode(ok).is_sendable(), "{ok}");
         }
-        for bad in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for bad in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(bad).is_sendable(), "{bad}");
         }
     }
@@ -104,7 +109,10 @@ mod tests {
     #[test]
     fn parses_payloads() {
         assert_eq!(parse_close_payload(&[]).unwrap().0, CloseCode::NO_STATUS);
-        assert_eq!(parse_close_payload(&[3]), Err(ProtocolError::CloseLengthOne));
+        assert_eq!(
+            parse_close_payload(&[3]),
+            Err(ProtocolError::CloseLengthOne)
+        );
         assert_eq!(
             parse_close_payload(&[0x03, 0xEE]),
             Err(ProtocolError::InvalidCloseCode(1006))

@@ -44,8 +44,14 @@ pub enum State {
 #[derive(Debug, Clone, Copy)]
 enum Inbound {
     Header,
-    Data { remaining: u64, fin: bool },
-    Control { opcode: OpCode, remaining: u64 },
+    Data {
+        remaining: u64,
+        fin: bool,
+    },
+    Control {
+        opcode: OpCode,
+        remaining: u64,
+    },
     /// After the server's close frame: anything more is ignored.
     Ignore,
 }
@@ -163,9 +169,17 @@ impl ClientConnection {
                 crate::opening::Progress::NeedMore => {}
                 crate::opening::Progress::Failed(err) => {
                     self.opening = None;
-                    self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::Handshake(err));
+                    self.finish(
+                        CloseCode::ABNORMAL,
+                        String::new(),
+                        CloseKind::Handshake(err),
+                    );
                 }
-                crate::opening::Progress::Done { accepted, headers, rest } => {
+                crate::opening::Progress::Done {
+                    accepted,
+                    headers,
+                    rest,
+                } => {
                     self.opening = None;
                     if let Some(params) = accepted.deflate {
                         let level = self.config.deflate.as_ref().map_or(6, |d| d.level);
@@ -198,7 +212,11 @@ impl ClientConnection {
                     .take()
                     .map(|o| o.eof())
                     .unwrap_or(crate::error::HandshakeError::Eof);
-                self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::Handshake(err));
+                self.finish(
+                    CloseCode::ABNORMAL,
+                    String::new(),
+                    CloseKind::Handshake(err),
+                );
             }
             State::Open | State::Closing => {
                 self.finish(CloseCode::ABNORMAL, String::new(), CloseKind::Abnormal)
@@ -268,7 +286,10 @@ impl ClientConnection {
         self.close_sent = true;
         self.state = State::Closing;
         self.close_deadline = Some(now + self.config.close_timeout);
-        self.keepalive = Keepalive { rtt: self.keepalive.rtt, ..Keepalive::default() };
+        self.keepalive = Keepalive {
+            rtt: self.keepalive.rtt,
+            ..Keepalive::default()
+        };
         Ok(())
     }
 
@@ -304,10 +325,14 @@ impl ClientConnection {
         if self.state == State::Closed {
             return None;
         }
-        [self.close_deadline, self.keepalive.deadline, self.keepalive.next_ping]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.close_deadline,
+            self.keepalive.deadline,
+            self.keepalive.next_ping,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Frees buffer capacity that an idle connection does not need.
@@ -331,13 +356,24 @@ impl ClientConnection {
 
     fn send_data(&mut self, opcode: OpCode, data: &[u8]) -> Result<(), SendError> {
         self.check_can_send()?;
-        let threshold = self.config.deflate.as_ref().map_or(usize::MAX, |d| d.compression_threshold);
+        let threshold = self
+            .config
+            .deflate
+            .as_ref()
+            .map_or(usize::MAX, |d| d.compression_threshold);
         match self.deflater.as_mut() {
             Some(deflater) if data.len() >= threshold => {
                 self.scratch.clear();
                 deflater.compress(data, &mut self.scratch);
                 let mask = rand::random();
-                write_header(&mut self.out, true, true, opcode, self.scratch.len() as u64, mask);
+                write_header(
+                    &mut self.out,
+                    true,
+                    true,
+                    opcode,
+                    self.scratch.len() as u64,
+                    mask,
+                );
                 extend_masked(&mut self.out, &self.scratch, mask);
                 if self.scratch.capacity() > 64 << 10 {
                     self.scratch = Vec::new();
@@ -363,7 +399,8 @@ impl ClientConnection {
         self.close_deadline = None;
         self.keepalive.next_ping = None;
         self.keepalive.deadline = None;
-        self.events.push_back(Event::Closed(Closed { code, reason, kind }));
+        self.events
+            .push_back(Event::Closed(Closed { code, reason, kind }));
     }
 
     /// The server broke the protocol: send the matching close code, stop.
@@ -430,7 +467,10 @@ impl ClientConnection {
     fn begin_frame(&mut self, now: Instant, h: FrameHeader) -> Result<(), ProtocolError> {
         let limit = self.config.max_message_size;
         if h.len > self.config.max_frame_size as u64 {
-            return Err(ProtocolError::FrameTooBig { size: h.len, limit: self.config.max_frame_size });
+            return Err(ProtocolError::FrameTooBig {
+                size: h.len,
+                limit: self.config.max_frame_size,
+            });
         }
         match h.opcode {
             OpCode::Close | OpCode::Ping | OpCode::Pong => {
@@ -438,7 +478,10 @@ impl ClientConnection {
                     return Err(ProtocolError::CompressedNonFirstFrame("control"));
                 }
                 self.control.clear();
-                self.inbound = Inbound::Control { opcode: h.opcode, remaining: h.len };
+                self.inbound = Inbound::Control {
+                    opcode: h.opcode,
+                    remaining: h.len,
+                };
                 if h.len == 0 {
                     self.end_control_frame(now, h.opcode)?;
                 }
@@ -476,7 +519,10 @@ impl ClientConnection {
                 });
             }
         }
-        self.inbound = Inbound::Data { remaining: h.len, fin: h.fin };
+        self.inbound = Inbound::Data {
+            remaining: h.len,
+            fin: h.fin,
+        };
         if h.len == 0 {
             self.end_data_frame(h.fin)?;
         }
@@ -488,15 +534,22 @@ impl ClientConnection {
             return Ok(());
         };
         if msg.compressed {
-            let inflater = self.inflater.as_mut().ok_or(ProtocolError::ReservedBits(0x40))?;
+            let inflater = self
+                .inflater
+                .as_mut()
+                .ok_or(ProtocolError::ReservedBits(0x40))?;
             inflater.inflate(chunk, &mut msg.data, self.config.max_message_size)?;
             if msg.text {
-                msg.utf8.feed(&msg.data[msg.checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                msg.utf8
+                    .feed(&msg.data[msg.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
                 msg.checked = msg.data.len();
             }
         } else {
             if msg.text {
-                msg.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+                msg.utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
             msg.data.extend_from_slice(chunk);
         }
@@ -516,7 +569,9 @@ impl ClientConnection {
                 inflater.finish_message(&mut msg.data, self.config.max_message_size)?;
             }
             if msg.text {
-                msg.utf8.feed(&msg.data[msg.checked..]).map_err(|_| ProtocolError::InvalidUtf8)?;
+                msg.utf8
+                    .feed(&msg.data[msg.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
         }
         let message = if msg.text {

@@ -78,7 +78,10 @@ impl DeflateConfig {
             }
         }
         if self.level > 9 {
-            return Err(format!("compression level must be 0..=9, not {}", self.level));
+            return Err(format!(
+                "compression level must be 0..=9, not {}",
+                self.level
+            ));
         }
         Ok(())
     }
@@ -151,7 +154,9 @@ impl DeflateConfig {
                     let b = bits(value)?;
                     if let Some(max) = self.server_max_window_bits {
                         if b > max {
-                            return Err(bad(format!("server_max_window_bits={b} is above the {max} offered")));
+                            return Err(bad(format!(
+                                "server_max_window_bits={b} is above the {max} offered"
+                            )));
                         }
                     }
                     params.server_max_window_bits = b;
@@ -160,7 +165,9 @@ impl DeflateConfig {
                     let b = bits(value)?;
                     if let Some(max) = self.client_max_window_bits {
                         if b > max {
-                            return Err(bad(format!("client_max_window_bits={b} is above the {max} offered")));
+                            return Err(bad(format!(
+                                "client_max_window_bits={b} is above the {max} offered"
+                            )));
                         }
                     }
                     params.client_max_window_bits = b;
@@ -187,16 +194,24 @@ pub(crate) struct Deflater {
 
 impl Deflater {
     pub fn new(params: DeflateParams, level: u32) -> Self {
-        Deflater { params, level, stream: None }
+        Deflater {
+            params,
+            level,
+            stream: None,
+        }
     }
 
     /// Appends the compressed form of `data` (without the sync tail) to `out`.
     pub fn compress(&mut self, data: &[u8], out: &mut Vec<u8>) {
         let bits = zlib_bits(self.params.client_max_window_bits);
         let level = self.level;
-        let stream = self
-            .stream
-            .get_or_insert_with(|| Box::new(Compress::new_with_window_bits(Compression::new(level), false, bits)));
+        let stream = self.stream.get_or_insert_with(|| {
+            Box::new(Compress::new_with_window_bits(
+                Compression::new(level),
+                false,
+                bits,
+            ))
+        });
         let start = out.len();
         out.reserve(data.len() / 2 + 64);
         let mut input = data;
@@ -237,13 +252,21 @@ pub(crate) struct Inflater {
 
 impl Inflater {
     pub fn new(params: DeflateParams) -> Self {
-        Inflater { params, stream: None }
+        Inflater {
+            params,
+            stream: None,
+        }
     }
 
     /// Inflates `input` onto the end of `out`. Fails with
     /// [`ProtocolError::MessageTooBig`] as soon as `out` would exceed `limit`,
     /// without allocating past it.
-    pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), ProtocolError> {
+    pub fn inflate(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<(), ProtocolError> {
         let bits = zlib_bits(self.params.server_max_window_bits);
         let stream = self
             .stream
@@ -252,22 +275,33 @@ impl Inflater {
         loop {
             if out.len() == out.capacity() {
                 if out.len() > limit {
-                    return Err(ProtocolError::MessageTooBig { size: out.len() as u64, limit });
+                    return Err(ProtocolError::MessageTooBig {
+                        size: out.len() as u64,
+                        limit,
+                    });
                 }
                 // Grow geometrically, but never past one byte over the limit:
                 // that byte is how we learn the limit was crossed.
-                let want = (out.capacity().max(input.len() * 2).max(1024)).min(limit + 1 - out.len());
+                let want =
+                    (out.capacity().max(input.len() * 2).max(1024)).min(limit + 1 - out.len());
                 out.reserve_exact(want.max(1));
             }
             let before_in = stream.total_in();
             let before_out = out.len();
             let status = stream
                 .decompress_vec(input, out, FlushDecompress::Sync)
-                .map_err(|e| ProtocolError::InvalidDeflate(e.message().unwrap_or("corrupt stream").to_string()))?;
+                .map_err(|e| {
+                    ProtocolError::InvalidDeflate(
+                        e.message().unwrap_or("corrupt stream").to_string(),
+                    )
+                })?;
             let used = (stream.total_in() - before_in) as usize;
             input = &input[used..];
             if out.len() > limit {
-                return Err(ProtocolError::MessageTooBig { size: out.len() as u64, limit });
+                return Err(ProtocolError::MessageTooBig {
+                    size: out.len() as u64,
+                    limit,
+                });
             }
             if status == Status::StreamEnd {
                 // A final deflate block: legal, and the next message starts a new stream.
@@ -306,12 +340,17 @@ mod tests {
     use super::*;
 
     fn params() -> DeflateParams {
-        DeflateConfig::default().accept("permessage-deflate").unwrap()
+        DeflateConfig::default()
+            .accept("permessage-deflate")
+            .unwrap()
     }
 
     #[test]
     fn offer_text() {
-        assert_eq!(DeflateConfig::default().offer(), "permessage-deflate; client_max_window_bits");
+        assert_eq!(
+            DeflateConfig::default().offer(),
+            "permessage-deflate; client_max_window_bits"
+        );
         let cfg = DeflateConfig {
             client_max_window_bits: Some(10),
             server_max_window_bits: Some(12),
@@ -344,10 +383,20 @@ mod tests {
         ] {
             assert!(cfg.accept(bad).is_err(), "{bad}");
         }
-        let capped = DeflateConfig { client_max_window_bits: Some(10), server_max_window_bits: Some(10), ..Default::default() };
-        assert!(capped.accept("permessage-deflate; client_max_window_bits=12").is_err());
-        assert!(capped.accept("permessage-deflate; server_max_window_bits=11").is_err());
-        assert!(capped.accept("permessage-deflate; server_max_window_bits=10").is_ok());
+        let capped = DeflateConfig {
+            client_max_window_bits: Some(10),
+            server_max_window_bits: Some(10),
+            ..Default::default()
+        };
+        assert!(capped
+            .accept("permessage-deflate; client_max_window_bits=12")
+            .is_err());
+        assert!(capped
+            .accept("permessage-deflate; server_max_window_bits=11")
+            .is_err());
+        assert!(capped
+            .accept("permessage-deflate; server_max_window_bits=10")
+            .is_ok());
     }
 
     #[test]
@@ -393,7 +442,9 @@ mod tests {
     fn garbage_is_an_error() {
         let mut i = Inflater::new(params());
         let mut out = Vec::new();
-        let err = i.inflate(&[0xFF, 0xFF, 0xFF, 0xFF, 0x00], &mut out, 1000).unwrap_err();
+        let err = i
+            .inflate(&[0xFF, 0xFF, 0xFF, 0xFF, 0x00], &mut out, 1000)
+            .unwrap_err();
         assert!(matches!(err, ProtocolError::InvalidDeflate(_)));
     }
 }

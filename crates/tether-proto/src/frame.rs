@@ -175,7 +175,14 @@ pub fn write_frame(
 
 /// Appends a masked client frame header; the caller appends the payload
 /// masked with the same key.
-pub fn write_header(out: &mut Vec<u8>, fin: bool, rsv1: bool, opcode: OpCode, len: u64, mask: [u8; 4]) {
+pub fn write_header(
+    out: &mut Vec<u8>,
+    fin: bool,
+    rsv1: bool,
+    opcode: OpCode,
+    len: u64,
+    mask: [u8; 4],
+) {
     let b0 = (fin as u8) << 7 | (rsv1 as u8) << 6 | opcode.as_u8();
     out.reserve(14 + len as usize);
     out.push(b0);
@@ -229,12 +236,24 @@ mod tests {
     #[test]
     fn rejects_header_violations() {
         assert_eq!(parse_all(&[0x81, 0x85]), Err(ProtocolError::MaskedFrame));
-        assert_eq!(parse_all(&[0xC1, 0]), Err(ProtocolError::ReservedBits(0x40)));
-        assert_eq!(parse_all(&[0xA1, 0]), Err(ProtocolError::ReservedBits(0x20)));
+        assert_eq!(
+            parse_all(&[0xC1, 0]),
+            Err(ProtocolError::ReservedBits(0x40))
+        );
+        assert_eq!(
+            parse_all(&[0xA1, 0]),
+            Err(ProtocolError::ReservedBits(0x20))
+        );
         assert_eq!(parse_all(&[0x83, 0]), Err(ProtocolError::ReservedOpcode(3)));
-        assert_eq!(parse_all(&[0x8B, 0]), Err(ProtocolError::ReservedOpcode(0xB)));
+        assert_eq!(
+            parse_all(&[0x8B, 0]),
+            Err(ProtocolError::ReservedOpcode(0xB))
+        );
         assert_eq!(parse_all(&[0x09, 0]), Err(ProtocolError::FragmentedControl));
-        assert_eq!(parse_all(&[0x89, 126, 0, 126]), Err(ProtocolError::ControlTooLong));
+        assert_eq!(
+            parse_all(&[0x89, 126, 0, 126]),
+            Err(ProtocolError::ControlTooLong)
+        );
         assert_eq!(
             parse_all(&[0x82, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]),
             Err(ProtocolError::LengthTopBit)
@@ -246,7 +265,14 @@ mod tests {
         for len in [0usize, 125, 126, 65535, 65536] {
             let payload = vec![7u8; len];
             let mut out = Vec::new();
-            write_frame(&mut out, true, false, OpCode::Binary, &payload, [1, 2, 3, 4]);
+            write_frame(
+                &mut out,
+                true,
+                false,
+                OpCode::Binary,
+                &payload,
+                [1, 2, 3, 4],
+            );
             // clear the mask bit so the server-side parser accepts it
             out[1] &= 0x7F;
             let mut p = HeaderParser::default();

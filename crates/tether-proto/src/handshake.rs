@@ -55,7 +55,12 @@ impl Request {
     /// A request for `resource` (path and query, e.g. `/chat?room=1`) on
     /// `host:port`. `secure` is true for `wss://`; it decides which port is
     /// the default one, left out of the Host header.
-    pub fn new(host: impl Into<String>, port: u16, secure: bool, resource: impl Into<String>) -> Self {
+    pub fn new(
+        host: impl Into<String>,
+        port: u16,
+        secure: bool,
+        resource: impl Into<String>,
+    ) -> Self {
         Request {
             host: host.into(),
             port,
@@ -92,10 +97,16 @@ impl Request {
 
     /// Checks every part for what could break or smuggle into the request.
     pub fn validate(&self) -> Result<(), RequestError> {
-        if self.host.is_empty() || self.host.bytes().any(|b| b <= b' ' || b == b'/' || b == 0x7F) {
+        if self.host.is_empty()
+            || self
+                .host
+                .bytes()
+                .any(|b| b <= b' ' || b == b'/' || b == 0x7F)
+        {
             return Err(RequestError::InvalidHost(self.host.clone()));
         }
-        if !self.resource.starts_with('/') || self.resource.bytes().any(|b| b <= b' ' || b == 0x7F) {
+        if !self.resource.starts_with('/') || self.resource.bytes().any(|b| b <= b' ' || b == 0x7F)
+        {
             return Err(RequestError::InvalidResource(self.resource.clone()));
         }
         for (name, value) in &self.headers {
@@ -178,9 +189,8 @@ const RESERVED: &[&str] = &[
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
-        && s.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-        })
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// A fresh random Sec-WebSocket-Key.
@@ -208,7 +218,10 @@ pub(crate) struct ResponseHead {
 
 /// Parses the response head from `buf`; `Ok(None)` means more bytes are
 /// needed.
-pub(crate) fn parse_response(buf: &[u8], limit: usize) -> Result<Option<ResponseHead>, HandshakeError> {
+pub(crate) fn parse_response(
+    buf: &[u8],
+    limit: usize,
+) -> Result<Option<ResponseHead>, HandshakeError> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let mut resp = httparse::Response::new(&mut headers);
     match resp.parse(buf) {
@@ -219,7 +232,12 @@ pub(crate) fn parse_response(buf: &[u8], limit: usize) -> Result<Option<Response
             let headers = resp
                 .headers
                 .iter()
-                .map(|h| (h.name.to_string(), String::from_utf8_lossy(h.value).into_owned()))
+                .map(|h| {
+                    (
+                        h.name.to_string(),
+                        String::from_utf8_lossy(h.value).into_owned(),
+                    )
+                })
                 .collect();
             Ok(Some(ResponseHead {
                 status: resp.code.unwrap_or(0),
@@ -327,7 +345,10 @@ mod tests {
 
     #[test]
     fn accept_matches_rfc_example() {
-        assert_eq!(accept_for_key("dGhlIHNhbXBsZSBub25jZQ=="), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            accept_for_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     #[test]
@@ -335,7 +356,9 @@ mod tests {
         let a = generate_key();
         let b = generate_key();
         assert_ne!(a, b);
-        let raw = base64::engine::general_purpose::STANDARD.decode(&a).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&a)
+            .unwrap();
         assert_eq!(raw.len(), 16);
     }
 
@@ -344,10 +367,15 @@ mod tests {
         let mut out = Vec::new();
         Request::new("example.com", 80, false, "/a?b=c").write("k", None, &mut out);
         let text = String::from_utf8(out).unwrap();
-        assert!(text.starts_with("GET /a?b=c HTTP/1.1\r\nHost: example.com\r\n"), "{text}");
+        assert!(
+            text.starts_with("GET /a?b=c HTTP/1.1\r\nHost: example.com\r\n"),
+            "{text}"
+        );
         let mut out = Vec::new();
         Request::new("example.com", 80, true, "/").write("k", None, &mut out);
-        assert!(String::from_utf8(out).unwrap().contains("Host: example.com:80\r\n"));
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .contains("Host: example.com:80\r\n"));
         let mut out = Vec::new();
         Request::new("[::1]", 443, true, "/").write("k", None, &mut out);
         assert!(String::from_utf8(out).unwrap().contains("Host: [::1]\r\n"));
@@ -357,16 +385,25 @@ mod tests {
     fn rejects_header_injection() {
         let mut r = Request::new("h", 80, false, "/");
         r.header("X-A", "ok\r\nEvil: 1");
-        assert_eq!(r.validate(), Err(RequestError::InvalidHeaderValue("X-A".into())));
+        assert_eq!(
+            r.validate(),
+            Err(RequestError::InvalidHeaderValue("X-A".into()))
+        );
         let mut r = Request::new("h", 80, false, "/");
         r.header("Bad Name", "v");
-        assert!(matches!(r.validate(), Err(RequestError::InvalidHeaderName(_))));
+        assert!(matches!(
+            r.validate(),
+            Err(RequestError::InvalidHeaderName(_))
+        ));
         let mut r = Request::new("h", 80, false, "/");
         r.header("sec-websocket-key", "v");
         assert!(matches!(r.validate(), Err(RequestError::ReservedHeader(_))));
         let mut r = Request::new("h", 80, false, "/");
         r.protocol("a b");
-        assert!(matches!(r.validate(), Err(RequestError::InvalidProtocol(_))));
+        assert!(matches!(
+            r.validate(),
+            Err(RequestError::InvalidProtocol(_))
+        ));
         assert!(Request::new("h", 80, false, "/x y").validate().is_err());
     }
 }

@@ -54,7 +54,11 @@ impl Opening {
             let take = (rej.want - rej.body.len()).min(data.len());
             rej.body.extend_from_slice(&data[..take]);
             if rej.body.len() >= rej.want {
-                return Progress::Failed(self.rejection.take().map_or(HandshakeError::Eof, Rejection::into_error));
+                return Progress::Failed(
+                    self.rejection
+                        .take()
+                        .map_or(HandshakeError::Eof, Rejection::into_error),
+                );
             }
             return Progress::NeedMore;
         }
@@ -78,7 +82,11 @@ impl Opening {
             return Progress::NeedMore;
         }
         match validate_upgrade(&head, &self.key, &self.protocols, self.deflate.as_ref()) {
-            Ok(accepted) => Progress::Done { accepted, headers: head.headers, rest },
+            Ok(accepted) => Progress::Done {
+                accepted,
+                headers: head.headers,
+                rest,
+            },
             Err(e) => Progress::Failed(e),
         }
     }

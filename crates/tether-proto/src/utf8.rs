@@ -126,7 +126,9 @@ mod tests {
         let samples: Vec<Vec<u8>> = vec![
             "κόσμε".as_bytes().to_vec(),
             "a€𝄞b".as_bytes().to_vec(),
-            vec![0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80],
+            vec![
+                0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xED, 0xA0, 0x80,
+            ],
             vec![0xF4, 0x90, 0x80, 0x80],
             vec![0xE0, 0x80, 0x80],
             vec![0xC0, 0x80],
@@ -136,11 +138,16 @@ mod tests {
         for s in &samples {
             let expected = std::str::from_utf8(s).is_ok();
             for split in 0..=s.len() {
-                assert_eq!(validate_split(s, split).is_ok(), expected, "{s:x?} split {split}");
+                assert_eq!(
+                    validate_split(s, split).is_ok(),
+                    expected,
+                    "{s:x?} split {split}"
+                );
             }
             // one byte at a time
             let mut v = Utf8Validator::new();
-            let ok = s.iter().all(|b| v.feed(std::slice::from_ref(b)).is_ok()) && v.finish().is_ok();
+            let ok =
+                s.iter().all(|b| v.feed(std::slice::from_ref(b)).is_ok()) && v.finish().is_ok();
             assert_eq!(ok, expected, "{s:x?} bytewise");
         }
     }

@@ -22,8 +22,13 @@ fn server_initiated_close_is_echoed() {
     assert_eq!(sent[0].opcode, 8);
     assert_eq!(sent[0].payload, 1001u16.to_be_bytes());
     let events = pair.events();
-    let Some(Event::Closed(c)) = events.last() else { panic!() };
-    assert_eq!((c.code, c.reason.as_str(), c.kind.clone()), (CloseCode(1001), "bye", CloseKind::Remote));
+    let Some(Event::Closed(c)) = events.last() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.code, c.reason.as_str(), c.kind.clone()),
+        (CloseCode(1001), "bye", CloseKind::Remote)
+    );
     assert!(c.is_clean());
     assert_eq!(pair.client.state(), State::Closed);
 }
@@ -34,7 +39,9 @@ fn empty_close_is_echoed_empty_and_reported_as_1005() {
     pair.feed(&server_frame(true, false, 8, b""));
     let sent = pair.sent();
     assert_eq!((sent[0].opcode, sent[0].payload.len()), (8, 0));
-    let Some(Event::Closed(c)) = pair.events().pop() else { panic!() };
+    let Some(Event::Closed(c)) = pair.events().pop() else {
+        panic!()
+    };
     assert_eq!(c.code, CloseCode::NO_STATUS);
 }
 
@@ -42,7 +49,9 @@ fn empty_close_is_echoed_empty_and_reported_as_1005() {
 fn client_initiated_close_completes_on_the_servers_answer() {
     let mut pair = Pair::open(plain_config());
     let now = pair.clock.0;
-    pair.client.close(now, CloseCode(4000), "done here").unwrap();
+    pair.client
+        .close(now, CloseCode(4000), "done here")
+        .unwrap();
     assert_eq!(pair.client.state(), State::Closing);
     let sent = pair.sent();
     assert_eq!(sent[0].payload, close_payload(4000, "done here"));
@@ -51,8 +60,13 @@ fn client_initiated_close_completes_on_the_servers_answer() {
     pair.feed(&server_frame(true, false, 8, &close_payload(4000, "")));
     assert!(pair.sent().is_empty(), "no second close frame");
     let events = pair.events();
-    assert_eq!(events[0], Event::Message(tether_proto::Message::Text("late".into())));
-    let Event::Closed(c) = &events[1] else { panic!() };
+    assert_eq!(
+        events[0],
+        Event::Message(tether_proto::Message::Text("late".into()))
+    );
+    let Event::Closed(c) = &events[1] else {
+        panic!()
+    };
     assert_eq!(c.kind, CloseKind::Local);
     assert_eq!(pair.client.state(), State::Closed);
 }
@@ -64,7 +78,10 @@ fn sending_after_close_is_an_error_not_a_panic() {
     pair.client.close(now, CloseCode::NORMAL, "").unwrap();
     assert_eq!(pair.client.send_text("x"), Err(SendError::Closed));
     assert_eq!(pair.client.send_binary(b"x"), Err(SendError::Closed));
-    assert_eq!(pair.client.close(now, CloseCode::NORMAL, ""), Err(SendError::Closed));
+    assert_eq!(
+        pair.client.close(now, CloseCode::NORMAL, ""),
+        Err(SendError::Closed)
+    );
 }
 
 #[test]
@@ -72,24 +89,38 @@ fn invalid_close_codes_cannot_be_sent() {
     let mut pair = Pair::open(plain_config());
     let now = pair.clock.0;
     for code in [0, 1005, 1006, 1015, 2999, 5000] {
-        assert_eq!(pair.client.close(now, CloseCode(code), ""), Err(SendError::InvalidCloseCode(code)));
+        assert_eq!(
+            pair.client.close(now, CloseCode(code), ""),
+            Err(SendError::InvalidCloseCode(code))
+        );
     }
     assert_eq!(pair.client.state(), State::Open);
 }
 
 #[test]
 fn close_times_out_without_an_answer() {
-    let config = Config { close_timeout: Duration::from_secs(5), ..plain_config() };
+    let config = Config {
+        close_timeout: Duration::from_secs(5),
+        ..plain_config()
+    };
     let mut pair = Pair::open(config);
     let start = pair.clock.0;
     pair.client.close(start, CloseCode::NORMAL, "").unwrap();
-    assert_eq!(pair.client.poll_timeout(), Some(start + Duration::from_secs(5)));
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(start + Duration::from_secs(5))
+    );
     pair.client.handle_timeout(start + Duration::from_secs(4));
     assert_eq!(pair.client.state(), State::Closing);
     pair.client.handle_timeout(start + Duration::from_secs(5));
     assert_eq!(pair.client.state(), State::Closed);
-    let Some(Event::Closed(c)) = pair.events().pop() else { panic!() };
-    assert_eq!((c.code, c.kind), (CloseCode::ABNORMAL, CloseKind::CloseTimeout));
+    let Some(Event::Closed(c)) = pair.events().pop() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.code, c.kind),
+        (CloseCode::ABNORMAL, CloseKind::CloseTimeout)
+    );
 }
 
 #[test]
@@ -97,8 +128,13 @@ fn eof_without_close_is_abnormal_1006() {
     let mut pair = Pair::open(plain_config());
     let now = pair.clock.0;
     pair.client.receive_eof(now);
-    let Some(Event::Closed(c)) = pair.events().pop() else { panic!() };
-    assert_eq!((c.code, c.kind.clone()), (CloseCode::ABNORMAL, CloseKind::Abnormal));
+    let Some(Event::Closed(c)) = pair.events().pop() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.code, c.kind.clone()),
+        (CloseCode::ABNORMAL, CloseKind::Abnormal)
+    );
     assert!(!c.is_clean());
 }
 
@@ -107,7 +143,10 @@ fn ping_is_answered_with_the_same_payload() {
     let mut pair = Pair::open(plain_config());
     pair.feed(&server_frame(true, false, 9, b"are you there"));
     let sent = pair.sent();
-    assert_eq!((sent[0].opcode, sent[0].payload.as_slice()), (0xA, &b"are you there"[..]));
+    assert_eq!(
+        (sent[0].opcode, sent[0].payload.as_slice()),
+        (0xA, &b"are you there"[..])
+    );
     assert_eq!(pair.events(), vec![Event::Ping(b"are you there".to_vec())]);
 }
 
@@ -120,14 +159,23 @@ fn ping_between_fragments_is_answered() {
     pair.feed(&bytes);
     assert_eq!(pair.sent()[0].opcode, 0xA);
     let events = pair.events();
-    assert_eq!(events[1], Event::Message(tether_proto::Message::Text("hello".into())));
+    assert_eq!(
+        events[1],
+        Event::Message(tether_proto::Message::Text("hello".into()))
+    );
 }
 
 #[test]
 fn pongs_are_handed_to_the_caller() {
     let mut pair = Pair::open(plain_config());
     pair.feed(&server_frame(true, false, 0xA, b"unsolicited"));
-    assert_eq!(pair.events(), vec![Event::Pong { payload: b"unsolicited".to_vec(), rtt: None }]);
+    assert_eq!(
+        pair.events(),
+        vec![Event::Pong {
+            payload: b"unsolicited".to_vec(),
+            rtt: None
+        }]
+    );
 }
 
 #[test]
@@ -139,7 +187,10 @@ fn keepalive_pings_measure_rtt_and_detect_a_dead_peer() {
     };
     let mut pair = Pair::open(config);
     let start = pair.clock.0;
-    assert_eq!(pair.client.poll_timeout(), Some(start + Duration::from_secs(20)));
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(start + Duration::from_secs(20))
+    );
     let t = pair.clock.advance(Duration::from_secs(20));
     pair.client.handle_timeout(t);
     let ping = pair.sent().pop().unwrap();
@@ -154,14 +205,21 @@ fn keepalive_pings_measure_rtt_and_detect_a_dead_peer() {
     assert_eq!(pair.sent().pop().unwrap().opcode, 9);
     let t = pair.clock.advance(Duration::from_secs(10));
     pair.client.handle_timeout(t);
-    let Some(Event::Closed(c)) = pair.events().pop() else { panic!() };
-    assert_eq!((c.code, c.kind), (CloseCode::ABNORMAL, CloseKind::PingTimeout));
+    let Some(Event::Closed(c)) = pair.events().pop() else {
+        panic!()
+    };
+    assert_eq!(
+        (c.code, c.kind),
+        (CloseCode::ABNORMAL, CloseKind::PingTimeout)
+    );
 }
 
 #[test]
 fn long_close_reason_is_truncated_to_fit() {
     let mut pair = Pair::open(plain_config());
     let now = pair.clock.0;
-    pair.client.close(now, CloseCode::NORMAL, &"x".repeat(500)).unwrap();
+    pair.client
+        .close(now, CloseCode::NORMAL, &"x".repeat(500))
+        .unwrap();
     assert_eq!(pair.sent()[0].payload.len(), 125);
 }

@@ -5,7 +5,9 @@ mod support;
 use std::sync::Arc;
 
 use support::{accept_response, header, parse_request, plain_config, Clock};
-use tether_proto::{ClientConnection, CloseKind, Config, Event, HandshakeError, Message, Request, State};
+use tether_proto::{
+    ClientConnection, CloseKind, Config, Event, HandshakeError, Message, Request, State,
+};
 
 fn start(config: Config, request: &Request) -> (ClientConnection, Vec<u8>) {
     let mut client = ClientConnection::new(Arc::new(config), request).unwrap();
@@ -34,8 +36,15 @@ fn failed(client: &mut ClientConnection) -> HandshakeError {
 #[test]
 fn request_has_every_required_header() {
     let mut request = Request::new("example.com", 8080, false, "/chat?room=1");
-    request.origin("https://app.example").header("X-Token", "t").protocol("v12.stomp").protocol("mqtt");
-    let config = Config { deflate: Some(Default::default()), ..plain_config() };
+    request
+        .origin("https://app.example")
+        .header("X-Token", "t")
+        .protocol("v12.stomp")
+        .protocol("mqtt");
+    let config = Config {
+        deflate: Some(Default::default()),
+        ..plain_config()
+    };
     let (_, req) = start(config, &request);
     let (line, headers) = parse_request(&req);
     assert_eq!(line, "GET /chat?room=1 HTTP/1.1");
@@ -45,7 +54,10 @@ fn request_has_every_required_header() {
     assert_eq!(header(&headers, "Sec-WebSocket-Version"), Some("13"));
     assert_eq!(header(&headers, "Origin"), Some("https://app.example"));
     assert_eq!(header(&headers, "X-Token"), Some("t"));
-    assert_eq!(header(&headers, "Sec-WebSocket-Protocol"), Some("v12.stomp, mqtt"));
+    assert_eq!(
+        header(&headers, "Sec-WebSocket-Protocol"),
+        Some("v12.stomp, mqtt")
+    );
     assert_eq!(
         header(&headers, "Sec-WebSocket-Extensions"),
         Some("permessage-deflate; client_max_window_bits")
@@ -56,11 +68,9 @@ fn request_has_every_required_header() {
 #[test]
 fn tokens_match_case_insensitively_and_in_lists() {
     let (mut client, req) = start(plain_config(), &Request::new("h", 80, false, "/"));
-    let ok = accept_response(&req, "")
-        .iter()
-        .copied()
-        .collect::<Vec<u8>>();
-    let text = String::from_utf8(ok).unwrap()
+    let ok = accept_response(&req, "");
+    let text = String::from_utf8(ok)
+        .unwrap()
         .replace("Upgrade: websocket", "upgrade: WebSocket")
         .replace("Connection: Upgrade", "connection: keep-alive, UPGRADE");
     client.receive_data(Clock::new().0, text.as_bytes());
@@ -69,9 +79,16 @@ fn tokens_match_case_insensitively_and_in_lists() {
 
 #[test]
 fn non_101_is_rejected_with_status_headers_and_body() {
-    let err = handshake_error(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 12\r\nX-Why: token\r\n\r\nno entry for");
+    let err = handshake_error(
+        b"HTTP/1.1 403 Forbidden\r\nContent-Length: 12\r\nX-Why: token\r\n\r\nno entry for",
+    );
     match err {
-        HandshakeError::Rejected { status, reason, headers, body } => {
+        HandshakeError::Rejected {
+            status,
+            reason,
+            headers,
+            body,
+        } => {
             assert_eq!((status, reason.as_str()), (403, "Forbidden"));
             assert!(headers.iter().any(|(n, v)| n == "X-Why" && v == "token"));
             assert_eq!(body, b"no entry for");
@@ -84,7 +101,10 @@ fn non_101_is_rejected_with_status_headers_and_body() {
 fn rejection_body_is_collected_across_reads_and_capped() {
     let (mut client, _) = start(plain_config(), &Request::new("h", 80, false, "/"));
     let now = Clock::new().0;
-    client.receive_data(now, b"HTTP/1.1 500 Oops\r\nContent-Length: 10000\r\n\r\nfirst");
+    client.receive_data(
+        now,
+        b"HTTP/1.1 500 Oops\r\nContent-Length: 10000\r\n\r\nfirst",
+    );
     assert_eq!(client.state(), State::Connecting, "waits for more body");
     client.receive_data(now, &vec![b'x'; 9000]);
     match failed(&mut client) {
@@ -104,7 +124,9 @@ fn rejection_without_length_completes_at_eof() {
     client.receive_data(now, b"HTTP/1.1 404 Not Found\r\n\r\npartial");
     // Without Content-Length the body is what came with the head.
     let err = failed(&mut client);
-    assert!(matches!(err, HandshakeError::Rejected { status: 404, ref body, .. } if body == b"partial"));
+    assert!(
+        matches!(err, HandshakeError::Rejected { status: 404, ref body, .. } if body == b"partial")
+    );
 }
 
 #[test]
@@ -112,20 +134,27 @@ fn missing_or_wrong_headers_are_rejected() {
     let (_, req) = start(plain_config(), &Request::new("h", 80, false, "/"));
     let good = String::from_utf8(accept_response(&req, "")).unwrap();
     // A response for another request has a different accept value.
-    assert_eq!(
-        handshake_error(good.as_bytes()),
-        HandshakeError::BadAccept
-    );
+    assert_eq!(handshake_error(good.as_bytes()), HandshakeError::BadAccept);
     assert!(matches!(
-        handshake_error(b"HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"),
+        handshake_error(
+            b"HTTP/1.1 101 OK\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: x\r\n\r\n"
+        ),
         HandshakeError::NotUpgraded(_)
     ));
     assert!(matches!(
-        handshake_error(b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n"),
+        handshake_error(
+            b"HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: x\r\n\r\n"
+        ),
         HandshakeError::NotUpgraded(_)
     ));
-    assert!(matches!(handshake_error(b"HTTP/1.1 abc\r\n\r\n"), HandshakeError::InvalidHttp(_)));
-    assert!(matches!(handshake_error(b"garbage\r\n\r\n"), HandshakeError::InvalidHttp(_)));
+    assert!(matches!(
+        handshake_error(b"HTTP/1.1 abc\r\n\r\n"),
+        HandshakeError::InvalidHttp(_)
+    ));
+    assert!(matches!(
+        handshake_error(b"garbage\r\n\r\n"),
+        HandshakeError::InvalidHttp(_)
+    ));
 }
 
 #[test]
@@ -146,7 +175,10 @@ fn subprotocol_must_be_one_offered() {
                 other => panic!("{extra}: {other:?}"),
             }
         } else {
-            assert!(matches!(failed(&mut client), HandshakeError::UnexpectedProtocol(_)), "{extra}");
+            assert!(
+                matches!(failed(&mut client), HandshakeError::UnexpectedProtocol(_)),
+                "{extra}"
+            );
         }
     }
 }
@@ -154,12 +186,27 @@ fn subprotocol_must_be_one_offered() {
 #[test]
 fn unoffered_extension_is_rejected() {
     let (mut client, req) = start(plain_config(), &Request::new("h", 80, false, "/"));
-    client.receive_data(Clock::new().0, &accept_response(&req, "Sec-WebSocket-Extensions: permessage-deflate\r\n"));
-    assert!(matches!(failed(&mut client), HandshakeError::UnexpectedExtension(_)));
-    let config = Config { deflate: Some(Default::default()), ..plain_config() };
+    client.receive_data(
+        Clock::new().0,
+        &accept_response(&req, "Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+    );
+    assert!(matches!(
+        failed(&mut client),
+        HandshakeError::UnexpectedExtension(_)
+    ));
+    let config = Config {
+        deflate: Some(Default::default()),
+        ..plain_config()
+    };
     let (mut client, req) = start(config, &Request::new("h", 80, false, "/"));
-    client.receive_data(Clock::new().0, &accept_response(&req, "Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n"));
-    assert!(matches!(failed(&mut client), HandshakeError::UnexpectedExtension(_)));
+    client.receive_data(
+        Clock::new().0,
+        &accept_response(&req, "Sec-WebSocket-Extensions: x-webkit-deflate-frame\r\n"),
+    );
+    assert!(matches!(
+        failed(&mut client),
+        HandshakeError::UnexpectedExtension(_)
+    ));
 }
 
 #[test]
@@ -170,23 +217,38 @@ fn bad_deflate_parameters_fail_the_handshake() {
         "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
         "permessage-deflate, permessage-deflate",
     ] {
-        let config = Config { deflate: Some(Default::default()), ..plain_config() };
+        let config = Config {
+            deflate: Some(Default::default()),
+            ..plain_config()
+        };
         let (mut client, req) = start(config, &Request::new("h", 80, false, "/"));
-        client.receive_data(Clock::new().0, &accept_response(&req, &format!("Sec-WebSocket-Extensions: {ext}\r\n")));
-        assert!(matches!(failed(&mut client), HandshakeError::InvalidExtension(_)), "{ext}");
+        client.receive_data(
+            Clock::new().0,
+            &accept_response(&req, &format!("Sec-WebSocket-Extensions: {ext}\r\n")),
+        );
+        assert!(
+            matches!(failed(&mut client), HandshakeError::InvalidExtension(_)),
+            "{ext}"
+        );
     }
 }
 
 #[test]
 fn oversized_response_head_is_rejected() {
-    let config = Config { max_handshake_size: 1024, ..plain_config() };
+    let config = Config {
+        max_handshake_size: 1024,
+        ..plain_config()
+    };
     let (mut client, _) = start(config, &Request::new("h", 80, false, "/"));
     let mut big = b"HTTP/1.1 101 OK\r\n".to_vec();
     for i in 0..40 {
         big.extend(format!("X-Filler-{i}: {}\r\n", "y".repeat(40)).bytes());
     }
     client.receive_data(Clock::new().0, &big);
-    assert_eq!(failed(&mut client), HandshakeError::ResponseTooLarge { limit: 1024 });
+    assert_eq!(
+        failed(&mut client),
+        HandshakeError::ResponseTooLarge { limit: 1024 }
+    );
 }
 
 #[test]
@@ -197,8 +259,14 @@ fn frames_in_the_same_read_as_the_101_are_kept() {
     bytes.extend(support::server_frame(true, false, 2, b"second"));
     client.receive_data(Clock::new().0, &bytes);
     assert!(matches!(client.poll_event(), Some(Event::Open(_))));
-    assert_eq!(client.poll_event(), Some(Event::Message(Message::Text("first".into()))));
-    assert_eq!(client.poll_event(), Some(Event::Message(Message::Binary(b"second".to_vec()))));
+    assert_eq!(
+        client.poll_event(),
+        Some(Event::Message(Message::Text("first".into())))
+    );
+    assert_eq!(
+        client.poll_event(),
+        Some(Event::Message(Message::Binary(b"second".to_vec())))
+    );
 }
 
 #[test]
@@ -211,7 +279,10 @@ fn response_one_byte_at_a_time() {
         client.receive_data(now, std::slice::from_ref(b));
     }
     assert!(matches!(client.poll_event(), Some(Event::Open(_))));
-    assert_eq!(client.poll_event(), Some(Event::Message(Message::Text("hi".into()))));
+    assert_eq!(
+        client.poll_event(),
+        Some(Event::Message(Message::Text("hi".into())))
+    );
 }
 
 #[test]

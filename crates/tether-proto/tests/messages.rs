@@ -15,7 +15,11 @@ fn encode(messages: &[(bool, Vec<u8>)], parts: usize) -> Vec<u8> {
         let opcode = if *text { 1 } else { 2 };
         let n = parts.max(1);
         let step = payload.len().div_ceil(n).max(1);
-        let chunks: Vec<&[u8]> = if payload.is_empty() { vec![&[]] } else { payload.chunks(step).collect() };
+        let chunks: Vec<&[u8]> = if payload.is_empty() {
+            vec![&[]]
+        } else {
+            payload.chunks(step).collect()
+        };
         for (i, chunk) in chunks.iter().enumerate() {
             let fin = i == chunks.len() - 1;
             let op = if i == 0 { opcode } else { 0 };
@@ -83,7 +87,11 @@ proptest! {
 
 #[test]
 fn one_byte_at_a_time_with_every_length_form() {
-    let messages = vec![(false, vec![1u8; 10]), (false, vec![2u8; 300]), (false, vec![3u8; 70_000])];
+    let messages = vec![
+        (false, vec![1u8; 10]),
+        (false, vec![2u8; 300]),
+        (false, vec![3u8; 70_000]),
+    ];
     let wire = encode(&messages, 1);
     let mut pair = Pair::open(plain_config());
     for b in &wire {
@@ -108,10 +116,14 @@ fn each_frame_uses_a_fresh_mask() {
 
 fn deflate_raw(compress: &mut Compress, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 64);
-    compress.compress_vec(data, &mut out, FlushCompress::Sync).unwrap();
+    compress
+        .compress_vec(data, &mut out, FlushCompress::Sync)
+        .unwrap();
     while out.len() == out.capacity() {
         out.reserve(1024);
-        compress.compress_vec(&[], &mut out, FlushCompress::Sync).unwrap();
+        compress
+            .compress_vec(&[], &mut out, FlushCompress::Sync)
+            .unwrap();
     }
     assert!(out.ends_with(&[0, 0, 0xFF, 0xFF]));
     out.truncate(out.len() - 4);
@@ -120,7 +132,10 @@ fn deflate_raw(compress: &mut Compress, data: &[u8]) -> Vec<u8> {
 
 fn compressed_pair(config: Config) -> Pair {
     Pair::open_with(
-        Config { deflate: Some(Default::default()), ..config },
+        Config {
+            deflate: Some(Default::default()),
+            ..config
+        },
         Request::new("h", 80, false, "/"),
         "Sec-WebSocket-Extensions: permessage-deflate\r\n",
     )
@@ -141,7 +156,10 @@ fn compressed_messages_with_context_takeover_and_fragments() {
     pair.feed(&server_frame(true, false, 0, b));
     assert_eq!(
         pair.events(),
-        vec![Event::Message(Message::Text(first)), Event::Message(Message::Text(second))]
+        vec![
+            Event::Message(Message::Text(first)),
+            Event::Message(Message::Text(second))
+        ]
     );
 }
 
@@ -159,18 +177,25 @@ fn outgoing_messages_are_compressed_above_the_threshold_only() {
     let mut data = sent[1].payload.clone();
     data.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
     let mut out = Vec::with_capacity(2000);
-    inflate.decompress_vec(&data, &mut out, flate2::FlushDecompress::Sync).unwrap();
+    inflate
+        .decompress_vec(&data, &mut out, flate2::FlushDecompress::Sync)
+        .unwrap();
     assert_eq!(out, big.as_bytes());
     // Control frames are never compressed.
     let now = pair.clock.0;
-    pair.client.close(now, tether_proto::CloseCode::NORMAL, &"r".repeat(100)).unwrap();
+    pair.client
+        .close(now, tether_proto::CloseCode::NORMAL, &"r".repeat(100))
+        .unwrap();
     assert!(!pair.sent()[0].rsv1);
 }
 
 #[test]
 fn decompression_bomb_stops_at_the_limit_with_1009() {
     let limit = 1 << 20;
-    let mut pair = compressed_pair(Config { max_message_size: limit, ..plain_config() });
+    let mut pair = compressed_pair(Config {
+        max_message_size: limit,
+        ..plain_config()
+    });
     let mut server = Compress::new(Compression::best(), false);
     // 64 MiB of zeros compresses to about 64 KiB.
     let zeros = vec![0u8; 16 << 20]; // about 16 KiB compressed
@@ -178,8 +203,12 @@ fn decompression_bomb_stops_at_the_limit_with_1009() {
     assert!(bomb.len() < 100_000, "bomb is {} bytes", bomb.len());
     pair.feed(&server_frame(true, true, 2, &bomb));
     assert_eq!(pair.sent_close_code(), Some(1009));
-    let Some(Event::Closed(c)) = pair.events().pop() else { panic!() };
-    assert!(matches!(c.kind, CloseKind::Protocol(ProtocolError::MessageTooBig { limit: l, .. }) if l == limit));
+    let Some(Event::Closed(c)) = pair.events().pop() else {
+        panic!()
+    };
+    assert!(
+        matches!(c.kind, CloseKind::Protocol(ProtocolError::MessageTooBig { limit: l, .. }) if l == limit)
+    );
 }
 
 #[test]

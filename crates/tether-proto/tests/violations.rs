@@ -13,9 +13,13 @@ fn violation(config: Config, bytes: &[u8]) -> (u16, ProtocolError) {
     assert_eq!(pair.client.state(), State::Closed);
     let code = pair.sent_close_code().expect("a close frame was sent");
     let events = pair.events();
-    let Some(Event::Closed(closed)) = events.last() else { panic!("no Closed event: {events:?}") };
+    let Some(Event::Closed(closed)) = events.last() else {
+        panic!("no Closed event: {events:?}")
+    };
     assert_eq!(closed.code.0, code);
-    let CloseKind::Protocol(err) = closed.kind.clone() else { panic!("not a protocol close: {closed:?}") };
+    let CloseKind::Protocol(err) = closed.kind.clone() else {
+        panic!("not a protocol close: {closed:?}")
+    };
     (code, err)
 }
 
@@ -76,9 +80,18 @@ fn length_with_top_bit_is_1002() {
 
 #[test]
 fn invalid_close_codes_are_1002() {
-    for bad in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000] {
-        let (code, err) = violation(plain_config(), &server_frame(true, false, 0x8, &bad.to_be_bytes()));
-        assert_eq!((code, err), (1002, ProtocolError::InvalidCloseCode(bad)), "code {bad}");
+    for bad in [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000,
+    ] {
+        let (code, err) = violation(
+            plain_config(),
+            &server_frame(true, false, 0x8, &bad.to_be_bytes()),
+        );
+        assert_eq!(
+            (code, err),
+            (1002, ProtocolError::InvalidCloseCode(bad)),
+            "code {bad}"
+        );
     }
 }
 
@@ -90,7 +103,10 @@ fn one_byte_close_payload_is_1002() {
 
 #[test]
 fn invalid_utf8_text_is_1007() {
-    let (code, err) = violation(plain_config(), &server_frame(true, false, 0x1, &[b'o', b'k', 0xFF]));
+    let (code, err) = violation(
+        plain_config(),
+        &server_frame(true, false, 0x1, &[b'o', b'k', 0xFF]),
+    );
     assert_eq!((code, err), (1007, ProtocolError::InvalidUtf8));
 }
 
@@ -101,7 +117,11 @@ fn invalid_utf8_split_across_fragments_fails_fast() {
     // the (never sent) final frame.
     let mut pair = Pair::open(plain_config());
     pair.feed(&server_frame(false, false, 0x1, &[b'a', 0xCE]));
-    assert_eq!(pair.client.state(), State::Open, "a split code point is fine so far");
+    assert_eq!(
+        pair.client.state(),
+        State::Open,
+        "a split code point is fine so far"
+    );
     pair.feed(&server_frame(false, false, 0x0, &[0x41]));
     assert_eq!(pair.client.state(), State::Closed);
     assert_eq!(pair.sent_close_code(), Some(1007));
@@ -120,13 +140,20 @@ fn valid_utf8_split_across_fragments_is_delivered() {
 
 #[test]
 fn invalid_utf8_close_reason_is_1007() {
-    let (code, err) = violation(plain_config(), &server_frame(true, false, 0x8, &[0x03, 0xE8, 0xC0, 0x80]));
+    let (code, err) = violation(
+        plain_config(),
+        &server_frame(true, false, 0x8, &[0x03, 0xE8, 0xC0, 0x80]),
+    );
     assert_eq!((code, err), (1007, ProtocolError::InvalidUtf8));
 }
 
 #[test]
 fn message_over_limit_is_1009_from_the_header_alone() {
-    let config = Config { max_message_size: 1000, max_frame_size: 1000, ..plain_config() };
+    let config = Config {
+        max_message_size: 1000,
+        max_frame_size: 1000,
+        ..plain_config()
+    };
     // Only the header of a 1 MB frame arrives: it fails before any payload.
     let (code, err) = violation(config, &[0x82, 127, 0, 0, 0, 0, 0, 0x10, 0, 0]);
     assert_eq!(code, 1009);
@@ -135,17 +162,29 @@ fn message_over_limit_is_1009_from_the_header_alone() {
 
 #[test]
 fn fragmented_message_over_limit_is_1009() {
-    let config = Config { max_message_size: 100, ..plain_config() };
+    let config = Config {
+        max_message_size: 100,
+        ..plain_config()
+    };
     let mut bytes = server_frame(false, false, 0x2, &[0u8; 60]);
     bytes.extend(server_frame(true, false, 0x0, &[0u8; 60]));
     let (code, err) = violation(config, &bytes);
     assert_eq!(code, 1009);
-    assert_eq!(err, ProtocolError::MessageTooBig { size: 120, limit: 100 });
+    assert_eq!(
+        err,
+        ProtocolError::MessageTooBig {
+            size: 120,
+            limit: 100
+        }
+    );
 }
 
 #[test]
 fn rsv1_on_control_or_continuation_is_1002_with_deflate() {
-    let config = Config { deflate: Some(Default::default()), ..plain_config() };
+    let config = Config {
+        deflate: Some(Default::default()),
+        ..plain_config()
+    };
     let request = tether_proto::Request::new("h", 80, false, "/");
     let ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
     let mut pair = Pair::open_with(config.clone(), request.clone(), ext);

@@ -41,7 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Event::Closed(c) => {
                     if std::env::var_os("AUTOBAHN_VERBOSE").is_some() {
-                        eprintln!("case {case}: closed {} {:?} clean={} error={:?}", c.code, c.reason, c.clean, c.error);
+                        eprintln!(
+                            "case {case}: closed {} {:?} clean={} error={:?}",
+                            c.code, c.reason, c.clean, c.error
+                        );
                     }
                     break;
                 }

@@ -128,7 +128,10 @@ impl Shared {
         Shared {
             key,
             url,
-            inner: Mutex::new(Inner { engine: None, early_close: false }),
+            inner: Mutex::new(Inner {
+                engine: None,
+                early_close: false,
+            }),
             state: AtomicU8::new(0),
             in_flight: AtomicUsize::new(0),
             driver: AtomicWaker::new(),
@@ -200,7 +203,12 @@ impl Connection {
 
     /// Bytes queued to send and not yet written to the socket.
     pub fn buffered_amount(&self) -> usize {
-        let engine = self.shared.lock().engine.as_ref().map_or(0, |e| e.buffered_amount());
+        let engine = self
+            .shared
+            .lock()
+            .engine
+            .as_ref()
+            .map_or(0, |e| e.buffered_amount());
         engine + self.shared.in_flight.load(Ordering::Acquire)
     }
 
@@ -231,7 +239,9 @@ impl Connection {
 
     /// Sends a binary message now, or fails instead of waiting.
     pub fn try_send_binary(&self, data: &[u8]) -> Result<(), SendError> {
-        self.try_send(data.len(), BackpressurePolicy::Error, |e| e.send_binary(data))
+        self.try_send(data.len(), BackpressurePolicy::Error, |e| {
+            e.send_binary(data)
+        })
     }
 
     /// Sends a ping with up to 125 bytes of payload.
@@ -245,16 +255,22 @@ impl Connection {
     pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
         let code = CloseCode(code);
         if !code.is_sendable() {
-            return Err(SendError::Invalid(tether_proto::SendError::InvalidCloseCode(code.0)));
+            return Err(SendError::Invalid(
+                tether_proto::SendError::InvalidCloseCode(code.0),
+            ));
         }
         let mut inner = self.shared.lock();
         let result = match inner.engine.as_mut() {
             Some(engine) if engine.state() == tether_proto::State::Open => {
-                let r = engine.close(Instant::now(), code, reason).map_err(SendError::from);
+                let r = engine
+                    .close(Instant::now(), code, reason)
+                    .map_err(SendError::from);
                 self.shared.set_state(engine.state().into());
                 r
             }
-            Some(engine) if engine.state() != tether_proto::State::Connecting => Err(SendError::Closed),
+            Some(engine) if engine.state() != tether_proto::State::Connecting => {
+                Err(SendError::Closed)
+            }
             _ => {
                 if self.shared.state() == State::Closed {
                     Err(SendError::Closed)
@@ -278,7 +294,9 @@ impl Connection {
         loop {
             let drained = self.shared.drained.notified();
             match self.try_send(len, self.shared.policy, &mut op) {
-                Err(SendError::BufferFull { .. }) if self.shared.policy == BackpressurePolicy::Wait => {
+                Err(SendError::BufferFull { .. })
+                    if self.shared.policy == BackpressurePolicy::Wait =>
+                {
                     drained.await;
                 }
                 other => return other,

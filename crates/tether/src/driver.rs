@@ -39,14 +39,26 @@ const READ_CHUNK: usize = 64 * 1024;
 ///
 /// Fails only for what can be checked without the network: the URL, the
 /// headers, the options.
-pub fn open(key: impl Into<String>, url: &str, options: &ConnectOptions) -> Result<(Connection, Receiver), Error> {
+pub fn open(
+    key: impl Into<String>,
+    url: &str,
+    options: &ConnectOptions,
+) -> Result<(Connection, Receiver), Error> {
     let target = Target::parse(url, options)?;
     if let Some(d) = &options.config.deflate {
-        d.validate().map_err(tether_proto::RequestError::InvalidExtensionConfig)?;
+        d.validate()
+            .map_err(tether_proto::RequestError::InvalidExtensionConfig)?;
     }
-    let shared = Arc::new(Shared::new(key.into(), redact(url), options.max_buffered, options.backpressure));
+    let shared = Arc::new(Shared::new(
+        key.into(),
+        redact(url),
+        options.max_buffered,
+        options.backpressure,
+    ));
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
-    let conn = Connection { shared: shared.clone() };
+    let conn = Connection {
+        shared: shared.clone(),
+    };
     let options = options.clone();
     tokio::spawn(async move {
         drive(shared, target, options, tx).await;
@@ -82,18 +94,34 @@ pub fn open_on<T: Transport>(
     options: &ConnectOptions,
 ) -> Result<(Connection, Receiver), Error> {
     let target = Target::parse(url, options)?;
-    let shared = Arc::new(Shared::new(key.into(), redact(url), options.max_buffered, options.backpressure));
+    let shared = Arc::new(Shared::new(
+        key.into(),
+        redact(url),
+        options.max_buffered,
+        options.backpressure,
+    ));
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
-    let conn = Connection { shared: shared.clone() };
+    let conn = Connection {
+        shared: shared.clone(),
+    };
     let options = options.clone();
     tokio::spawn(async move {
-        let opened = tokio::time::timeout(options.connect_timeout, handshake(Box::new(io), &target, &options)).await;
+        let opened = tokio::time::timeout(
+            options.connect_timeout,
+            handshake(Box::new(io), &target, &options),
+        )
+        .await;
         run(shared, opened, &target, &options, tx).await;
     });
     Ok((conn, Receiver { rx }))
 }
 
-async fn drive(shared: Arc<Shared>, target: Target, options: ConnectOptions, tx: mpsc::Sender<Event>) {
+async fn drive(
+    shared: Arc<Shared>,
+    target: Target,
+    options: ConnectOptions,
+    tx: mpsc::Sender<Event>,
+) {
     let connecting = async {
         let io = establish(&target, &options).await?;
         handshake(io, &target, &options).await
@@ -128,9 +156,18 @@ async fn run(
                 tracing::debug!(key = %shared.key, url = %shared.url, error = %e, "connection failed");
             }
             shared.set_state(State::Closed);
-            let reason = if error.is_none() { "closed before open" } else { "" };
+            let reason = if error.is_none() {
+                "closed before open"
+            } else {
+                ""
+            };
             let _ = tx
-                .send(Event::Closed(Closed { code: 1006, reason: reason.into(), clean: false, error }))
+                .send(Event::Closed(Closed {
+                    code: 1006,
+                    reason: reason.into(),
+                    clean: false,
+                    error,
+                }))
                 .await;
         }
         Ok((io, engine, opened)) => {
@@ -145,7 +182,11 @@ async fn run(
     }
     shared.set_state(State::Closed);
     shared.drained.notify_waiters();
-    let on_exit = shared.on_exit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let on_exit = shared
+        .on_exit
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
     if let Some(f) = on_exit {
         f();
     }
@@ -155,7 +196,10 @@ async fn run(
 async fn establish(target: &Target, options: &ConnectOptions) -> Result<Box<dyn Transport>, Error> {
     let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
-        .map_err(|source| Error::Resolve { host: target.host.clone(), source })?
+        .map_err(|source| Error::Resolve {
+            host: target.host.clone(),
+            source,
+        })?
         .collect();
     let mut last = None;
     let mut tcp = None;
@@ -186,8 +230,11 @@ async fn establish(target: &Target, options: &ConnectOptions) -> Result<Box<dyn 
         Some(c) => c.clone(),
         None => crate::tls::default_config()?,
     };
-    let name = rustls_pki_types::ServerName::try_from(target.host.clone())
-        .map_err(|e| Error::Tls { host: target.host.clone(), reason: format!("invalid server name: {e}") })?;
+    let name =
+        rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| Error::Tls {
+            host: target.host.clone(),
+            reason: format!("invalid server name: {e}"),
+        })?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
@@ -210,11 +257,18 @@ async fn handshake(
     let mut engine = ClientConnection::new(Arc::new(options.config.clone()), &target.request)?;
     let mut out = Vec::new();
     let _ = engine.poll_transmit(&mut out);
-    io.write_all(&out).await.map_err(|e| Error::from_io(e, &target.host))?;
-    io.flush().await.map_err(|e| Error::from_io(e, &target.host))?;
+    io.write_all(&out)
+        .await
+        .map_err(|e| Error::from_io(e, &target.host))?;
+    io.flush()
+        .await
+        .map_err(|e| Error::from_io(e, &target.host))?;
     let mut buf = vec![0u8; 8192];
     while engine.state() == tether_proto::State::Connecting {
-        let n = io.read(&mut buf).await.map_err(|e| Error::from_io(e, &target.host))?;
+        let n = io
+            .read(&mut buf)
+            .await
+            .map_err(|e| Error::from_io(e, &target.host))?;
         if n == 0 {
             engine.receive_eof(Instant::now());
         } else {
@@ -250,7 +304,12 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(shared: Arc<Shared>, io: Box<dyn Transport>, host: String, tx: mpsc::Sender<Event>) -> Self {
+    fn new(
+        shared: Arc<Shared>,
+        io: Box<dyn Transport>,
+        host: String,
+        tx: mpsc::Sender<Event>,
+    ) -> Self {
         Driver {
             shared,
             io,
@@ -341,7 +400,9 @@ impl Driver {
         loop {
             if self.pending.is_none() {
                 let mut inner = self.shared.lock();
-                let Some(engine) = inner.engine.as_mut() else { return progress };
+                let Some(engine) = inner.engine.as_mut() else {
+                    return progress;
+                };
                 let event = engine.poll_event();
                 self.shared.set_state(engine.state().into());
                 drop(inner);
@@ -401,7 +462,12 @@ impl Driver {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self.shared.lock().engine.as_ref().and_then(|e| e.poll_timeout());
+        let deadline = self
+            .shared
+            .lock()
+            .engine
+            .as_ref()
+            .and_then(|e| e.poll_timeout());
         if deadline != self.deadline {
             self.deadline = deadline;
             if let Some(d) = deadline {
@@ -438,7 +504,10 @@ impl Driver {
         Some(match event {
             tether_proto::Event::Open(o) => {
                 let _ = self.shared.protocol.set(o.protocol.clone());
-                Event::Open { protocol: o.protocol, compression: o.compression }
+                Event::Open {
+                    protocol: o.protocol,
+                    compression: o.compression,
+                }
             }
             tether_proto::Event::Message(m) => Event::Message(m),
             tether_proto::Event::Pong { rtt, .. } => Event::Pong { rtt },
@@ -452,7 +521,12 @@ impl Driver {
                     CloseKind::PingTimeout => Some(Error::PingTimeout),
                     _ => Some(self.io_error.take().unwrap_or(Error::Abnormal)),
                 };
-                Event::Closed(Closed { code: c.code.0, reason: c.reason, clean, error })
+                Event::Closed(Closed {
+                    code: c.code.0,
+                    reason: c.reason,
+                    clean,
+                    error,
+                })
             }
             _ => return None,
         })

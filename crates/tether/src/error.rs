@@ -106,11 +106,16 @@ impl Error {
     pub(crate) fn from_io(err: io::Error, host: &str) -> Error {
         if let Some(inner) = err.get_ref() {
             if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                return Error::Tls { host: host.to_string(), reason: crate::tls::describe(tls) };
+                return Error::Tls {
+                    host: host.to_string(),
+                    reason: crate::tls::describe(tls),
+                };
             }
         }
         match err.kind() {
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => Error::Reset,
+            io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe => Error::Reset,
             io::ErrorKind::UnexpectedEof => Error::Abnormal,
             _ => Error::Io(err),
         }

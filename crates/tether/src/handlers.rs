@@ -65,7 +65,12 @@ impl Handlers {
                         f(&conn, m);
                     }
                 }
-                Event::Closed(Closed { code, reason, error, .. }) => {
+                Event::Closed(Closed {
+                    code,
+                    reason,
+                    error,
+                    ..
+                }) => {
                     if let (Some(e), Some(f)) = (error.as_ref(), self.on_error.as_mut()) {
                         f(&conn, e);
                     }

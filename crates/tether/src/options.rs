@@ -54,7 +54,10 @@ impl std::fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Header values and credentials may be secrets: names only.
         f.debug_struct("ConnectOptions")
-            .field("headers", &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>())
+            .field(
+                "headers",
+                &self.headers.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
             .field("protocols", &self.protocols)
             .field("basic_auth", &self.basic_auth.as_ref().map(|(u, _)| u))
             .field("connect_timeout", &self.connect_timeout)
@@ -90,7 +93,11 @@ impl ConnectOptions {
 
     /// Sends `Authorization: Basic …` with the handshake. Credentials in the
     /// URL do the same; these win over them.
-    pub fn basic_auth(&mut self, user: impl Into<String>, password: impl Into<String>) -> &mut Self {
+    pub fn basic_auth(
+        &mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> &mut Self {
         self.basic_auth = Some((user.into(), password.into()));
         self
     }
@@ -128,7 +135,11 @@ impl ConnectOptions {
 
     /// Keepalive: a ping every `interval`, and the connection is dead when a
     /// pong takes longer than `timeout`. `None` turns either off.
-    pub fn keepalive(&mut self, interval: Option<Duration>, timeout: Option<Duration>) -> &mut Self {
+    pub fn keepalive(
+        &mut self,
+        interval: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> &mut Self {
         self.config.ping_interval = interval;
         self.config.ping_timeout = timeout;
         self

@@ -34,7 +34,12 @@ impl Registry {
     }
 
     /// Opens a connection under `key` (see [`open`](crate::open)).
-    pub fn open(&self, key: &str, url: &str, options: &ConnectOptions) -> Result<(Connection, Receiver), RegistryError> {
+    pub fn open(
+        &self,
+        key: &str,
+        url: &str,
+        options: &ConnectOptions,
+    ) -> Result<(Connection, Receiver), RegistryError> {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if map.contains_key(key) {
             return Err(RegistryError::KeyInUse(key.to_string()));
@@ -43,11 +48,18 @@ impl Registry {
         let weak: Weak<Mutex<BTreeMap<String, Connection>>> = Arc::downgrade(&self.inner);
         let key_owned = key.to_string();
         let me = Arc::downgrade(&conn.shared);
-        *conn.shared.on_exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
+        *conn
+            .shared
+            .on_exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
             if let Some(inner) = weak.upgrade() {
                 let mut map = inner.lock().unwrap_or_else(|e| e.into_inner());
                 // Remove only this connection, not a newer one under the same key.
-                if map.get(&key_owned).is_some_and(|c| Weak::ptr_eq(&Arc::downgrade(&c.shared), &me)) {
+                if map
+                    .get(&key_owned)
+                    .is_some_and(|c| Weak::ptr_eq(&Arc::downgrade(&c.shared), &me))
+                {
                     map.remove(&key_owned);
                 }
             }
@@ -71,11 +83,20 @@ impl Registry {
 
     /// The live connection with this key.
     pub fn get(&self, key: &str) -> Option<Connection> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Every live connection, ordered by key.
     pub fn list(&self) -> Vec<Connection> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 }

@@ -42,13 +42,20 @@ mod percent_encoding_lite {
 
 impl Target {
     pub fn parse(url: &str, options: &ConnectOptions) -> Result<Target, Error> {
-        let bad = |reason: &str| Error::InvalidUrl { url: redact(url), reason: reason.to_string() };
+        let bad = |reason: &str| Error::InvalidUrl {
+            url: redact(url),
+            reason: reason.to_string(),
+        };
         let parsed = Url::parse(url).map_err(|e| bad(&e.to_string()))?;
         let secure = match parsed.scheme() {
             "ws" => false,
             "wss" => true,
             "http" | "https" => return Err(bad("use ws:// or wss:// (not http:// or https://)")),
-            other => return Err(bad(&format!("unsupported scheme {other:?}; use ws:// or wss://"))),
+            other => {
+                return Err(bad(&format!(
+                    "unsupported scheme {other:?}; use ws:// or wss://"
+                )))
+            }
         };
         if parsed.fragment().is_some() {
             return Err(bad("a WebSocket URL cannot have a #fragment"));
@@ -59,8 +66,13 @@ impl Target {
             Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
             None => return Err(bad("the URL has no host")),
         };
-        let host = host_header.trim_start_matches('[').trim_end_matches(']').to_string();
-        let port = parsed.port_or_known_default().unwrap_or(if secure { 443 } else { 80 });
+        let host = host_header
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = parsed
+            .port_or_known_default()
+            .unwrap_or(if secure { 443 } else { 80 });
         let mut resource = parsed.path().to_string();
         if resource.is_empty() {
             resource.push('/');
@@ -76,8 +88,12 @@ impl Target {
         for p in &options.protocols {
             request.protocol(p.clone());
         }
-        let url_auth = (!parsed.username().is_empty())
-            .then(|| (decode(parsed.username()), decode(parsed.password().unwrap_or(""))));
+        let url_auth = (!parsed.username().is_empty()).then(|| {
+            (
+                decode(parsed.username()),
+                decode(parsed.password().unwrap_or("")),
+            )
+        });
         if let Some((user, pass)) = options.basic_auth.clone().or(url_auth) {
             let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
             request.header("Authorization", format!("Basic {token}"));
@@ -86,7 +102,12 @@ impl Target {
             request.header(name.clone(), value.clone());
         }
         request.validate()?;
-        Ok(Target { host, port, secure, request })
+        Ok(Target {
+            host,
+            port,
+            secure,
+            request,
+        })
     }
 }
 
@@ -109,10 +130,19 @@ mod tests {
     fn parses_urls() {
         let o = ConnectOptions::default();
         let t = Target::parse("wss://example.com/a/b?x=1", &o).unwrap();
-        assert_eq!((t.host.as_str(), t.port, t.secure), ("example.com", 443, true));
+        assert_eq!(
+            (t.host.as_str(), t.port, t.secure),
+            ("example.com", 443, true)
+        );
         let t = Target::parse("ws://[::1]:9001", &o).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("::1", 9001));
-        for bad in ["http://x/", "ftp://x/", "ws://x/#frag", "not a url", "ws://:80/"] {
+        for bad in [
+            "http://x/",
+            "ftp://x/",
+            "ws://x/#frag",
+            "not a url",
+            "ws://:80/",
+        ] {
             assert!(Target::parse(bad, &o).is_err(), "{bad}");
         }
     }

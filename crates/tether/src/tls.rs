@@ -20,7 +20,9 @@ pub fn default_config() -> Result<Arc<rustls::ClientConfig>, Error> {
                 let _ = roots.add(cert);
             }
             if roots.is_empty() {
-                tracing::debug!("no platform CA certificates found; using the bundled webpki roots");
+                tracing::debug!(
+                    "no platform CA certificates found; using the bundled webpki roots"
+                );
                 roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             }
             config_with_roots(roots).map(Arc::new)

@@ -10,8 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 use tether::{
-    connect, open, BackpressurePolicy, ConnectOptions, Error, Event, Handlers, HandshakeError, Message, Registry,
-    RegistryError, SendError, State,
+    connect, open, BackpressurePolicy, ConnectOptions, Error, Event, Handlers, HandshakeError,
+    Message, Registry, RegistryError, SendError, State,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -35,14 +35,22 @@ async fn closed(rx: &mut tether::Receiver) -> tether::Closed {
 #[tokio::test]
 async fn echo_text_and_binary_then_clean_close() {
     let addr = echo_server().await;
-    let (conn, mut rx) = connect(&format!("ws://{addr}/echo"), &options()).await.unwrap();
+    let (conn, mut rx) = connect(&format!("ws://{addr}/echo"), &options())
+        .await
+        .unwrap();
     assert_eq!(conn.state(), State::Open);
     conn.send_text("hello").await.unwrap();
     conn.send_binary([1u8, 2, 3]).await.unwrap();
     let big = "x".repeat(300_000);
     conn.send_text(&big).await.unwrap();
-    assert_eq!(rx.next_message().await.unwrap(), Message::Text("hello".into()));
-    assert_eq!(rx.next_message().await.unwrap(), Message::Binary(vec![1, 2, 3]));
+    assert_eq!(
+        rx.next_message().await.unwrap(),
+        Message::Text("hello".into())
+    );
+    assert_eq!(
+        rx.next_message().await.unwrap(),
+        Message::Binary(vec![1, 2, 3])
+    );
     assert_eq!(rx.next_message().await.unwrap(), Message::Text(big));
     conn.close(1000, "done").unwrap();
     assert_eq!(conn.state(), State::Closing);
@@ -64,7 +72,9 @@ async fn rejected_handshake_carries_the_status() {
             .await;
     })
     .await;
-    let err = connect(&format!("ws://{addr}/"), &options()).await.unwrap_err();
+    let err = connect(&format!("ws://{addr}/"), &options())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "handshake");
     assert_eq!(err.http_status(), Some(401));
     match err {
@@ -82,7 +92,10 @@ async fn abrupt_tcp_end_is_abnormal_1006() {
     })
     .await;
     let (_conn, mut rx) = connect(&format!("ws://{addr}/"), &options()).await.unwrap();
-    assert_eq!(rx.next_message().await.unwrap(), Message::Text("one".into()));
+    assert_eq!(
+        rx.next_message().await.unwrap(),
+        Message::Text("one".into())
+    );
     let c = closed(&mut rx).await;
     assert_eq!((c.code, c.clean), (1006, false));
     assert!(matches!(c.error, Some(Error::Abnormal)), "{c:?}");
@@ -93,7 +106,7 @@ async fn peer_reset_is_told_apart_from_a_clean_close() {
     let addr = serve(|mut s| async move {
         raw_accept(&mut s).await;
         // Unread data plus linger 0 makes the kernel send RST.
-        let _ = s.set_linger(Some(Duration::ZERO));
+        let _ = s.set_zero_linger();
         tokio::time::sleep(Duration::from_millis(100)).await;
     })
     .await;
@@ -142,7 +155,9 @@ async fn connection_refused_is_a_connect_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let err = connect(&format!("ws://{addr}/"), &options()).await.unwrap_err();
+    let err = connect(&format!("ws://{addr}/"), &options())
+        .await
+        .unwrap_err();
     assert_eq!(err.kind(), "connect", "{err:?}");
 }
 
@@ -154,7 +169,10 @@ async fn bad_urls_fail_before_any_io() {
     }
     let mut o = options();
     o.header("Bad\r\nHeader", "x");
-    assert_eq!(open("k", "ws://127.0.0.1:1/", &o).unwrap_err().kind(), "request");
+    assert_eq!(
+        open("k", "ws://127.0.0.1:1/", &o).unwrap_err().kind(),
+        "request"
+    );
 }
 
 #[tokio::test]
@@ -176,13 +194,25 @@ async fn basic_auth_headers_and_protocol_are_sent() {
     .await;
     let mut o = options();
     o.header("X-Source", "tether").protocol("mqtt");
-    let (conn, _rx) = connect(&format!("ws://alice:s%40cret@{addr}/path?q=1"), &o).await.unwrap();
+    let (conn, _rx) = connect(&format!("ws://alice:s%40cret@{addr}/path?q=1"), &o)
+        .await
+        .unwrap();
     assert_eq!(conn.protocol(), Some("mqtt"));
-    assert!(!conn.url().contains("s%40cret"), "password redacted: {}", conn.url());
+    assert!(
+        !conn.url().contains("s%40cret"),
+        "password redacted: {}",
+        conn.url()
+    );
     let request = seen.lock().unwrap().clone();
-    assert!(request.starts_with("GET /path?q=1 HTTP/1.1\r\n"), "{request}");
+    assert!(
+        request.starts_with("GET /path?q=1 HTTP/1.1\r\n"),
+        "{request}"
+    );
     // alice:s@cret
-    assert!(request.contains("Authorization: Basic YWxpY2U6c0BjcmV0\r\n"), "{request}");
+    assert!(
+        request.contains("Authorization: Basic YWxpY2U6c0BjcmV0\r\n"),
+        "{request}"
+    );
     assert!(request.contains("X-Source: tether\r\n"));
     assert!(request.contains("Sec-WebSocket-Protocol: mqtt\r\n"));
 }
@@ -200,7 +230,10 @@ async fn first_frames_in_the_101_read_are_not_lost() {
     })
     .await;
     let (_conn, mut rx) = connect(&format!("ws://{addr}/"), &options()).await.unwrap();
-    assert_eq!(rx.next_message().await.unwrap(), Message::Text("welcome".into()));
+    assert_eq!(
+        rx.next_message().await.unwrap(),
+        Message::Text("welcome".into())
+    );
     let c = closed(&mut rx).await;
     assert!(c.clean);
 }
@@ -215,7 +248,9 @@ async fn receiving_is_cancel_safe() {
     let mut got = Vec::new();
     while got.len() < 200 {
         // A very short timeout cancels many next() calls mid-wait.
-        if let Ok(Some(Event::Message(Message::Text(t)))) = timeout(Duration::from_micros(50), rx.next()).await {
+        if let Ok(Some(Event::Message(Message::Text(t)))) =
+            timeout(Duration::from_micros(50), rx.next()).await
+        {
             got.push(t.parse::<usize>().unwrap());
         }
     }
@@ -235,13 +270,18 @@ async fn handlers_run_in_order() {
             c.try_send_text("ping").unwrap();
         })
         .on_message(move |c, m| {
-            l2.lock().unwrap().push(format!("message {}", String::from_utf8_lossy(m.as_bytes())));
+            l2.lock()
+                .unwrap()
+                .push(format!("message {}", String::from_utf8_lossy(m.as_bytes())));
             c.close(1000, "bye").unwrap();
         })
         .on_close(move |_, code, reason| l3.lock().unwrap().push(format!("close {code} {reason}")))
         .spawn(conn, rx);
     timeout(T, task).await.unwrap().unwrap();
-    assert_eq!(*log.lock().unwrap(), vec!["open", "message ping", "close 1000 bye"]);
+    assert_eq!(
+        *log.lock().unwrap(),
+        vec!["open", "message ping", "close 1000 bye"]
+    );
 }
 
 #[tokio::test]
@@ -267,8 +307,18 @@ async fn registry_finds_lists_and_forgets_connections() {
     let url = format!("ws://{addr}/");
     let (a, mut rx_a) = registry.open("a", &url, &options()).unwrap();
     let (_b, _rx_b) = registry.open("b", &url, &options()).unwrap();
-    assert!(matches!(registry.open("a", &url, &options()), Err(RegistryError::KeyInUse(_))));
-    assert_eq!(registry.list().iter().map(|c| c.key().to_string()).collect::<Vec<_>>(), ["a", "b"]);
+    assert!(matches!(
+        registry.open("a", &url, &options()),
+        Err(RegistryError::KeyInUse(_))
+    ));
+    assert_eq!(
+        registry
+            .list()
+            .iter()
+            .map(|c| c.key().to_string())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
     assert_eq!(registry.get("a").unwrap().key(), "a");
     while !matches!(rx_a.next().await, Some(Event::Open { .. })) {}
     a.close(1000, "").unwrap();
@@ -306,8 +356,15 @@ async fn backpressure_error_policy_bounds_the_buffer() {
             }
         }
     }
-    assert!(matches!(refused, Some(SendError::BufferFull { .. })), "{refused:?}");
-    assert!(conn.buffered_amount() <= (256 << 10) + (16 << 10) + 64, "{}", conn.buffered_amount());
+    assert!(
+        matches!(refused, Some(SendError::BufferFull { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        conn.buffered_amount() <= (256 << 10) + (16 << 10) + 64,
+        "{}",
+        conn.buffered_amount()
+    );
 }
 
 #[tokio::test]
@@ -318,7 +375,8 @@ async fn backpressure_close_policy_closes_with_1001() {
     })
     .await;
     let mut o = options();
-    o.backpressure(128 << 10, BackpressurePolicy::Close).close_timeout(Duration::from_millis(200));
+    o.backpressure(128 << 10, BackpressurePolicy::Close)
+        .close_timeout(Duration::from_millis(200));
     let (conn, mut rx) = connect(&format!("ws://{addr}/"), &o).await.unwrap();
     let chunk = vec![0u8; 16 << 10];
     let mut result = Ok(());

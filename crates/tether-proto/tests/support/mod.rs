@@ -32,7 +32,12 @@ impl Clock {
 
 /// A config without keepalive and without compression, unless a test sets them.
 pub fn plain_config() -> Config {
-    Config { deflate: None, ping_interval: None, ping_timeout: None, ..Config::default() }
+    Config {
+        deflate: None,
+        ping_interval: None,
+        ping_timeout: None,
+        ..Config::default()
+    }
 }
 
 /// The client's request, parsed: (request line, headers).
@@ -51,7 +56,10 @@ pub fn parse_request(bytes: &[u8]) -> (String, Vec<(String, String)>) {
 }
 
 pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
 }
 
 /// A 101 response for `request_bytes`, with `extra` header lines.
@@ -91,14 +99,22 @@ pub fn decode_client_frames(mut bytes: &[u8]) -> Vec<ClientFrame> {
         assert!(b1 & 0x80 != 0, "client frames must be masked");
         let (len, mut at) = match b1 & 0x7F {
             126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-            127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+            127 => (
+                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                10,
+            ),
             n => (n as usize, 2),
         };
         let key: [u8; 4] = bytes[at..at + 4].try_into().unwrap();
         at += 4;
         let mut payload = bytes[at..at + len].to_vec();
         apply_mask(&mut payload, key);
-        frames.push(ClientFrame { fin: b0 & 0x80 != 0, rsv1: b0 & 0x40 != 0, opcode: b0 & 0x0F, payload });
+        frames.push(ClientFrame {
+            fin: b0 & 0x80 != 0,
+            rsv1: b0 & 0x40 != 0,
+            opcode: b0 & 0x0F,
+            payload,
+        });
         bytes = &bytes[at + len..];
     }
     frames

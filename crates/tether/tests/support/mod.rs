@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// Serves every accepted TCP connection with `handler` on its own task.
 pub async fn serve<F, Fut>(handler: F) -> SocketAddr
@@ -29,18 +28,13 @@ where
 /// A tungstenite echo server: text and binary come back as they went.
 pub async fn echo_server() -> SocketAddr {
     serve(|stream| async move {
-        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else { return };
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
         while let Some(Ok(msg)) = ws.next().await {
-            match msg {
-                WsMessage::Text(_) | WsMessage::Binary(_) => {
-                    if ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-                WsMessage::Close(_) => {
-                    // tungstenite answers the close by itself; drain until the end.
-                }
-                _ => {}
+            // tungstenite answers a close by itself; text and binary go back.
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
             }
         }
     })
@@ -76,7 +70,10 @@ pub fn accept_response(request: &str) -> String {
 /// Completes the handshake by hand and returns the stream.
 pub async fn raw_accept(stream: &mut TcpStream) -> String {
     let request = read_request(stream).await;
-    stream.write_all(accept_response(&request).as_bytes()).await.unwrap();
+    stream
+        .write_all(accept_response(&request).as_bytes())
+        .await
+        .unwrap();
     request
 }
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The project's test command: installs the third-party peers the tests talk
+# to, checks formatting and lints, runs every crate's tests, then runs the
+# full Autobahn|Testsuite client conformance suite.
+#
+#   scripts/test.sh           everything (about 15 minutes on 2 cores)
+#   scripts/test.sh --quick   Autobahn without the compression groups 12 and 13
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+scripts/install-peers.sh
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
+scripts/autobahn.sh "$@"
