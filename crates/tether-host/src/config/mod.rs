@@ -1,0 +1,385 @@
+//! The host's configuration file (TOML): the `[host]` section and the
+//! declared client types. The structs are the documentation: every field
+//! says what it does and what it defaults to.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+mod error;
+pub use error::ConfigError;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    /// Host-wide settings.
+    #[serde(default)]
+    pub host: HostSection,
+    /// The client types, each a `[[client_type]]` table.
+    #[serde(default, rename = "client_type")]
+    pub client_types: Vec<ClientTypeConfig>,
+}
+
+/// `[host]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSection {
+    /// Where the management API listens. Default `127.0.0.1:7878`. Binding
+    /// anything but loopback needs an admin token set in the config or in
+    /// `TETHER_ADMIN_TOKEN`.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The store, `sqlite://PATH` (relative to the config file) or
+    /// `sqlite::memory:`. Default `sqlite://tether.db`; created when missing.
+    #[serde(default = "default_store")]
+    pub store: String,
+    /// The admin token. `TETHER_ADMIN_TOKEN` wins over it; with neither, one
+    /// is generated at first start, printed once, and kept (hashed) in the store.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+}
+
+impl Default for HostSection {
+    fn default() -> Self {
+        HostSection { listen: default_listen(), store: default_store(), admin_token: None }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7878))
+}
+
+fn default_store() -> String {
+    "sqlite://tether.db".into()
+}
+
+/// `[[client_type]]`: a kind of server the host talks to.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientTypeConfig {
+    /// The type's name: letters, digits, `-` and `_`.
+    pub name: Spanned<String>,
+    /// The Lua handler module, relative to the config file. Optional: a type
+    /// without one just connects and publishes its events.
+    #[serde(default)]
+    pub module: Option<Spanned<String>>,
+    /// Exactly one instance exists, with key = the type's name, made and
+    /// updated from the defaults at every start. It cannot be deleted.
+    #[serde(default)]
+    pub predefined: bool,
+    /// Defaults for the type's instances.
+    #[serde(default)]
+    pub defaults: TypeDefaults,
+}
+
+/// `[client_type.defaults]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypeDefaults {
+    /// The server URL, `ws://` or `wss://`. Required for predefined types.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Request headers sent with the handshake.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Subprotocols to offer, in order of preference.
+    #[serde(default)]
+    pub protocols: Vec<String>,
+    /// Seconds for TCP, TLS and the handshake together. Default 30.
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// Connect at start and reconnect when the link is lost. Default false.
+    #[serde(default)]
+    pub auto_connect: bool,
+    /// Honour `HTTP_PROXY`/`HTTPS_PROXY`/`NO_PROXY`. Default false.
+    #[serde(default)]
+    pub use_env_proxy: bool,
+    /// Reconnect timing.
+    #[serde(default)]
+    pub reconnect: ReconnectConfig,
+    /// Keepalive pings.
+    #[serde(default)]
+    pub keepalive: KeepaliveConfig,
+    /// Offer permessage-deflate. Default true.
+    #[serde(default = "yes")]
+    pub compression: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `[client_type.defaults.reconnect]`: exponential backoff with full jitter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconnectConfig {
+    /// First backoff window, in milliseconds. Default 1000.
+    #[serde(default = "initial_ms")]
+    pub initial_delay_ms: u64,
+    /// Largest backoff window, in milliseconds. Default 60000.
+    #[serde(default = "max_ms")]
+    pub max_delay_ms: u64,
+    /// Growth per attempt. Default 2.0.
+    #[serde(default = "multiplier")]
+    pub multiplier: f64,
+    /// Stop after this many failed attempts in a row. Default: never.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Seconds open after which the attempt count resets. Default 30.
+    #[serde(default = "reset_secs")]
+    pub reset_after_secs: u64,
+}
+
+const fn initial_ms() -> u64 {
+    1000
+}
+const fn max_ms() -> u64 {
+    60_000
+}
+const fn multiplier() -> f64 {
+    2.0
+}
+const fn reset_secs() -> u64 {
+    30
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        ReconnectConfig {
+            initial_delay_ms: initial_ms(),
+            max_delay_ms: max_ms(),
+            multiplier: multiplier(),
+            max_attempts: None,
+            reset_after_secs: reset_secs(),
+        }
+    }
+}
+
+impl ReconnectConfig {
+    /// The policy the connection layer uses.
+    pub fn policy(&self) -> tether::ReconnectPolicy {
+        tether::ReconnectPolicy {
+            initial_delay: Duration::from_millis(self.initial_delay_ms),
+            max_delay: Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)),
+            multiplier: self.multiplier,
+            max_attempts: self.max_attempts,
+            reset_after: Duration::from_secs(self.reset_after_secs),
+        }
+    }
+}
+
+/// `[client_type.defaults.keepalive]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveConfig {
+    /// Seconds between pings; 0 turns pings off. Default 20.
+    #[serde(default = "twenty")]
+    pub ping_interval_secs: u64,
+    /// Seconds to wait for a pong before the link counts as dead. Default 20.
+    #[serde(default = "twenty")]
+    pub ping_timeout_secs: u64,
+}
+
+const fn twenty() -> u64 {
+    20
+}
+
+impl Default for KeepaliveConfig {
+    fn default() -> Self {
+        KeepaliveConfig { ping_interval_secs: 20, ping_timeout_secs: 20 }
+    }
+}
+
+/// A client type, checked and ready to use.
+#[derive(Debug, Clone)]
+pub struct ClientType {
+    /// The name.
+    pub name: String,
+    /// The module's path, resolved against the config file.
+    pub module: Option<PathBuf>,
+    /// The module's source, read at load time.
+    pub module_source: Option<String>,
+    /// Whether exactly one instance exists with key = name.
+    pub predefined: bool,
+    /// Default URL.
+    pub url: Option<String>,
+    /// Default headers.
+    pub headers: BTreeMap<String, String>,
+    /// Subprotocols.
+    pub protocols: Vec<String>,
+    /// Default connect timeout in seconds.
+    pub timeout: u64,
+    /// Default auto-connect flag.
+    pub auto_connect: bool,
+    /// Default env-proxy flag.
+    pub use_env_proxy: bool,
+    /// Reconnect timing.
+    pub reconnect: ReconnectConfig,
+    /// Keepalive.
+    pub keepalive: KeepaliveConfig,
+    /// Offer compression.
+    pub compression: bool,
+}
+
+/// The loaded configuration.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// Where the management API listens.
+    pub listen: SocketAddr,
+    /// The store URL, with a relative SQLite path resolved.
+    pub store: String,
+    /// The admin token from the file, if any.
+    pub admin_token: Option<String>,
+    /// The client types, by name.
+    pub types: BTreeMap<String, ClientType>,
+}
+
+impl Loaded {
+    /// The defaults with no file: no types, loopback API, `tether.db` in the
+    /// working directory.
+    pub fn defaults() -> Self {
+        Self::from_config(HostConfig::default(), "<defaults>", Path::new("."), "").expect("defaults are valid")
+    }
+
+    /// Reads and checks a config file. Errors name the file and line.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { file: file.clone(), source: e })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        Self::parse(&text, &file, &base)
+    }
+
+    /// Parses config text; `file` is for messages, `base` resolves paths.
+    pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self, ConfigError> {
+        let config: HostConfig = toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, e))?;
+        Self::from_config(config, file, base, text)
+    }
+
+    fn from_config(config: HostConfig, file: &str, base: &Path, text: &str) -> Result<Self, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| ConfigError::at(file, text, span, message);
+        let store = resolve_store(&config.host.store, base).map_err(|m| ConfigError::Invalid {
+            file: file.to_string(),
+            line: error::line_of(text, "store"),
+            message: m,
+        })?;
+        let mut types = BTreeMap::new();
+        for t in config.client_types {
+            let name = t.name.get_ref().clone();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(at(t.name.span(), format!("client type name {name:?} must be letters, digits, '-' or '_'")));
+            }
+            if types.contains_key(&name) {
+                return Err(at(t.name.span(), format!("client type {name:?} is declared twice")));
+            }
+            if let Some(url) = &t.defaults.url {
+                check_url(url.get_ref()).map_err(|m| at(url.span(), m))?;
+            }
+            if t.predefined && t.defaults.url.is_none() {
+                return Err(at(
+                    t.name.span(),
+                    format!("predefined client type {name:?} needs defaults.url: its instance connects to it"),
+                ));
+            }
+            let (module, module_source) = match &t.module {
+                None => (None, None),
+                Some(m) => {
+                    let path = base.join(m.get_ref());
+                    let source = std::fs::read_to_string(&path).map_err(|e| {
+                        at(m.span(), format!("cannot read module {}: {e}; the path is relative to the config file", path.display()))
+                    })?;
+                    crate::modules::lua::check_syntax(&source, &path).map_err(|e| at(m.span(), e))?;
+                    (Some(path), Some(source))
+                }
+            };
+            let d = t.defaults;
+            types.insert(
+                name.clone(),
+                ClientType {
+                    name,
+                    module,
+                    module_source,
+                    predefined: t.predefined,
+                    url: d.url.map(Spanned::into_inner),
+                    headers: d.headers,
+                    protocols: d.protocols,
+                    timeout: d.timeout.unwrap_or(30),
+                    auto_connect: d.auto_connect,
+                    use_env_proxy: d.use_env_proxy,
+                    reconnect: d.reconnect,
+                    keepalive: d.keepalive,
+                    compression: d.compression,
+                },
+            );
+        }
+        Ok(Loaded { listen: config.host.listen, store, admin_token: config.host.admin_token, types })
+    }
+}
+
+/// A URL instances may use: `ws://` or `wss://` with a host.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+    if !matches!(parsed.scheme(), "ws" | "wss") {
+        return Err(format!("URL {url:?} must start with ws:// or wss://"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("URL {url:?} has no host"));
+    }
+    Ok(())
+}
+
+fn resolve_store(store: &str, base: &Path) -> Result<String, String> {
+    if store == "sqlite::memory:" {
+        return Ok(store.to_string());
+    }
+    let Some(path) = store.strip_prefix("sqlite://") else {
+        return Err(format!("store {store:?} is not supported: use sqlite://PATH or sqlite::memory:"));
+    };
+    if path.is_empty() {
+        return Err("store needs a path after sqlite://".into());
+    }
+    let p = Path::new(path);
+    let full = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    Ok(format!("sqlite://{}", full.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Loaded, ConfigError> {
+        Loaded::parse(text, "t.toml", Path::new("."))
+    }
+
+    #[test]
+    fn defaults_without_types() {
+        let l = parse("").unwrap();
+        assert_eq!(l.listen.to_string(), "127.0.0.1:7878");
+        assert_eq!(l.store, "sqlite://./tether.db");
+        assert!(l.types.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let e = parse("[host]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err().to_string();
+        assert!(e.contains("t.toml:3"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e = parse("[[client_type]]\nname = \"a\"\n[client_type.defaults]\nurl = \"http://x/\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("t.toml:4") && e.contains("ws://"), "{e}");
+        let e = parse("[[client_type]]\nname = \"a\"\nmodule = \"missing.lua\"\n").unwrap_err().to_string();
+        assert!(e.contains("t.toml:3") && e.contains("missing.lua"), "{e}");
+        let e = parse("[[client_type]]\nname = \"a\"\npredefined = true\n").unwrap_err().to_string();
+        assert!(e.contains("t.toml:2") && e.contains("defaults.url"), "{e}");
+        let e = parse("[[client_type]]\nname = \"a\"\n[[client_type]]\nname = \"a\"\n").unwrap_err().to_string();
+        assert!(e.contains("t.toml:4") && e.contains("twice"), "{e}");
+        let e = parse("[host]\nstore = \"postgres://x\"\n").unwrap_err().to_string();
+        assert!(e.contains("t.toml:2") && e.contains("sqlite://"), "{e}");
+    }
+}

@@ -1,0 +1,161 @@
+//! Handler modules: the hooks a client type runs for its connections.
+//!
+//! [`ClientModule`] is the Rust trait; Lua modules ([`lua::LuaFactory`]) are
+//! one implementation of it. The host calls the hooks of one client one at a
+//! time, in event order, on a blocking thread, so a slow handler never
+//! stalls another client.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub mod lua;
+
+pub use tether::Message;
+
+/// A hook failed: a runtime error, or the CPU limit ran out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ModuleError {
+    /// What happened, with the module file and line where known.
+    pub message: String,
+}
+
+impl ModuleError {
+    /// A new error.
+    pub fn new(message: impl Into<String>) -> Self {
+        ModuleError { message: message.into() }
+    }
+}
+
+/// What `before_connect` may change for the next connection attempt.
+#[derive(Debug, Clone)]
+pub struct ConnectRequest {
+    /// The instance key (read-only).
+    pub key: String,
+    /// The URL to connect to.
+    pub url: String,
+    /// The request headers.
+    pub headers: BTreeMap<String, String>,
+}
+
+/// The connection, as handlers see it: it follows the instance across
+/// reconnects.
+#[derive(Clone)]
+pub struct ConnHandle {
+    key: String,
+    current: Arc<Mutex<Option<tether::Connection>>>,
+}
+
+impl ConnHandle {
+    /// A handle with no connection yet.
+    pub fn new(key: impl Into<String>) -> Self {
+        ConnHandle { key: key.into(), current: Arc::new(Mutex::new(None)) }
+    }
+
+    /// The instance key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub(crate) fn set(&self, conn: Option<tether::Connection>) {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = conn;
+    }
+
+    /// The live connection, if any.
+    pub fn connection(&self) -> Option<tether::Connection> {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// `connecting`, `open`, `closing` or `closed`.
+    pub fn state(&self) -> &'static str {
+        self.connection().map_or("closed", |c| c.state().as_str())
+    }
+
+    /// Sends a text message now (handlers never wait).
+    pub fn send_text(&self, text: &str) -> Result<(), String> {
+        let conn = self.connection().ok_or("not connected")?;
+        conn.try_send_text(text).map_err(|e| e.to_string())
+    }
+
+    /// Sends a binary message now.
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), String> {
+        let conn = self.connection().ok_or("not connected")?;
+        conn.try_send_binary(data).map_err(|e| e.to_string())
+    }
+
+    /// Starts the close handshake.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), String> {
+        let conn = self.connection().ok_or("not connected")?;
+        conn.close(code, reason).map_err(|e| e.to_string())
+    }
+}
+
+/// A timer a module asked for.
+#[derive(Debug, Clone, Copy)]
+pub struct TimerRequest {
+    /// The module's id for it.
+    pub id: u64,
+    /// First firing after this long.
+    pub delay: Duration,
+    /// Then again every this long, if set.
+    pub every: Option<Duration>,
+}
+
+/// What the host gives a module when it creates it for an instance.
+#[derive(Clone)]
+pub struct ModuleContext {
+    /// The instance key.
+    pub key: String,
+    /// The instance's connection.
+    pub conn: ConnHandle,
+    /// Publishes a value on the instance's event stream as a `module` event.
+    pub emit: Arc<dyn Fn(serde_json::Value) + Send + Sync>,
+    /// Finds another client's connection by key.
+    pub clients: Arc<dyn Fn(&str) -> Option<ConnHandle> + Send + Sync>,
+    /// Schedules timers; they come back as [`ClientModule::on_timer`].
+    pub timers: mpsc::UnboundedSender<TimerRequest>,
+}
+
+/// The hooks of one client instance. Every hook has a default that does
+/// nothing, so an implementation overrides only what it needs.
+pub trait ClientModule: Send {
+    /// Before each connection attempt; may change the URL and headers.
+    fn before_connect(&mut self, _request: &mut ConnectRequest) -> Result<(), ModuleError> {
+        Ok(())
+    }
+    /// The connection opened.
+    fn on_open(&mut self, _conn: &ConnHandle) -> Result<(), ModuleError> {
+        Ok(())
+    }
+    /// A message arrived.
+    fn on_message(&mut self, _conn: &ConnHandle, _message: &Message) -> Result<(), ModuleError> {
+        Ok(())
+    }
+    /// The connection failed: `kind` as in [`tether::Error::kind`].
+    fn on_error(&mut self, _conn: &ConnHandle, _kind: &str, _description: &str) -> Result<(), ModuleError> {
+        Ok(())
+    }
+    /// The connection closed.
+    fn on_close(&mut self, _conn: &ConnHandle, _code: u16, _reason: &str) -> Result<(), ModuleError> {
+        Ok(())
+    }
+    /// A timer fired. Returns false when the timer no longer exists (it was
+    /// cancelled), so the host stops it.
+    fn on_timer(&mut self, _conn: &ConnHandle, _id: u64) -> Result<bool, ModuleError> {
+        Ok(false)
+    }
+}
+
+/// Makes a module for each instance of a client type.
+pub trait ModuleFactory: Send + Sync {
+    /// A fresh module (for Lua: a fresh Lua state) for one instance.
+    fn create(&self, ctx: ModuleContext) -> Result<Box<dyn ClientModule>, ModuleError>;
+}
+
+/// The module of a type without one: every hook does nothing.
+pub struct NoModule;
+
+impl ClientModule for NoModule {}
