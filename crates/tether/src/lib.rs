@@ -45,4 +45,6 @@ pub use options::{BackpressurePolicy, ConnectOptions};
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use registry::{Registry, RegistryError};
 pub use target::redact;
+/// The protocol engine this crate drives.
+pub use tether_proto as proto;
 pub use tether_proto::{CloseCode, DeflateConfig};

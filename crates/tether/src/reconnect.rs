@@ -55,7 +55,11 @@ pub struct Backoff {
 impl Backoff {
     /// A fresh counter.
     pub fn new(policy: ReconnectPolicy) -> Self {
-        Backoff { policy, attempt: 0, opened_at: None }
+        Backoff {
+            policy,
+            attempt: 0,
+            opened_at: None,
+        }
     }
 
     /// The connection opened at `now`.
@@ -71,7 +75,11 @@ impl Backoff {
                 self.attempt = 0;
             }
         }
-        if self.policy.max_attempts.is_some_and(|max| self.attempt >= max) {
+        if self
+            .policy
+            .max_attempts
+            .is_some_and(|max| self.attempt >= max)
+        {
             return None;
         }
         let window = self.policy.window(self.attempt);
@@ -101,7 +109,10 @@ mod tests {
 
     #[test]
     fn delays_are_jittered_within_the_window_and_give_up() {
-        let policy = ReconnectPolicy { max_attempts: Some(3), ..Default::default() };
+        let policy = ReconnectPolicy {
+            max_attempts: Some(3),
+            ..Default::default()
+        };
         let mut b = Backoff::new(policy.clone());
         let now = Instant::now();
         for n in 1..=3 {
@@ -126,10 +137,26 @@ mod tests {
 
     #[test]
     fn full_jitter_spreads_a_crowd() {
-        let policy = ReconnectPolicy { initial_delay: Duration::from_secs(8), ..Default::default() };
-        let delays: Vec<Duration> = (0..200).map(|_| Backoff::new(policy.clone()).next_delay(Instant::now()).unwrap().1).collect();
-        let early = delays.iter().filter(|d| **d < Duration::from_secs(4)).count();
+        let policy = ReconnectPolicy {
+            initial_delay: Duration::from_secs(8),
+            ..Default::default()
+        };
+        let delays: Vec<Duration> = (0..200)
+            .map(|_| {
+                Backoff::new(policy.clone())
+                    .next_delay(Instant::now())
+                    .unwrap()
+                    .1
+            })
+            .collect();
+        let early = delays
+            .iter()
+            .filter(|d| **d < Duration::from_secs(4))
+            .count();
         // Uniform over [0, 8 s): about half land in the first half.
-        assert!((60..=140).contains(&early), "{early} of 200 in the first half");
+        assert!(
+            (60..=140).contains(&early),
+            "{early} of 200 in the first half"
+        );
     }
 }

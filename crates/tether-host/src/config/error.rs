@@ -36,17 +36,34 @@ pub enum ConfigError {
 impl ConfigError {
     pub(crate) fn from_toml(file: &str, text: &str, e: toml::de::Error) -> Self {
         let line = e.span().map_or(0, |s| line_at(text, s.start));
-        ConfigError::Syntax { file: file.to_string(), line, message: e.message().trim().to_string() }
+        ConfigError::Syntax {
+            file: file.to_string(),
+            line,
+            message: e.message().trim().to_string(),
+        }
     }
 
-    pub(crate) fn at(file: &str, text: &str, span: std::ops::Range<usize>, message: String) -> Self {
-        ConfigError::Invalid { file: file.to_string(), line: line_at(text, span.start), message }
+    pub(crate) fn at(
+        file: &str,
+        text: &str,
+        span: std::ops::Range<usize>,
+        message: String,
+    ) -> Self {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line: line_at(text, span.start),
+            message,
+        }
     }
 }
 
 /// The 1-based line of a byte offset.
 pub(crate) fn line_at(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line where `key = ` first appears, or 0.

@@ -46,7 +46,11 @@ pub struct HostSection {
 
 impl Default for HostSection {
     fn default() -> Self {
-        HostSection { listen: default_listen(), store: default_store(), admin_token: None }
+        HostSection {
+            listen: default_listen(),
+            store: default_store(),
+            admin_token: None,
+        }
     }
 }
 
@@ -191,7 +195,10 @@ const fn twenty() -> u64 {
 
 impl Default for KeepaliveConfig {
     fn default() -> Self {
-        KeepaliveConfig { ping_interval_secs: 20, ping_timeout_secs: 20 }
+        KeepaliveConfig {
+            ping_interval_secs: 20,
+            ping_timeout_secs: 20,
+        }
     }
 }
 
@@ -243,26 +250,45 @@ impl Loaded {
     /// The defaults with no file: no types, loopback API, `tether.db` in the
     /// working directory.
     pub fn defaults() -> Self {
-        Self::from_config(HostConfig::default(), "<defaults>", Path::new("."), "").expect("defaults are valid")
+        Self::from_config(HostConfig::default(), "<defaults>", Path::new("."), "")
+            .expect("defaults are valid")
     }
 
     /// Reads and checks a config file. Errors name the file and line.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read { file: file.clone(), source: e })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            file: file.clone(),
+            source: e,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         Self::parse(&text, &file, &base)
     }
 
     /// Parses config text; `file` is for messages, `base` resolves paths.
     pub fn parse(text: &str, file: &str, base: &Path) -> Result<Self, ConfigError> {
-        let config: HostConfig = toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, e))?;
+        let config: HostConfig =
+            toml::from_str(text).map_err(|e| ConfigError::from_toml(file, text, e))?;
         Self::from_config(config, file, base, text)
     }
 
-    fn from_config(config: HostConfig, file: &str, base: &Path, text: &str) -> Result<Self, ConfigError> {
-        let at = |span: std::ops::Range<usize>, message: String| ConfigError::at(file, text, span, message);
+    fn from_config(
+        config: HostConfig,
+        file: &str,
+        base: &Path,
+        text: &str,
+    ) -> Result<Self, ConfigError> {
+        let at = |span: std::ops::Range<usize>, message: String| {
+            ConfigError::at(file, text, span, message)
+        };
         let store = resolve_store(&config.host.store, base).map_err(|m| ConfigError::Invalid {
             file: file.to_string(),
             line: error::line_of(text, "store"),
@@ -271,11 +297,21 @@ impl Loaded {
         let mut types = BTreeMap::new();
         for t in config.client_types {
             let name = t.name.get_ref().clone();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(at(t.name.span(), format!("client type name {name:?} must be letters, digits, '-' or '_'")));
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(at(
+                    t.name.span(),
+                    format!("client type name {name:?} must be letters, digits, '-' or '_'"),
+                ));
             }
             if types.contains_key(&name) {
-                return Err(at(t.name.span(), format!("client type {name:?} is declared twice")));
+                return Err(at(
+                    t.name.span(),
+                    format!("client type {name:?} is declared twice"),
+                ));
             }
             if let Some(url) = &t.defaults.url {
                 check_url(url.get_ref()).map_err(|m| at(url.span(), m))?;
@@ -293,7 +329,8 @@ impl Loaded {
                     let source = std::fs::read_to_string(&path).map_err(|e| {
                         at(m.span(), format!("cannot read module {}: {e}; the path is relative to the config file", path.display()))
                     })?;
-                    crate::modules::lua::check_syntax(&source, &path).map_err(|e| at(m.span(), e))?;
+                    crate::modules::lua::check_syntax(&source, &path)
+                        .map_err(|e| at(m.span(), e))?;
                     (Some(path), Some(source))
                 }
             };
@@ -317,7 +354,12 @@ impl Loaded {
                 },
             );
         }
-        Ok(Loaded { listen: config.host.listen, store, admin_token: config.host.admin_token, types })
+        Ok(Loaded {
+            listen: config.host.listen,
+            store,
+            admin_token: config.host.admin_token,
+            types,
+        })
     }
 }
 
@@ -338,13 +380,19 @@ fn resolve_store(store: &str, base: &Path) -> Result<String, String> {
         return Ok(store.to_string());
     }
     let Some(path) = store.strip_prefix("sqlite://") else {
-        return Err(format!("store {store:?} is not supported: use sqlite://PATH or sqlite::memory:"));
+        return Err(format!(
+            "store {store:?} is not supported: use sqlite://PATH or sqlite::memory:"
+        ));
     };
     if path.is_empty() {
         return Err("store needs a path after sqlite://".into());
     }
     let p = Path::new(path);
-    let full = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    };
     Ok(format!("sqlite://{}", full.display()))
 }
 
@@ -366,20 +414,31 @@ mod tests {
 
     #[test]
     fn errors_name_file_and_line() {
-        let e = parse("[host]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n").unwrap_err().to_string();
-        assert!(e.contains("t.toml:3"), "{e}");
-        assert!(e.contains("bogus"), "{e}");
-        let e = parse("[[client_type]]\nname = \"a\"\n[client_type.defaults]\nurl = \"http://x/\"\n")
+        let e = parse("[host]\nlisten = \"127.0.0.1:1\"\nbogus = 1\n")
             .unwrap_err()
             .to_string();
+        assert!(e.contains("t.toml:3"), "{e}");
+        assert!(e.contains("bogus"), "{e}");
+        let e =
+            parse("[[client_type]]\nname = \"a\"\n[client_type.defaults]\nurl = \"http://x/\"\n")
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("t.toml:4") && e.contains("ws://"), "{e}");
-        let e = parse("[[client_type]]\nname = \"a\"\nmodule = \"missing.lua\"\n").unwrap_err().to_string();
+        let e = parse("[[client_type]]\nname = \"a\"\nmodule = \"missing.lua\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml:3") && e.contains("missing.lua"), "{e}");
-        let e = parse("[[client_type]]\nname = \"a\"\npredefined = true\n").unwrap_err().to_string();
+        let e = parse("[[client_type]]\nname = \"a\"\npredefined = true\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml:2") && e.contains("defaults.url"), "{e}");
-        let e = parse("[[client_type]]\nname = \"a\"\n[[client_type]]\nname = \"a\"\n").unwrap_err().to_string();
+        let e = parse("[[client_type]]\nname = \"a\"\n[[client_type]]\nname = \"a\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml:4") && e.contains("twice"), "{e}");
-        let e = parse("[host]\nstore = \"postgres://x\"\n").unwrap_err().to_string();
+        let e = parse("[host]\nstore = \"postgres://x\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("t.toml:2") && e.contains("sqlite://"), "{e}");
     }
 }

@@ -26,7 +26,9 @@ pub struct ModuleError {
 impl ModuleError {
     /// A new error.
     pub fn new(message: impl Into<String>) -> Self {
-        ModuleError { message: message.into() }
+        ModuleError {
+            message: message.into(),
+        }
     }
 }
 
@@ -52,7 +54,10 @@ pub struct ConnHandle {
 impl ConnHandle {
     /// A handle with no connection yet.
     pub fn new(key: impl Into<String>) -> Self {
-        ConnHandle { key: key.into(), current: Arc::new(Mutex::new(None)) }
+        ConnHandle {
+            key: key.into(),
+            current: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The instance key.
@@ -66,7 +71,10 @@ impl ConnHandle {
 
     /// The live connection, if any.
     pub fn connection(&self) -> Option<tether::Connection> {
-        self.current.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// `connecting`, `open`, `closing` or `closed`.
@@ -104,6 +112,9 @@ pub struct TimerRequest {
     pub every: Option<Duration>,
 }
 
+/// Finds a client's connection by key.
+pub type ClientLookup = Arc<dyn Fn(&str) -> Option<ConnHandle> + Send + Sync>;
+
 /// What the host gives a module when it creates it for an instance.
 #[derive(Clone)]
 pub struct ModuleContext {
@@ -114,7 +125,7 @@ pub struct ModuleContext {
     /// Publishes a value on the instance's event stream as a `module` event.
     pub emit: Arc<dyn Fn(serde_json::Value) + Send + Sync>,
     /// Finds another client's connection by key.
-    pub clients: Arc<dyn Fn(&str) -> Option<ConnHandle> + Send + Sync>,
+    pub clients: ClientLookup,
     /// Schedules timers; they come back as [`ClientModule::on_timer`].
     pub timers: mpsc::UnboundedSender<TimerRequest>,
 }
@@ -135,11 +146,21 @@ pub trait ClientModule: Send {
         Ok(())
     }
     /// The connection failed: `kind` as in [`tether::Error::kind`].
-    fn on_error(&mut self, _conn: &ConnHandle, _kind: &str, _description: &str) -> Result<(), ModuleError> {
+    fn on_error(
+        &mut self,
+        _conn: &ConnHandle,
+        _kind: &str,
+        _description: &str,
+    ) -> Result<(), ModuleError> {
         Ok(())
     }
     /// The connection closed.
-    fn on_close(&mut self, _conn: &ConnHandle, _code: u16, _reason: &str) -> Result<(), ModuleError> {
+    fn on_close(
+        &mut self,
+        _conn: &ConnHandle,
+        _code: u16,
+        _reason: &str,
+    ) -> Result<(), ModuleError> {
         Ok(())
     }
     /// A timer fired. Returns false when the timer no longer exists (it was

@@ -85,7 +85,13 @@ pub trait Store: Send + Sync {
     /// Removes an instance; false when there was none.
     async fn delete(&self, key: &str) -> Result<bool, StoreError>;
     /// Appends to the audit log.
-    async fn audit(&self, actor: &str, action: &str, key: &str, detail: serde_json::Value) -> Result<(), StoreError>;
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        key: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError>;
     /// The newest `limit` audit entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
     /// A host setting.
@@ -130,7 +136,10 @@ mod tests {
     #[test]
     fn rfc3339_dates() {
         assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::rfc3339(1_795_777_200_123), "2026-11-27T07:00:00.123Z");
+        assert_eq!(
+            super::rfc3339(1_795_777_200_123),
+            "2026-11-27T07:00:00.123Z"
+        );
         assert_eq!(super::rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

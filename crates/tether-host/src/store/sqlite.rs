@@ -21,7 +21,11 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| StoreError::Database(format!("invalid store {url:?}: {e}")))?
             .create_if_missing(true)
-            .journal_mode(if memory { SqliteJournalMode::Memory } else { SqliteJournalMode::Wal })
+            .journal_mode(if memory {
+                SqliteJournalMode::Memory
+            } else {
+                SqliteJournalMode::Wal
+            })
             .busy_timeout(std::time::Duration::from_secs(5));
         // One connection for an in-memory database: each would be a new one.
         let pool = SqlitePoolOptions::new()
@@ -46,7 +50,8 @@ fn record(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
         url: row.try_get("url")?,
         user: row.try_get("user")?,
         password: row.try_get("password")?,
-        headers: serde_json::from_str(&headers).map_err(|e| StoreError::Database(format!("bad headers column: {e}")))?,
+        headers: serde_json::from_str(&headers)
+            .map_err(|e| StoreError::Database(format!("bad headers column: {e}")))?,
         timeout_secs: row.try_get::<i64, _>("timeout_secs")?.max(0) as u64,
         auto_connect: row.try_get("auto_connect")?,
         use_env_proxy: row.try_get("use_env_proxy")?,
@@ -62,12 +67,17 @@ fn headers_json(r: &InstanceRecord) -> String {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn list(&self) -> Result<Vec<InstanceRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM instances ORDER BY key").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT * FROM instances ORDER BY key")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(record).collect()
     }
 
     async fn get(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM instances WHERE key = ?").bind(key).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM instances WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(record).transpose()
     }
 
@@ -92,7 +102,9 @@ impl Store for SqliteStore {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Duplicate(r.key.clone())),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Duplicate(r.key.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -119,11 +131,20 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM instances WHERE key = ?").bind(key).execute(&self.pool).await?;
+        let done = sqlx::query("DELETE FROM instances WHERE key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn audit(&self, actor: &str, action: &str, key: &str, detail: serde_json::Value) -> Result<(), StoreError> {
+    async fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        key: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO audit (at_ms, actor, action, key, detail) VALUES (?, ?, ?, ?, ?)")
             .bind(now_ms())
             .bind(actor)
@@ -156,7 +177,10 @@ impl Store for SqliteStore {
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT value FROM settings WHERE name = ?").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.try_get("value")).transpose()?)
     }
 

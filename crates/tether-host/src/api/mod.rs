@@ -1,0 +1,210 @@
+//! The management REST API: JSON over HTTP, Bearer-token auth on every
+//! route but `/healthz`, Server-Sent Events for live events.
+//! The routes are listed in `docs/openapi.json`.
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::host::Host;
+
+mod clients;
+mod connections;
+mod error;
+mod sse;
+
+pub use error::ApiError;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Checks Bearer tokens against a SHA-256 hash, in constant time.
+#[derive(Clone)]
+pub struct TokenCheck {
+    hash: [u8; 32],
+}
+
+impl TokenCheck {
+    /// Accepts exactly `token`.
+    pub fn new(token: &str) -> Self {
+        TokenCheck {
+            hash: sha256(token),
+        }
+    }
+
+    /// Accepts the token whose SHA-256 hex digest is `hex`.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let bytes: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| {
+                hex.get(i..i + 2)
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+            })
+            .collect::<Option<_>>()?;
+        Some(TokenCheck {
+            hash: bytes.try_into().ok()?,
+        })
+    }
+
+    /// The hex digest, for storing.
+    pub fn hex(&self) -> String {
+        self.hash.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `token` is the admin token.
+    pub fn accepts(&self, token: &str) -> bool {
+        bool::from(sha256(token).ct_eq(&self.hash))
+    }
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The host.
+    pub host: Arc<Host>,
+    /// The admin token check.
+    pub token: TokenCheck,
+}
+
+/// A JSON body whose rejections are [`ApiError`]s.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = axum::extract::rejection::JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Json::<T>::from_request(req, state)
+            .await
+            .map(|Json(v)| ApiJson(v))
+            .map_err(ApiError::from)
+    }
+}
+
+/// Who made a change, for the audit log: the `X-Tether-Actor` header
+/// (letters, digits, `-_.@`, up to 64) or `api`.
+pub fn actor(headers: &axum::http::HeaderMap) -> String {
+    headers
+        .get("x-tether-actor")
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| {
+            !a.is_empty()
+                && a.len() <= 64
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+        })
+        .unwrap_or("api")
+        .to_string()
+}
+
+async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        });
+    match presented {
+        None => ApiError::unauthorized("send the admin token as 'Authorization: Bearer <token>'")
+            .into_response(),
+        Some(t) if !state.token.accepts(t.trim()) => {
+            ApiError::unauthorized("the admin token is wrong").into_response()
+        }
+        Some(_) => next.run(request).await,
+    }
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("no route for {method} {}", uri.path()),
+    )
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Every route, as (method, path). `docs/openapi.json`
+/// documents exactly these; a test holds the two together.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/api/types"),
+    ("GET", "/api/clients"),
+    ("POST", "/api/clients"),
+    ("GET", "/api/clients/{key}"),
+    ("PATCH", "/api/clients/{key}"),
+    ("DELETE", "/api/clients/{key}"),
+    ("POST", "/api/clients/{key}/connect"),
+    ("POST", "/api/clients/{key}/disconnect"),
+    ("POST", "/api/clients/{key}/send"),
+    ("GET", "/api/clients/{key}/events"),
+    ("GET", "/api/events"),
+    ("GET", "/api/connections"),
+    ("POST", "/api/connections"),
+    ("GET", "/api/connections/{key}"),
+    ("DELETE", "/api/connections/{key}"),
+    ("POST", "/api/connections/{key}/send"),
+    ("GET", "/api/audit"),
+];
+
+/// The management API.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/api/types", get(clients::types))
+        .route("/api/clients", get(clients::list).post(clients::create))
+        .route(
+            "/api/clients/{key}",
+            get(clients::show)
+                .patch(clients::update)
+                .delete(clients::delete),
+        )
+        .route("/api/clients/{key}/connect", post(clients::connect))
+        .route("/api/clients/{key}/disconnect", post(clients::disconnect))
+        .route("/api/clients/{key}/send", post(clients::send))
+        .route("/api/clients/{key}/events", get(sse::client_events))
+        .route("/api/events", get(sse::all_events))
+        .route(
+            "/api/connections",
+            get(connections::list).post(connections::open),
+        )
+        .route(
+            "/api/connections/{key}",
+            get(connections::show).delete(connections::close),
+        )
+        .route("/api/connections/{key}/send", post(connections::send))
+        .route("/api/audit", get(clients::audit))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}

@@ -1,0 +1,939 @@
+//! The host: client types from the config, instances from the store, the
+//! live clients, and the operations the management API exposes.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::client::{ClientRuntime, ClientSpec, ClientState, Status};
+use crate::config::{check_url, ClientType, Loaded};
+use crate::events::{body, EventBus};
+use crate::modules::lua::LuaFactory;
+use crate::modules::{ClientLookup, ConnHandle, ModuleContext, ModuleFactory, NoModule};
+use crate::store::{now_ms, rfc3339, InstanceRecord, Store, StoreError};
+
+/// Why an operation was refused. The API maps each to a status code.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// No client type with this name.
+    #[error("unknown client type {0:?}")]
+    UnknownType(String),
+    /// A field is invalid.
+    #[error("{0}")]
+    Invalid(String),
+    /// The key is taken.
+    #[error("a client with key {0:?} already exists")]
+    Duplicate(String),
+    /// No client with this key.
+    #[error("no client with key {0:?}")]
+    NotFound(String),
+    /// Predefined instances cannot be deleted or un-predefined.
+    #[error("client {0:?} is predefined by the config; change the config instead")]
+    Predefined(String),
+    /// The client is not open.
+    #[error("{0}")]
+    NotOpen(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A type with its module factory.
+struct TypeRuntime {
+    config: ClientType,
+    factory: Option<Arc<dyn ModuleFactory>>,
+}
+
+/// What the API shows of a client. Never holds a password.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientView {
+    /// The key.
+    pub key: String,
+    /// The client type (for dynamic connections, the module's type if any).
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    /// Made from a predefined type.
+    pub predefined: bool,
+    /// Connects at start and reconnects.
+    pub auto_connect: bool,
+    /// Honours the proxy environment.
+    pub use_env_proxy: bool,
+    /// The URL.
+    pub url: String,
+    /// The Basic-auth user.
+    pub user: Option<String>,
+    /// Whether a password is stored (the value never leaves the host).
+    pub password_set: bool,
+    /// Headers, values of credential headers masked.
+    pub headers: BTreeMap<String, String>,
+    /// Connect timeout in seconds.
+    pub timeout: u64,
+    /// Its type is gone from the config.
+    pub orphaned: bool,
+    /// Live state and counters.
+    #[serde(flatten)]
+    pub status: Status,
+    /// Creation time.
+    pub created_at: Option<String>,
+    /// Last change.
+    pub updated_at: Option<String>,
+}
+
+/// Fields for creating or changing an instance (the API's JSON body).
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceInput {
+    /// The client type (create only).
+    #[serde(rename = "type")]
+    pub type_name: Option<String>,
+    /// The key (create only; a UUID when missing).
+    pub key: Option<String>,
+    /// The URL.
+    pub url: Option<String>,
+    /// The Basic-auth user; `""` clears it.
+    pub user: Option<String>,
+    /// The Basic-auth password; `""` clears it.
+    pub password: Option<String>,
+    /// Headers (replace all).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// Connect timeout in seconds.
+    pub timeout: Option<u64>,
+    /// Connect at start and reconnect.
+    pub auto_connect: Option<bool>,
+    /// Honour the proxy environment.
+    pub use_env_proxy: Option<bool>,
+    /// Predefined flag: may not be changed.
+    pub predefined: Option<bool>,
+}
+
+/// The running host.
+pub struct Host {
+    types: BTreeMap<String, TypeRuntime>,
+    store: Arc<dyn Store>,
+    clients: RwLock<BTreeMap<String, Arc<ClientRuntime>>>,
+    dynamic: Arc<RwLock<BTreeMap<String, Arc<ClientRuntime>>>>,
+    bus: EventBus,
+}
+
+/// Header names whose values are secrets.
+pub fn is_secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n == "authorization"
+        || n == "proxy-authorization"
+        || n == "cookie"
+        || ["token", "secret", "password", "api-key", "apikey"]
+            .iter()
+            .any(|s| n.contains(s))
+}
+
+fn masked(headers: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                if is_secret_header(k) {
+                    "***".into()
+                } else {
+                    v.clone()
+                },
+            )
+        })
+        .collect()
+}
+
+impl Host {
+    /// Starts the host: makes the predefined instances, starts every stored
+    /// instance, connects the auto-connect ones.
+    pub async fn start(config: &Loaded, store: Arc<dyn Store>) -> Result<Arc<Host>, HostError> {
+        Self::start_with_modules(config, store, BTreeMap::new()).await
+    }
+
+    /// Like [`start`](Self::start), with Rust modules for some types (by type
+    /// name); they win over a Lua module of the same type.
+    pub async fn start_with_modules(
+        config: &Loaded,
+        store: Arc<dyn Store>,
+        mut rust_modules: BTreeMap<String, Arc<dyn ModuleFactory>>,
+    ) -> Result<Arc<Host>, HostError> {
+        let types = config
+            .types
+            .values()
+            .map(|t| {
+                let factory = rust_modules.remove(&t.name).or_else(|| {
+                    let source = t.module_source.clone()?;
+                    let path = t.module.clone()?;
+                    Some(Arc::new(LuaFactory::new(source, path)) as Arc<dyn ModuleFactory>)
+                });
+                (
+                    t.name.clone(),
+                    TypeRuntime {
+                        config: t.clone(),
+                        factory,
+                    },
+                )
+            })
+            .collect();
+        let host = Arc::new(Host {
+            types,
+            store,
+            clients: RwLock::new(BTreeMap::new()),
+            dynamic: Arc::new(RwLock::new(BTreeMap::new())),
+            bus: EventBus::new(4096),
+        });
+        host.sync_predefined().await?;
+        for record in host.store.list().await? {
+            host.start_instance(&record);
+        }
+        Ok(host)
+    }
+
+    async fn sync_predefined(&self) -> Result<(), HostError> {
+        for t in self.types.values().filter(|t| t.config.predefined) {
+            let c = &t.config;
+            let url = c.url.clone().unwrap_or_default();
+            let now = now_ms();
+            match self.store.get(&c.name).await? {
+                None => {
+                    let record = InstanceRecord {
+                        key: c.name.clone(),
+                        type_name: c.name.clone(),
+                        predefined: true,
+                        url,
+                        user: None,
+                        password: None,
+                        headers: c.headers.clone(),
+                        timeout_secs: c.timeout,
+                        auto_connect: c.auto_connect,
+                        use_env_proxy: c.use_env_proxy,
+                        created_ms: now,
+                        updated_ms: now,
+                    };
+                    self.store.insert(&record).await?;
+                    self.store
+                        .audit(
+                            "host",
+                            "create",
+                            &c.name,
+                            json!({"predefined": true, "url": record.url}),
+                        )
+                        .await?;
+                }
+                Some(mut record) => {
+                    let before = record.clone();
+                    record.type_name = c.name.clone();
+                    record.predefined = true;
+                    record.url = url;
+                    record.headers = c.headers.clone();
+                    record.timeout_secs = c.timeout;
+                    record.auto_connect = c.auto_connect;
+                    record.use_env_proxy = c.use_env_proxy;
+                    if record != before {
+                        record.updated_ms = now;
+                        self.store.update(&record).await?;
+                        self.store
+                            .audit("host", "update", &c.name, json!({"from": "config"}))
+                            .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn spec_for(&self, record: &InstanceRecord) -> ClientSpec {
+        let t = self.types.get(&record.type_name).map(|t| &t.config);
+        let keepalive = t.map_or((Some(20), Some(20)), |t| {
+            (
+                Some(t.keepalive.ping_interval_secs),
+                Some(t.keepalive.ping_timeout_secs),
+            )
+        });
+        let secs = |s: Option<u64>| s.filter(|s| *s > 0).map(Duration::from_secs);
+        ClientSpec {
+            url: record.url.clone(),
+            credentials: record
+                .user
+                .clone()
+                .map(|u| (u, record.password.clone().unwrap_or_default())),
+            headers: record.headers.clone(),
+            protocols: t.map(|t| t.protocols.clone()).unwrap_or_default(),
+            timeout: Duration::from_secs(record.timeout_secs.max(1)),
+            reconnect: record.auto_connect,
+            policy: t.map(|t| t.reconnect.policy()).unwrap_or_default(),
+            keepalive: (secs(keepalive.0), secs(keepalive.1)),
+            compression: t.is_none_or(|t| t.compression),
+        }
+    }
+
+    fn module_context(
+        &self,
+        rt: &Arc<ClientRuntime>,
+        timers: tokio::sync::mpsc::UnboundedSender<crate::modules::TimerRequest>,
+        lookup: ClientLookup,
+    ) -> ModuleContext {
+        let weak = Arc::downgrade(rt);
+        ModuleContext {
+            key: rt.key.clone(),
+            conn: rt.handle(),
+            emit: Arc::new(move |v| {
+                if let Some(rt) = weak.upgrade() {
+                    rt.publish(body::module(v));
+                }
+            }),
+            clients: lookup,
+            timers,
+        }
+    }
+
+    /// A lookup other clients' modules use; it does not keep the host alive.
+    fn lookup(self: &Arc<Self>) -> ClientLookup {
+        let weak = Arc::downgrade(self);
+        Arc::new(move |key| weak.upgrade().and_then(|h| h.find_handle(key)))
+    }
+
+    fn find_handle(&self, key: &str) -> Option<ConnHandle> {
+        if let Some(c) = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return Some(c.handle());
+        }
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .map(|c| c.handle())
+    }
+
+    fn spawn_client(
+        self: &Arc<Self>,
+        key: &str,
+        type_name: Option<&str>,
+        dynamic: bool,
+        spec: ClientSpec,
+        initial: ClientState,
+    ) -> Arc<ClientRuntime> {
+        let factory = type_name
+            .and_then(|t| self.types.get(t))
+            .and_then(|t| t.factory.clone());
+        let lookup = self.lookup();
+        let host = self.clone();
+        ClientRuntime::spawn(
+            key.to_string(),
+            dynamic,
+            spec,
+            initial,
+            self.bus.clone(),
+            move |rt, timers| {
+                let Some(factory) = factory else {
+                    return Box::new(NoModule);
+                };
+                match factory.create(host.module_context(rt, timers, lookup)) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        rt.publish(body::error(
+                            "module",
+                            &format!("module failed to load: {e}"),
+                        ));
+                        Box::new(NoModule)
+                    }
+                }
+            },
+        )
+    }
+
+    fn start_instance(self: &Arc<Self>, record: &InstanceRecord) {
+        let orphaned = !self.types.contains_key(&record.type_name);
+        if orphaned {
+            tracing::warn!(client = %record.key, r#type = %record.type_name, "client type is not in the config: instance kept, disabled");
+        }
+        let initial = if orphaned {
+            ClientState::Disabled
+        } else {
+            ClientState::Closed
+        };
+        let rt = self.spawn_client(
+            &record.key,
+            Some(&record.type_name),
+            false,
+            self.spec_for(record),
+            initial,
+        );
+        if record.auto_connect && !orphaned {
+            rt.connect();
+        }
+        self.clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(record.key.clone(), rt);
+    }
+
+    /// The event bus.
+    pub fn events(&self) -> &EventBus {
+        &self.bus
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The client types, as the API shows them.
+    pub fn types(&self) -> Vec<serde_json::Value> {
+        self.types
+            .values()
+            .map(|t| {
+                let c = &t.config;
+                json!({
+                    "name": c.name,
+                    "module": c.module.as_ref().map(|p| p.display().to_string()),
+                    "predefined": c.predefined,
+                    "defaults": {
+                        "url": c.url,
+                        "headers": masked(&c.headers),
+                        "protocols": c.protocols,
+                        "timeout": c.timeout,
+                        "auto_connect": c.auto_connect,
+                        "use_env_proxy": c.use_env_proxy,
+                        "compression": c.compression,
+                        "reconnect": {
+                            "initial_delay_ms": c.reconnect.initial_delay_ms,
+                            "max_delay_ms": c.reconnect.max_delay_ms,
+                            "multiplier": c.reconnect.multiplier,
+                            "max_attempts": c.reconnect.max_attempts,
+                            "reset_after_secs": c.reconnect.reset_after_secs,
+                        },
+                        "keepalive": {
+                            "ping_interval_secs": c.keepalive.ping_interval_secs,
+                            "ping_timeout_secs": c.keepalive.ping_timeout_secs,
+                        },
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn runtime(&self, key: &str) -> Result<Arc<ClientRuntime>, HostError> {
+        self.clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+            .ok_or_else(|| HostError::NotFound(key.to_string()))
+    }
+
+    fn view(&self, record: &InstanceRecord, rt: Option<&Arc<ClientRuntime>>) -> ClientView {
+        ClientView {
+            key: record.key.clone(),
+            type_name: Some(record.type_name.clone()),
+            predefined: record.predefined,
+            auto_connect: record.auto_connect,
+            use_env_proxy: record.use_env_proxy,
+            url: tether::redact(&record.url),
+            user: record.user.clone(),
+            password_set: record.password.as_deref().is_some_and(|p| !p.is_empty()),
+            headers: masked(&record.headers),
+            timeout: record.timeout_secs,
+            orphaned: !self.types.contains_key(&record.type_name),
+            status: rt.map(|r| r.status()).unwrap_or_else(closed_status),
+            created_at: Some(rfc3339(record.created_ms)),
+            updated_at: Some(rfc3339(record.updated_ms)),
+        }
+    }
+
+    /// Every stored instance with its live state.
+    pub async fn list_clients(&self) -> Result<Vec<ClientView>, HostError> {
+        let records = self.store.list().await?;
+        let clients = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(records
+            .iter()
+            .map(|r| self.view(r, clients.get(&r.key)))
+            .collect())
+    }
+
+    /// One instance.
+    pub async fn get_client(&self, key: &str) -> Result<ClientView, HostError> {
+        let record = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| HostError::NotFound(key.to_string()))?;
+        Ok(self.view(&record, self.runtime(key).ok().as_ref()))
+    }
+
+    /// The recent events of one client (stored or dynamic).
+    pub fn client_history(
+        &self,
+        key: &str,
+    ) -> Result<Vec<Arc<crate::events::HostEvent>>, HostError> {
+        if let Ok(rt) = self.runtime(key) {
+            return Ok(rt.history());
+        }
+        self.dynamic_runtime(key).map(|rt| rt.history())
+    }
+
+    /// Whether a stored or dynamic client has this key.
+    pub fn has_client(&self, key: &str) -> bool {
+        self.runtime(key).is_ok() || self.dynamic_runtime(key).is_ok()
+    }
+
+    /// Creates an instance and connects it when auto-connect is set.
+    pub async fn create_client(
+        self: &Arc<Self>,
+        input: InstanceInput,
+        actor: &str,
+    ) -> Result<ClientView, HostError> {
+        let type_name = input
+            .type_name
+            .clone()
+            .ok_or_else(|| HostError::Invalid("field \"type\" is required".into()))?;
+        let t = self
+            .types
+            .get(&type_name)
+            .ok_or_else(|| HostError::UnknownType(type_name.clone()))?;
+        if input.predefined == Some(true) {
+            return Err(HostError::Invalid("instances cannot be made predefined through the API; set predefined = true on the type in the config".into()));
+        }
+        let key = match input.key.clone() {
+            Some(k) => {
+                check_key(&k)?;
+                k
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let url = input
+            .url
+            .clone()
+            .or_else(|| t.config.url.clone())
+            .ok_or_else(|| {
+                HostError::Invalid(format!(
+                    "field \"url\" is required: type {type_name:?} has no default URL"
+                ))
+            })?;
+        check_url(&url).map_err(HostError::Invalid)?;
+        let headers = input
+            .headers
+            .clone()
+            .unwrap_or_else(|| t.config.headers.clone());
+        check_headers(&headers)?;
+        let now = now_ms();
+        let record = InstanceRecord {
+            key: key.clone(),
+            type_name,
+            predefined: false,
+            url,
+            user: input.user.clone().filter(|u| !u.is_empty()),
+            password: input.password.clone().filter(|p| !p.is_empty()),
+            headers,
+            timeout_secs: check_timeout(input.timeout.unwrap_or(t.config.timeout))?,
+            auto_connect: input.auto_connect.unwrap_or(t.config.auto_connect),
+            use_env_proxy: input.use_env_proxy.unwrap_or(t.config.use_env_proxy),
+            created_ms: now,
+            updated_ms: now,
+        };
+        if self.dynamic_runtime(&key).is_ok() {
+            return Err(HostError::Duplicate(key));
+        }
+        self.store.insert(&record).await.map_err(|e| match e {
+            StoreError::Duplicate(k) => HostError::Duplicate(k),
+            other => other.into(),
+        })?;
+        self.store
+            .audit(actor, "create", &key, audit_detail(&record))
+            .await?;
+        self.start_instance(&record);
+        self.get_client(&key).await
+    }
+
+    /// Changes an instance. New settings apply from the next connection.
+    pub async fn update_client(
+        &self,
+        key: &str,
+        input: InstanceInput,
+        actor: &str,
+    ) -> Result<ClientView, HostError> {
+        let mut record = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| HostError::NotFound(key.to_string()))?;
+        if input.key.as_deref().is_some_and(|k| k != key) {
+            return Err(HostError::Invalid("the key cannot be changed".into()));
+        }
+        if input
+            .type_name
+            .as_deref()
+            .is_some_and(|t| t != record.type_name)
+        {
+            return Err(HostError::Invalid(
+                "the type cannot be changed; create a new instance".into(),
+            ));
+        }
+        if input.predefined.is_some_and(|p| p != record.predefined) {
+            return Err(HostError::Predefined(key.to_string()));
+        }
+        let mut changed = serde_json::Map::new();
+        if let Some(url) = input.url {
+            check_url(&url).map_err(HostError::Invalid)?;
+            changed.insert("url".into(), json!(tether::redact(&url)));
+            record.url = url;
+        }
+        if let Some(user) = input.user {
+            changed.insert("user".into(), json!(user));
+            record.user = Some(user).filter(|u| !u.is_empty());
+        }
+        if let Some(password) = input.password {
+            changed.insert(
+                "password".into(),
+                json!(if password.is_empty() {
+                    "cleared"
+                } else {
+                    "changed"
+                }),
+            );
+            record.password = Some(password).filter(|p| !p.is_empty());
+        }
+        if let Some(headers) = input.headers {
+            check_headers(&headers)?;
+            changed.insert("headers".into(), json!(masked(&headers)));
+            record.headers = headers;
+        }
+        if let Some(t) = input.timeout {
+            record.timeout_secs = check_timeout(t)?;
+            changed.insert("timeout".into(), json!(t));
+        }
+        if let Some(a) = input.auto_connect {
+            record.auto_connect = a;
+            changed.insert("auto_connect".into(), json!(a));
+        }
+        if let Some(p) = input.use_env_proxy {
+            record.use_env_proxy = p;
+            changed.insert("use_env_proxy".into(), json!(p));
+        }
+        record.updated_ms = now_ms();
+        if !self.store.update(&record).await? {
+            return Err(HostError::NotFound(key.to_string()));
+        }
+        self.store
+            .audit(actor, "update", key, serde_json::Value::Object(changed))
+            .await?;
+        if let Ok(rt) = self.runtime(key) {
+            rt.set_spec(self.spec_for(&record));
+        }
+        self.get_client(key).await
+    }
+
+    /// Deletes an instance (not a predefined one), closing its connection.
+    pub async fn delete_client(&self, key: &str, actor: &str) -> Result<(), HostError> {
+        let record = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| HostError::NotFound(key.to_string()))?;
+        if record.predefined
+            && self
+                .types
+                .get(&record.type_name)
+                .is_some_and(|t| t.config.predefined)
+        {
+            return Err(HostError::Predefined(key.to_string()));
+        }
+        self.store.delete(key).await?;
+        self.store
+            .audit(actor, "delete", key, json!({"type": record.type_name}))
+            .await?;
+        if let Some(rt) = self
+            .clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+        {
+            rt.shutdown();
+        }
+        Ok(())
+    }
+
+    /// Connects an instance.
+    pub async fn connect_client(&self, key: &str, actor: &str) -> Result<ClientView, HostError> {
+        let rt = self.runtime(key)?;
+        if rt.status().state == ClientState::Disabled {
+            return Err(HostError::Invalid(format!(
+                "client {key:?} is disabled: its type is not in the config"
+            )));
+        }
+        rt.connect();
+        self.store.audit(actor, "connect", key, json!({})).await?;
+        self.get_client(key).await
+    }
+
+    /// Disconnects an instance and stops reconnecting it.
+    pub async fn disconnect_client(&self, key: &str, actor: &str) -> Result<ClientView, HostError> {
+        self.runtime(key)?.disconnect();
+        self.store
+            .audit(actor, "disconnect", key, json!({}))
+            .await?;
+        self.get_client(key).await
+    }
+
+    /// Sends a message on an open instance.
+    pub fn send(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
+        self.runtime(key)?.send(message).map_err(HostError::NotOpen)
+    }
+
+    // ---- dynamic connections ----
+
+    fn dynamic_runtime(&self, key: &str) -> Result<Arc<ClientRuntime>, HostError> {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
+            .ok_or_else(|| HostError::NotFound(key.to_string()))
+    }
+
+    /// Opens a connection that is not stored; `type_name` lends its module
+    /// and defaults. It is forgotten once closed.
+    pub fn open_dynamic(
+        self: &Arc<Self>,
+        key: Option<String>,
+        url: String,
+        type_name: Option<String>,
+        headers: BTreeMap<String, String>,
+    ) -> Result<serde_json::Value, HostError> {
+        let key = match key {
+            Some(k) => {
+                check_key(&k)?;
+                k
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        if let Some(t) = &type_name {
+            if !self.types.contains_key(t) {
+                return Err(HostError::UnknownType(t.clone()));
+            }
+        }
+        check_url(&url).map_err(HostError::Invalid)?;
+        check_headers(&headers)?;
+        if self.has_client(&key) {
+            return Err(HostError::Duplicate(key));
+        }
+        let record = InstanceRecord {
+            key: key.clone(),
+            type_name: type_name.clone().unwrap_or_default(),
+            predefined: false,
+            url,
+            user: None,
+            password: None,
+            headers,
+            timeout_secs: type_name
+                .as_ref()
+                .and_then(|t| self.types.get(t))
+                .map_or(30, |t| t.config.timeout),
+            auto_connect: false,
+            use_env_proxy: false,
+            created_ms: now_ms(),
+            updated_ms: now_ms(),
+        };
+        let mut spec = self.spec_for(&record);
+        spec.reconnect = false;
+        let rt = self.spawn_client(&key, type_name.as_deref(), true, spec, ClientState::Closed);
+        self.dynamic
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), rt.clone());
+        // Forget it once it has closed.
+        let dynamic = Arc::downgrade(&self.dynamic);
+        let mut events = self.bus.subscribe();
+        let watch_key = key.clone();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e)
+                        if e.client == watch_key
+                            && e.dynamic
+                            && e.name() == "state"
+                            && e.body["state"] == "closed" =>
+                    {
+                        break
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+            if let Some(d) = dynamic.upgrade() {
+                if let Some(rt) = d
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&watch_key)
+                {
+                    rt.shutdown();
+                }
+            }
+        });
+        rt.connect();
+        Ok(dynamic_view(&key, type_name.as_deref(), &record.url, &rt))
+    }
+
+    /// Every dynamic connection.
+    pub fn list_dynamic(&self) -> Vec<serde_json::Value> {
+        let map = self
+            .dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        map.iter()
+            .map(|(k, rt)| {
+                dynamic_view(
+                    k,
+                    None,
+                    &rt.handle()
+                        .connection()
+                        .map(|c| c.url().to_string())
+                        .unwrap_or_default(),
+                    rt,
+                )
+            })
+            .collect()
+    }
+
+    /// One dynamic connection.
+    pub fn get_dynamic(&self, key: &str) -> Result<serde_json::Value, HostError> {
+        let rt = self.dynamic_runtime(key)?;
+        let url = rt
+            .handle()
+            .connection()
+            .map(|c| c.url().to_string())
+            .unwrap_or_default();
+        Ok(dynamic_view(key, None, &url, &rt))
+    }
+
+    /// Closes a dynamic connection.
+    pub fn close_dynamic(&self, key: &str) -> Result<(), HostError> {
+        self.dynamic_runtime(key)?.disconnect();
+        Ok(())
+    }
+
+    /// Sends on a dynamic connection.
+    pub fn send_dynamic(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
+        self.dynamic_runtime(key)?
+            .send(message)
+            .map_err(HostError::NotOpen)
+    }
+
+    /// Closes every connection (waiting up to the close timeout for each).
+    pub async fn shutdown(&self) {
+        let all: Vec<_> = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let dynamic: Vec<_> = self
+            .dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for rt in all.iter().chain(dynamic.iter()) {
+            rt.shutdown();
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+        for rt in all.iter().chain(dynamic.iter()) {
+            while matches!(
+                rt.status().state,
+                ClientState::Open | ClientState::Closing | ClientState::Connecting
+            ) && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
+
+fn dynamic_view(
+    key: &str,
+    type_name: Option<&str>,
+    url: &str,
+    rt: &ClientRuntime,
+) -> serde_json::Value {
+    let mut v = json!({"key": key, "type": type_name, "url": tether::redact(url), "dynamic": true});
+    if let (Some(obj), Ok(serde_json::Value::Object(status))) =
+        (v.as_object_mut(), serde_json::to_value(rt.status()))
+    {
+        obj.extend(status);
+    }
+    v
+}
+
+fn closed_status() -> Status {
+    Status {
+        state: ClientState::Closed,
+        last_error: None,
+        messages_in: 0,
+        messages_out: 0,
+        bytes_in: 0,
+        bytes_out: 0,
+        reconnects: 0,
+        connected_since: None,
+        rtt_ms: None,
+    }
+}
+
+fn audit_detail(r: &InstanceRecord) -> serde_json::Value {
+    json!({
+        "type": r.type_name,
+        "url": tether::redact(&r.url),
+        "user": r.user,
+        "password": if r.password.is_some() { "set" } else { "not set" },
+        "headers": masked(&r.headers),
+        "timeout": r.timeout_secs,
+        "auto_connect": r.auto_connect,
+        "use_env_proxy": r.use_env_proxy,
+    })
+}
+
+fn check_key(key: &str) -> Result<(), HostError> {
+    if key.is_empty()
+        || key.len() > 128
+        || !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        return Err(HostError::Invalid(format!(
+            "invalid key {key:?}: use 1-128 letters, digits, '-', '_', '.' or ':'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_timeout(secs: u64) -> Result<u64, HostError> {
+    if secs == 0 || secs > 3600 {
+        return Err(HostError::Invalid(format!(
+            "timeout must be 1..=3600 seconds, not {secs}"
+        )));
+    }
+    Ok(secs)
+}
+
+/// Headers must be valid and not ones the handshake sets itself.
+fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), HostError> {
+    let mut request = tether::proto::Request::new("localhost", 80, false, "/");
+    for (k, v) in headers {
+        request.header(k.clone(), v.clone());
+    }
+    request
+        .validate()
+        .map_err(|e| HostError::Invalid(e.to_string()))
+}

@@ -1,0 +1,148 @@
+//! `tether serve`: load the config, open the store, settle the admin token,
+//! start the host, serve the API until Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use crate::api::{router, AppState, TokenCheck};
+use crate::config::{ConfigError, Loaded};
+use crate::host::{Host, HostError};
+use crate::store::{SqliteStore, Store, StoreError};
+
+/// Why the host could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The config file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The host could not start.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// Binding beyond loopback without an explicit token.
+    #[error("refusing to listen on {0}, which is not loopback, without an admin token: set admin_token in [host] or TETHER_ADMIN_TOKEN")]
+    UnsafeBind(SocketAddr),
+    /// The listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The server failed.
+    #[error("server error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Where the admin token came from.
+pub enum TokenSource {
+    /// `TETHER_ADMIN_TOKEN` or the config: set by a person on purpose.
+    Explicit(TokenCheck),
+    /// Generated earlier and kept (hashed) in the store.
+    Stored(TokenCheck),
+    /// Generated now; shown once.
+    Generated(TokenCheck, String),
+}
+
+const TOKEN_SETTING: &str = "admin_token_sha256";
+
+/// Settles the admin token: environment, then config, then the store, then
+/// a fresh one.
+pub async fn admin_token(config: &Loaded, store: &dyn Store) -> Result<TokenSource, StoreError> {
+    if let Some(t) = std::env::var("TETHER_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(TokenSource::Explicit(TokenCheck::new(&t)));
+    }
+    if let Some(t) = config.admin_token.as_ref().filter(|t| !t.is_empty()) {
+        return Ok(TokenSource::Explicit(TokenCheck::new(t)));
+    }
+    if let Some(check) = store
+        .setting(TOKEN_SETTING)
+        .await?
+        .as_deref()
+        .and_then(TokenCheck::from_hex)
+    {
+        return Ok(TokenSource::Stored(check));
+    }
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
+    let check = TokenCheck::new(&token);
+    store.set_setting(TOKEN_SETTING, &check.hex()).await?;
+    Ok(TokenSource::Generated(check, token))
+}
+
+/// Runs the host until a shutdown signal. `on_ready` gets the bound address.
+pub async fn run(
+    config_path: Option<&Path>,
+    on_ready: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let config = match config_path {
+        Some(p) => Loaded::load(p)?,
+        None => Loaded::defaults(),
+    };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await?);
+    let token = match admin_token(&config, store.as_ref()).await? {
+        TokenSource::Explicit(c) => c,
+        TokenSource::Stored(c) => {
+            check_loopback(config.listen)?;
+            c
+        }
+        TokenSource::Generated(c, token) => {
+            check_loopback(config.listen)?;
+            eprintln!("tether: generated an admin token (shown only this once; it is stored hashed):\n\n    {token}\n\nUse it as TETHER_ADMIN_TOKEN for `tether clients` and the API.");
+            c
+        }
+    };
+    let host = Host::start(&config, store).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, types = config.types.len(), "management API listening");
+    on_ready(addr);
+    let app = router(AppState {
+        host: host.clone(),
+        token,
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    host.shutdown().await;
+    Ok(())
+}
+
+fn check_loopback(addr: SocketAddr) -> Result<(), ServeError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(ServeError::UnsafeBind(addr))
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return ctrl_c.await.unwrap_or(()),
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
