@@ -87,16 +87,17 @@ pub async fn run(
         Some(p) => Loaded::load(p)?,
         None => Loaded::defaults(),
     };
+    let explicit = std::env::var("TETHER_ADMIN_TOKEN").is_ok_and(|t| !t.is_empty())
+        || config.admin_token.as_ref().is_some_and(|t| !t.is_empty());
+    if !explicit && !config.listen.ip().is_loopback() {
+        // Checked before a token is generated: one nobody saw would lock people out.
+        return Err(ServeError::UnsafeBind(config.listen));
+    }
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await?);
     let token = match admin_token(&config, store.as_ref()).await? {
-        TokenSource::Explicit(c) => c,
-        TokenSource::Stored(c) => {
-            check_loopback(config.listen)?;
-            c
-        }
+        TokenSource::Explicit(c) | TokenSource::Stored(c) => c,
         TokenSource::Generated(c, token) => {
-            check_loopback(config.listen)?;
-            eprintln!("tether: generated an admin token (shown only this once; it is stored hashed):\n\n    {token}\n\nUse it as TETHER_ADMIN_TOKEN for `tether clients` and the API.");
+            eprintln!("tether: generated an admin token (shown only this once; it is stored hashed):\n\n    {token}\n\nUse it as TETHER_ADMIN_TOKEN for `tether clients` and the API. Lost it? Set TETHER_ADMIN_TOKEN (or admin_token in [host]) to a token of your choice.");
             c
         }
     };
@@ -119,14 +120,6 @@ pub async fn run(
         .await?;
     host.shutdown().await;
     Ok(())
-}
-
-fn check_loopback(addr: SocketAddr) -> Result<(), ServeError> {
-    if addr.ip().is_loopback() {
-        Ok(())
-    } else {
-        Err(ServeError::UnsafeBind(addr))
-    }
 }
 
 async fn shutdown_signal() {

@@ -86,7 +86,13 @@ async fn instance_connects_and_module_emits_reach_the_event_stream() {
     let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
     let mut events = host.events().subscribe();
 
-    let (s, v) = call(&app, "POST", "/api/clients", Some(json!({"type": "relay", "key": "r1", "auto_connect": false}))).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/clients",
+        Some(json!({"type": "relay", "key": "r1", "auto_connect": false})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let (s, _) = call(&app, "POST", "/api/clients/r1/connect", None).await;
     assert_eq!(s, StatusCode::ACCEPTED);
@@ -94,24 +100,54 @@ async fn instance_connects_and_module_emits_reach_the_event_stream() {
     assert_eq!(opened["data"], json!({"opened": "r1", "state": "open"}));
     wait_state(&app, "r1", "open").await;
 
-    let (s, _) = call(&app, "POST", "/api/clients/r1/send", Some(json!({"text": "{\"price\": 12.5}"}))).await;
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/clients/r1/send",
+        Some(json!({"text": "{\"price\": 12.5}"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let emitted = wait_event(&mut events, "r1", |b| b["event"] == "module").await;
-    assert_eq!(emitted["data"], json!({"kind": "text", "body": {"price": 12.5}}));
+    assert_eq!(
+        emitted["data"],
+        json!({"kind": "text", "body": {"price": 12.5}})
+    );
 
-    let (_, v) = call(&app, "POST", "/api/clients/r1/send", Some(json!({"base64": "AAEC"}))).await;
+    let (_, v) = call(
+        &app,
+        "POST",
+        "/api/clients/r1/send",
+        Some(json!({"base64": "AAEC"})),
+    )
+    .await;
     assert_eq!(v["queued"], true);
     let echoed = wait_event(&mut events, "r1", |b| b["event"] == "message").await;
-    assert_eq!(echoed, json!({"event": "message", "type": "binary", "base64": "AAEC"}));
+    assert_eq!(
+        echoed,
+        json!({"event": "message", "type": "binary", "base64": "AAEC"})
+    );
 
     let v = wait_state(&app, "r1", "open").await;
-    assert_eq!((v["messages_out"].as_u64(), v["messages_in"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(
+        (v["messages_out"].as_u64(), v["messages_in"].as_u64()),
+        (Some(2), Some(2))
+    );
     assert!(v["connected_since"].is_string());
 
     call(&app, "POST", "/api/clients/r1/disconnect", None).await;
     wait_state(&app, "r1", "closed").await;
-    let (s, v) = call(&app, "POST", "/api/clients/r1/send", Some(json!({"text": "x"}))).await;
-    assert_eq!((s, v["error"].as_str()), (StatusCode::CONFLICT, Some("not_open")));
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/clients/r1/send",
+        Some(json!({"text": "x"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("not_open"))
+    );
 }
 
 #[tokio::test]
@@ -130,10 +166,20 @@ async fn sse_endpoint_streams_events() {
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let mut body = response.into_body();
-    call(&app, "POST", "/api/clients/pinned/send", Some(json!({"text": "over sse"}))).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients/pinned/send",
+        Some(json!({"text": "over sse"})),
+    )
+    .await;
     let mut seen = String::new();
     while !seen.contains("over sse") {
-        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap().unwrap().unwrap();
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let Ok(data) = frame.into_data() {
             seen.push_str(&String::from_utf8_lossy(&data));
         }
@@ -148,8 +194,20 @@ async fn restart_on_the_same_store_keeps_instances_and_reconnects_auto_ones() {
     let ws = workspace(&echo);
     {
         let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
-        call(&app, "POST", "/api/clients", Some(json!({"type": "relay", "key": "auto", "auto_connect": true}))).await;
-        call(&app, "POST", "/api/clients", Some(json!({"type": "relay", "key": "manual", "auto_connect": false}))).await;
+        call(
+            &app,
+            "POST",
+            "/api/clients",
+            Some(json!({"type": "relay", "key": "auto", "auto_connect": true})),
+        )
+        .await;
+        call(
+            &app,
+            "POST",
+            "/api/clients",
+            Some(json!({"type": "relay", "key": "manual", "auto_connect": false})),
+        )
+        .await;
         wait_state(&app, "auto", "open").await;
         host.shutdown().await;
     }
@@ -159,7 +217,11 @@ async fn restart_on_the_same_store_keeps_instances_and_reconnects_auto_ones() {
     let v = wait_state(&app, "manual", "closed").await;
     assert_eq!(v["type"], "relay");
     let (_, audit) = call(&app, "GET", "/api/audit", None).await;
-    assert!(audit.as_array().unwrap().iter().any(|e| e["action"] == "create" && e["key"] == "auto"));
+    assert!(audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "create" && e["key"] == "auto"));
 }
 
 #[tokio::test]
@@ -171,8 +233,14 @@ async fn lost_link_reconnects_when_the_server_returns() {
     let mut events = host.events().subscribe();
     wait_state(&app, "pinned", "open").await;
     echo.stop();
-    wait_event(&mut events, "pinned", |b| b["event"] == "close" && b["code"] == 1006).await;
-    wait_event(&mut events, "pinned", |b| b["event"] == "state" && b["state"] == "reconnecting").await;
+    wait_event(&mut events, "pinned", |b| {
+        b["event"] == "close" && b["code"] == 1006
+    })
+    .await;
+    wait_event(&mut events, "pinned", |b| {
+        b["event"] == "state" && b["state"] == "reconnecting"
+    })
+    .await;
     let _again = EchoServer::start_on(addr).await;
     let v = wait_state(&app, "pinned", "open").await;
     assert!(v["reconnects"].as_u64().unwrap() >= 1);
@@ -185,31 +253,79 @@ async fn lua_runtime_error_and_runaway_loop_leave_everything_running() {
     let ws = workspace(&echo);
     let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
     let mut events = host.events().subscribe();
-    call(&app, "POST", "/api/clients", Some(json!({"type": "relay", "key": "r", "auto_connect": true}))).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients",
+        Some(json!({"type": "relay", "key": "r", "auto_connect": true})),
+    )
+    .await;
     wait_state(&app, "r", "open").await;
 
-    call(&app, "POST", "/api/clients/r/send", Some(json!({"text": "boom"}))).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients/r/send",
+        Some(json!({"text": "boom"})),
+    )
+    .await;
     let err = wait_event(&mut events, "r", |b| b["event"] == "error").await;
     let message = err["message"].as_str().unwrap();
     assert_eq!(err["kind"], "module");
-    assert!(message.contains("relay.lua:12:"), "names the line: {message}");
+    assert!(
+        message.contains("relay.lua:12:"),
+        "names the line: {message}"
+    );
 
     let started = std::time::Instant::now();
-    call(&app, "POST", "/api/clients/r/send", Some(json!({"text": "spin"}))).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients/r/send",
+        Some(json!({"text": "spin"})),
+    )
+    .await;
     // Another client is served while r's handler spins.
-    call(&app, "POST", "/api/clients/pinned/send", Some(json!({"text": "still here"}))).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients/pinned/send",
+        Some(json!({"text": "still here"})),
+    )
+    .await;
     let other = wait_event(&mut events, "pinned", |b| b["event"] == "message").await;
     assert_eq!(other["data"], "still here");
-    assert!(started.elapsed() < Duration::from_millis(900), "a slow handler stalled another client");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "a slow handler stalled another client"
+    );
     let err = wait_event(&mut events, "r", |b| b["event"] == "error").await;
-    assert!(err["message"].as_str().unwrap().contains("CPU limit"), "{err}");
+    assert!(
+        err["message"].as_str().unwrap().contains("CPU limit"),
+        "{err}"
+    );
 
     // The same connection and module keep working.
-    call(&app, "POST", "/api/clients/r/send", Some(json!({"text": "[1,2]"}))).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients/r/send",
+        Some(json!({"text": "[1,2]"})),
+    )
+    .await;
     let ok = wait_event(&mut events, "r", |b| b["event"] == "module").await;
     assert_eq!(ok["data"]["body"], json!([1, 2]));
-    call(&app, "POST", "/api/clients/r/send", Some(json!({"text": "after"}))).await;
-    let fired = wait_event(&mut events, "r", |b| b["event"] == "module" && b["data"]["timer"].is_string()).await;
+    call(
+        &app,
+        "POST",
+        "/api/clients/r/send",
+        Some(json!({"text": "after"})),
+    )
+    .await;
+    let fired = wait_event(&mut events, "r", |b| {
+        b["event"] == "module" && b["data"]["timer"].is_string()
+    })
+    .await;
     assert_eq!(fired["data"]["timer"], "fired");
     wait_state(&app, "r", "open").await;
 }
@@ -220,11 +336,23 @@ async fn removed_type_leaves_instances_disabled() {
     let ws = workspace(&echo);
     {
         let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
-        call(&app, "POST", "/api/clients", Some(json!({"type": "relay", "key": "old", "auto_connect": true}))).await;
+        call(
+            &app,
+            "POST",
+            "/api/clients",
+            Some(json!({"type": "relay", "key": "old", "auto_connect": true})),
+        )
+        .await;
         host.shutdown().await;
     }
     // The same store, a config without "relay".
-    ws.write("tether.toml", &format!("[[client_type]]\nname = \"other\"\n[client_type.defaults]\nurl = \"{}\"\n", echo.url()));
+    ws.write(
+        "tether.toml",
+        &format!(
+            "[[client_type]]\nname = \"other\"\n[client_type.defaults]\nurl = \"{}\"\n",
+            echo.url()
+        ),
+    );
     let (_host, app) = start_host(&ws.config(), &ws.store_url()).await;
     let v = wait_state(&app, "old", "disabled").await;
     assert_eq!(v["orphaned"], true);
@@ -241,13 +369,34 @@ async fn dynamic_connections_live_until_closed() {
     let ws = workspace(&echo);
     let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
     let mut events = host.events().subscribe();
-    let (s, v) = call(&app, "POST", "/api/connections", Some(json!({"key": "dyn", "url": echo.url(), "type": "relay"}))).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/connections",
+        Some(json!({"key": "dyn", "url": echo.url(), "type": "relay"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     wait_event(&mut events, "dyn", |b| b["event"] == "open").await;
-    let (s, v) = call(&app, "POST", "/api/connections", Some(json!({"key": "dyn", "url": echo.url()}))).await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/connections",
+        Some(json!({"key": "dyn", "url": echo.url()})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    call(&app, "POST", "/api/connections/dyn/send", Some(json!({"text": "{\"a\":1}"}))).await;
-    let m = wait_event(&mut events, "dyn", |b| b["event"] == "module" && b["data"]["body"].is_object()).await;
+    call(
+        &app,
+        "POST",
+        "/api/connections/dyn/send",
+        Some(json!({"text": "{\"a\":1}"})),
+    )
+    .await;
+    let m = wait_event(&mut events, "dyn", |b| {
+        b["event"] == "module" && b["data"]["body"].is_object()
+    })
+    .await;
     assert_eq!(m["data"]["body"]["a"], 1);
     let (_, list) = call(&app, "GET", "/api/connections", None).await;
     assert_eq!(list.as_array().unwrap().len(), 1);
@@ -259,7 +408,10 @@ async fn dynamic_connections_live_until_closed() {
         if s == StatusCode::NOT_FOUND {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "dynamic connection never went away");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dynamic connection never went away"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Never stored.

@@ -9,7 +9,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use support::Workspace;
 use tether_host::modules::lua::LuaFactory;
-use tether_host::modules::{ConnHandle, ConnectRequest, ModuleContext, ModuleFactory, TimerRequest};
+use tether_host::modules::{
+    ConnHandle, ConnectRequest, ModuleContext, ModuleFactory, TimerRequest,
+};
 
 struct Harness {
     emitted: Arc<Mutex<Vec<Value>>>,
@@ -31,9 +33,15 @@ fn load(ws: &Workspace, source: &str) -> Result<Harness, String> {
         clients: Arc::new(|key| (key == "other").then(|| ConnHandle::new("other"))),
         timers: tx,
     };
-    let factory = LuaFactory::new(source.to_string(), ws.dir.join("modules/m.lua")).cpu_limit(Duration::from_millis(200));
+    let factory = LuaFactory::new(source.to_string(), ws.dir.join("modules/m.lua"))
+        .cpu_limit(Duration::from_millis(200));
     let module = factory.create(ctx).map_err(|e| e.message)?;
-    Ok(Harness { emitted, timers, module, conn })
+    Ok(Harness {
+        emitted,
+        timers,
+        module,
+        conn,
+    })
 }
 
 #[test]
@@ -95,7 +103,9 @@ fn json_log_env_clients_and_before_connect() {
     let mut request = ConnectRequest {
         key: "k1".into(),
         url: "ws://h/".into(),
-        headers: [("Drop".to_string(), "x".to_string())].into_iter().collect(),
+        headers: [("Drop".to_string(), "x".to_string())]
+            .into_iter()
+            .collect(),
     };
     h.module.before_connect(&mut request).unwrap();
     assert_eq!(request.url, "ws://h/?token=s3");
@@ -140,13 +150,25 @@ fn timers_are_requested_and_fire() {
     .unwrap();
     let first = h.timers.try_recv().unwrap();
     let second = h.timers.try_recv().unwrap();
-    assert_eq!((first.delay, first.every), (Duration::from_millis(50), None));
+    assert_eq!(
+        (first.delay, first.every),
+        (Duration::from_millis(50), None)
+    );
     assert_eq!(second.every, Some(Duration::from_millis(10)));
-    assert!(!h.module.on_timer(&h.conn, first.id).unwrap(), "one-shot timers end after firing");
-    assert!(!h.module.on_timer(&h.conn, first.id).unwrap(), "and fire only once");
+    assert!(
+        !h.module.on_timer(&h.conn, first.id).unwrap(),
+        "one-shot timers end after firing"
+    );
+    assert!(
+        !h.module.on_timer(&h.conn, first.id).unwrap(),
+        "and fire only once"
+    );
     assert!(h.module.on_timer(&h.conn, second.id).unwrap());
     assert!(h.module.on_timer(&h.conn, second.id).unwrap());
-    assert_eq!(*h.emitted.lock().unwrap(), vec![json!("once"), json!(1), json!(2)]);
+    assert_eq!(
+        *h.emitted.lock().unwrap(),
+        vec![json!("once"), json!(1), json!(2)]
+    );
 }
 
 #[test]
@@ -158,15 +180,27 @@ fn memory_limit_stops_a_hog() {
     )
     .unwrap();
     let e = h.module.on_open(&h.conn).unwrap_err();
-    assert!(e.message.contains("memory") || e.message.contains("CPU limit"), "{}", e.message);
+    assert!(
+        e.message.contains("memory") || e.message.contains("CPU limit"),
+        "{}",
+        e.message
+    );
 }
 
 #[test]
 fn config_rejects_lua_syntax_errors_with_file_and_line() {
     let ws = Workspace::new("syntax");
-    ws.write("modules/bad.lua", "function on_open(conn)\n  if then\nend\n");
-    ws.write("tether.toml", "[[client_type]]\nname = \"x\"\nmodule = \"modules/bad.lua\"\n");
-    let err = tether_host::Loaded::load(&ws.dir.join("tether.toml")).unwrap_err().to_string();
+    ws.write(
+        "modules/bad.lua",
+        "function on_open(conn)\n  if then\nend\n",
+    );
+    ws.write(
+        "tether.toml",
+        "[[client_type]]\nname = \"x\"\nmodule = \"modules/bad.lua\"\n",
+    );
+    let err = tether_host::Loaded::load(&ws.dir.join("tether.toml"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tether.toml:3"), "{err}");
     assert!(err.contains("bad.lua:2"), "{err}");
 }

@@ -1,0 +1,254 @@
+//! `tether serve` and `tether clients` as an operator runs them: the real
+//! binary, a config folder, the SQLite default, a tungstenite echo server.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+
+const TOKEN: &str = "cli-test-token";
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("modules")).unwrap();
+    dir
+}
+
+/// Starts `tether serve`; returns it and the API URL it printed.
+// The child is waited for by `Server`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+fn serve(config: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("TETHER_ADMIN_TOKEN", TOKEN)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait();
+            panic!("serve exited before listening: {status:?}");
+        }
+        if let Some(url) = line.trim().strip_prefix("tether: management API on ") {
+            let url = url.to_string();
+            // Keep draining stderr so the server never blocks on it.
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return (Server(child), url);
+        }
+    }
+}
+
+fn clients(api: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("clients")
+        .args(args)
+        .args(["--api", api])
+        .env("TETHER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap()
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
+}
+
+#[tokio::test]
+async fn operator_walkthrough() {
+    let echo = echo_server().await;
+    let dir = tempdir("walk");
+    std::fs::write(
+        dir.join("tether.toml"),
+        format!(
+            "[host]\nlisten = \"127.0.0.1:0\"\n\n[[client_type]]\nname = \"feed\"\nmodule = \"modules/feed.lua\"\n[client_type.defaults]\nurl = \"ws://{echo}/\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("modules/feed.lua"),
+        "function on_message(conn, msg) emit({ got = msg.data }) end\n",
+    )
+    .unwrap();
+    let config = dir.join("tether.toml");
+    let (server, api) = blocking(move || serve(&config)).await;
+    assert!(
+        dir.join("tether.db").exists(),
+        "the SQLite store is created next to the config"
+    );
+
+    let a = api.clone();
+    let added = json(
+        &blocking(move || clients(&a, &["add", "--type", "feed", "--key", "f1", "--json"])).await,
+    );
+    assert_eq!(added["key"], "f1");
+    let a = api.clone();
+    let out = blocking(move || clients(&a, &["connect", "f1", "--json"])).await;
+    assert!(out.status.success());
+
+    let a = api.clone();
+    let events = std::thread::spawn(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["clients", "events", "f1", "--api", &a])
+            .env("TETHER_ADMIN_TOKEN", TOKEN)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let reader = BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        for line in reader.lines() {
+            let line = line.unwrap();
+            let done = line.contains("\"event\":\"module\"");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        seen
+    });
+    // Wait for open, then send through the CLI.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let a = api.clone();
+        let v = json(&blocking(move || clients(&a, &["show", "f1", "--json"])).await);
+        if v["state"] == "open" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never opened: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let a = api.clone();
+    let out = blocking(move || clients(&a, &["send", "f1", "ping from cli"])).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen = blocking(move || events.join().unwrap()).await;
+    let module = seen.last().unwrap();
+    assert!(module.contains("\"got\":\"ping from cli\""), "{seen:?}");
+
+    let a = api.clone();
+    let table = blocking(move || clients(&a, &["list"])).await;
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.starts_with("KEY"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("f1") && l.contains("open")),
+        "{text}"
+    );
+
+    let a = api.clone();
+    let wrong = blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["clients", "list", "--api", &a, "--token", "nope"])
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("401"));
+
+    let a = api.clone();
+    let missing = blocking(move || clients(&a, &["rm", "ghost"])).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("404"));
+    let a = api.clone();
+    assert!(blocking(move || clients(&a, &["rm", "f1"]))
+        .await
+        .status
+        .success());
+    drop(server);
+    let _ = std::fs::remove_dir_all(tempdir("walk"));
+}
+
+#[test]
+fn bad_config_names_file_and_line() {
+    let dir = tempdir("badconfig");
+    std::fs::write(
+        dir.join("tether.toml"),
+        "[host]\nlisten = \"127.0.0.1:0\"\n\n[[client_type]]\nname = \"x\"\nurl = \"ws://h/\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(dir.join("tether.toml"))
+        .env("TETHER_ADMIN_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tether.toml:6") && err.contains("url"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn non_loopback_bind_without_a_token_is_refused() {
+    let dir = tempdir("bind");
+    std::fs::write(dir.join("tether.toml"), "[host]\nlisten = \"0.0.0.0:0\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(dir.join("tether.toml"))
+        .env_remove("TETHER_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not loopback"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
