@@ -5,9 +5,23 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 peers=$root/target/peers
 mkdir -p "$peers"
+# nginx (TLS terminator), squid and tinyproxy (CONNECT proxies), dante (SOCKS5).
+missing=""
+for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl; do
+  bin=${pair%%:*}; pkg=${pair#*:}
+  command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing="$missing $pkg"
+done
+if [ -n "$missing" ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends $missing >/dev/null
+fi
 if [ ! -x "$peers/venv/bin/python" ] || ! "$peers/venv/bin/python" -c 'import websockets' 2>/dev/null; then
   python3 -m venv "$peers/venv"
   "$peers/venv/bin/pip" install -q 'websockets>=13,<16'
+fi
+if [ ! -x "$peers/venv/bin/pproxy" ]; then
+  "$peers/venv/bin/pip" install -q 'pproxy==2.7.9'
 fi
 if [ ! -f "$peers/node_modules/ws/package.json" ]; then
   (cd "$peers" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)

@@ -51,6 +51,48 @@ pub struct ConnectArgs {
     /// Do not offer permessage-deflate.
     #[arg(long)]
     pub no_compression: bool,
+    /// Trust this CA certificate (PEM) for wss:// too (repeatable).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Vec<std::path::PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --cert.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// Do not verify the server's certificate. Dangerous; warns every time.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Proxy to use: http://[user:pass@]host:port or socks5://[user:pass@]host:port.
+    /// Wins over HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY, which apply otherwise.
+    #[arg(long, value_name = "URL", conflicts_with = "no_proxy")]
+    pub proxy: Option<String>,
+    /// Connect directly, ignoring the proxy environment variables.
+    #[arg(long)]
+    pub no_proxy: bool,
+    /// Seconds between keepalive pings (0 turns them off).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub ping_interval: f64,
+    /// Seconds to wait for a pong before the connection counts as dead (0: forever).
+    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    pub ping_timeout: f64,
+    /// Outgoing buffer limit in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]
+    pub max_buffered: usize,
+    /// What a send does when the outgoing buffer is full: wait, error, or close (1001).
+    #[arg(long, value_enum, default_value_t = Backpressure::Wait)]
+    pub backpressure: Backpressure,
+}
+
+/// `--backpressure` values.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backpressure {
+    /// Wait until the server reads.
+    Wait,
+    /// Fail the send.
+    Error,
+    /// Close the connection with 1001.
+    Close,
 }
 
 /// Prints events in the chosen format.
@@ -143,6 +185,27 @@ fn build_options(args: &ConnectArgs) -> Result<ConnectOptions, String> {
     if args.max_message == 0 {
         return Err("--max-message must be at least 1".into());
     }
+    let off_if_zero = |d: Duration| (!d.is_zero()).then_some(d);
+    options.keepalive(
+        off_if_zero(seconds("ping-interval", args.ping_interval)?),
+        off_if_zero(seconds("ping-timeout", args.ping_timeout)?),
+    );
+    options.tls(tether::TlsOptions {
+        ca_files: args.ca.clone(),
+        client_cert: args.cert.clone().zip(args.key.clone()),
+        insecure: args.insecure,
+    });
+    options.proxy(match (&args.proxy, args.no_proxy) {
+        (Some(url), _) => tether::ProxyMode::Url(url.clone()),
+        (None, true) => tether::ProxyMode::None,
+        (None, false) => tether::ProxyMode::Environment,
+    });
+    let policy = match args.backpressure {
+        Backpressure::Wait => tether::BackpressurePolicy::Wait,
+        Backpressure::Error => tether::BackpressurePolicy::Error,
+        Backpressure::Close => tether::BackpressurePolicy::Close,
+    };
+    options.backpressure(args.max_buffered, policy);
     options
         .connect_timeout(seconds("timeout", args.timeout)?)
         .close_timeout(seconds("close-timeout", args.close_timeout)?)
@@ -157,6 +220,9 @@ pub async fn run(args: ConnectArgs) -> i32 {
         Ok(o) => o,
         Err(e) => return usage_error(&e),
     };
+    if args.insecure {
+        eprintln!("tether: WARNING: --insecure: the server's certificate is not verified; anyone on the path can read and change this connection");
+    }
     let (conn, mut rx) = match tether::open("cli", &args.url, &options) {
         Ok(pair) => pair,
         Err(e) => return usage_error(&e.to_string()),

@@ -92,6 +92,8 @@ pub struct ClientSpec {
     pub keepalive: (Option<Duration>, Option<Duration>),
     /// Offer compression.
     pub compression: bool,
+    /// Honour HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY.
+    pub use_env_proxy: bool,
 }
 
 impl ClientSpec {
@@ -105,6 +107,9 @@ impl ClientSpec {
         }
         if let Some((u, p)) = &self.credentials {
             o.basic_auth(u.clone(), p.clone());
+        }
+        if self.use_env_proxy {
+            o.proxy(tether::ProxyMode::Environment);
         }
         o.connect_timeout(self.timeout)
             .keepalive(self.keepalive.0, self.keepalive.1)

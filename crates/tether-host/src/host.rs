@@ -266,6 +266,7 @@ impl Host {
             policy: t.map(|t| t.reconnect.policy()).unwrap_or_default(),
             keepalive: (secs(keepalive.0), secs(keepalive.1)),
             compression: t.is_none_or(|t| t.compression),
+            use_env_proxy: record.use_env_proxy,
         }
     }
 

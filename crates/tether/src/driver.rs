@@ -49,6 +49,11 @@ pub fn open(
         d.validate()
             .map_err(tether_proto::RequestError::InvalidExtensionConfig)?;
     }
+    let mut options = options.clone();
+    if target.secure && options.tls.is_none() && !options.tls_options.is_default() {
+        options.tls = Some(options.tls_options.build()?);
+    }
+    let proxy = crate::proxy::resolve(&options.proxy, &target.host, target.port, target.secure)?;
     let shared = Arc::new(Shared::new(
         key.into(),
         redact(url),
@@ -59,9 +64,8 @@ pub fn open(
     let conn = Connection {
         shared: shared.clone(),
     };
-    let options = options.clone();
     tokio::spawn(async move {
-        drive(shared, target, options, tx).await;
+        drive(shared, target, proxy, options, tx).await;
     });
     Ok((conn, Receiver { rx }))
 }
@@ -119,11 +123,12 @@ pub fn open_on<T: Transport>(
 async fn drive(
     shared: Arc<Shared>,
     target: Target,
+    proxy: Option<crate::proxy::Proxy>,
     options: ConnectOptions,
     tx: mpsc::Sender<Event>,
 ) {
     let connecting = async {
-        let io = establish(&target, &options).await?;
+        let io = establish(&target, proxy.as_ref(), &options).await?;
         handshake(io, &target, &options).await
     };
     let opened = tokio::select! {
@@ -192,8 +197,43 @@ async fn run(
     }
 }
 
-/// TCP (and TLS for `wss://`).
-async fn establish(target: &Target, options: &ConnectOptions) -> Result<Box<dyn Transport>, Error> {
+/// TCP (through a proxy if one applies), then TLS for `wss://`.
+async fn establish(
+    target: &Target,
+    proxy: Option<&crate::proxy::Proxy>,
+    options: &ConnectOptions,
+) -> Result<Box<dyn Transport>, Error> {
+    let tcp = match proxy {
+        Some(p) => crate::proxy::tunnel(p, &target.host, target.port).await?,
+        None => direct(target).await?,
+    };
+    if !target.secure {
+        return Ok(Box::new(tcp));
+    }
+    let config = match &options.tls {
+        Some(c) => c.clone(),
+        None => crate::tls::default_config()?,
+    };
+    let name =
+        rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| Error::Tls {
+            host: target.host.clone(),
+            reason: format!("invalid server name: {e}"),
+        })?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| match Error::from_io(e, &target.host) {
+            Error::Reset | Error::Abnormal => Error::Tls {
+                host: target.host.clone(),
+                reason: "the server ended the connection during the TLS handshake".into(),
+            },
+            other => other,
+        })?;
+    Ok(Box::new(tls))
+}
+
+/// A direct TCP connection, trying each resolved address in turn.
+async fn direct(target: &Target) -> Result<TcpStream, Error> {
     let addrs: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
         .await
         .map_err(|source| Error::Resolve {
@@ -223,29 +263,7 @@ async fn establish(target: &Target, options: &ConnectOptions) -> Result<Box<dyn 
         }
     };
     let _ = tcp.set_nodelay(true);
-    if !target.secure {
-        return Ok(Box::new(tcp));
-    }
-    let config = match &options.tls {
-        Some(c) => c.clone(),
-        None => crate::tls::default_config()?,
-    };
-    let name =
-        rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| Error::Tls {
-            host: target.host.clone(),
-            reason: format!("invalid server name: {e}"),
-        })?;
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| match Error::from_io(e, &target.host) {
-            Error::Reset | Error::Abnormal => Error::Tls {
-                host: target.host.clone(),
-                reason: "the server ended the connection during the TLS handshake".into(),
-            },
-            other => other,
-        })?;
-    Ok(Box::new(tls))
+    Ok(tcp)
 }
 
 /// Sends the upgrade request and reads until the engine leaves `Connecting`.

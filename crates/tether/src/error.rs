@@ -35,6 +35,23 @@ pub enum Error {
         /// The socket error.
         source: io::Error,
     },
+    /// The proxy refused the tunnel with this HTTP status (407: it needs
+    /// credentials; 403: not allowed; 502: it could not reach the server).
+    #[error("proxy {proxy} refused the tunnel with HTTP {status}")]
+    ProxyRefused {
+        /// The proxy, without credentials.
+        proxy: String,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The proxy failed otherwise.
+    #[error("proxy {proxy}: {reason}")]
+    Proxy {
+        /// The proxy, without credentials.
+        proxy: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The TLS handshake or the TLS session failed.
     #[error("TLS failure with {host}: {reason}")]
     Tls {
@@ -76,7 +93,7 @@ pub enum Error {
 
 impl Error {
     /// A short, stable name for the kind of failure: `url`, `request`,
-    /// `resolve`, `connect`, `tls`, `handshake`, `timeout`, `protocol`,
+    /// `resolve`, `connect`, `proxy`, `tls`, `handshake`, `timeout`, `protocol`,
     /// `reset`, `abnormal`, `io`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -84,6 +101,7 @@ impl Error {
             Error::InvalidRequest(_) => "request",
             Error::Resolve { .. } => "resolve",
             Error::Connect { .. } => "connect",
+            Error::ProxyRefused { .. } | Error::Proxy { .. } => "proxy",
             Error::Tls { .. } | Error::TlsConfig(_) => "tls",
             Error::Handshake(_) => "handshake",
             Error::ConnectTimeout(_) | Error::CloseTimeout | Error::PingTimeout => "timeout",
@@ -98,6 +116,7 @@ impl Error {
     pub fn http_status(&self) -> Option<u16> {
         match self {
             Error::Handshake(HandshakeError::Rejected { status, .. }) => Some(*status),
+            Error::ProxyRefused { status, .. } => Some(*status),
             _ => None,
         }
     }

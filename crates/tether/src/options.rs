@@ -31,6 +31,8 @@ pub struct ConnectOptions {
     pub(crate) backpressure: BackpressurePolicy,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) event_queue: usize,
+    pub(crate) tls_options: crate::tls::TlsOptions,
+    pub(crate) proxy: crate::proxy::ProxyMode,
 }
 
 impl Default for ConnectOptions {
@@ -46,6 +48,8 @@ impl Default for ConnectOptions {
             backpressure: BackpressurePolicy::Wait,
             tls: None,
             event_queue: 64,
+            tls_options: crate::tls::TlsOptions::default(),
+            proxy: crate::proxy::ProxyMode::None,
         }
     }
 }
@@ -155,6 +159,19 @@ impl ConnectOptions {
     /// Uses this TLS configuration for `wss://` instead of the platform roots.
     pub fn tls_config(&mut self, config: Arc<rustls::ClientConfig>) -> &mut Self {
         self.tls = Some(config);
+        self
+    }
+
+    /// Extra CA files, a client certificate, or `insecure` for `wss://`.
+    pub fn tls(&mut self, tls: crate::tls::TlsOptions) -> &mut Self {
+        self.tls_options = tls;
+        self
+    }
+
+    /// How to reach the server: directly, through the proxy the environment
+    /// names, or through this proxy.
+    pub fn proxy(&mut self, proxy: crate::proxy::ProxyMode) -> &mut Self {
+        self.proxy = proxy;
         self
     }
 

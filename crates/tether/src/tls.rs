@@ -61,3 +61,157 @@ pub(crate) fn describe(err: &rustls::Error) -> String {
         other => other.to_string(),
     }
 }
+
+/// TLS settings beyond the platform roots.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra CA certificates (PEM files) to trust, on top of the platform's.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// A client certificate chain and its private key (PEM), for mTLS.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Skip server certificate verification. Dangerous: anyone on the path
+    /// can read and change the traffic. Logged as a warning every time.
+    pub insecure: bool,
+}
+
+impl TlsOptions {
+    /// Whether these options differ from the defaults.
+    pub fn is_default(&self) -> bool {
+        self.ca_files.is_empty() && self.client_cert.is_none() && !self.insecure
+    }
+
+    /// Builds the client configuration these options describe.
+    pub fn build(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let bad = |m: String| Error::TlsConfig(m);
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if roots.is_empty() {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        for file in &self.ca_files {
+            let mut found = 0;
+            for cert in CertificateDer::pem_file_iter(file)
+                .map_err(|e| bad(format!("cannot read CA file {}: {e}", file.display())))?
+            {
+                let cert =
+                    cert.map_err(|e| bad(format!("bad certificate in {}: {e}", file.display())))?;
+                roots.add(cert).map_err(|e| {
+                    bad(format!(
+                        "unusable CA certificate in {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                found += 1;
+            }
+            if found == 0 {
+                return Err(bad(format!(
+                    "no PEM certificate found in CA file {}",
+                    file.display()
+                )));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?;
+        let builder = if self.insecure {
+            tracing::warn!("TLS certificate verification is OFF (--insecure): the connection can be read and changed by anyone on the path");
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+        } else {
+            builder.with_root_certificates(roots)
+        };
+        let mut config = match &self.client_cert {
+            None => builder.with_no_client_auth(),
+            Some((cert_file, key_file)) => {
+                let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
+                    .map_err(|e| {
+                        bad(format!(
+                            "cannot read client certificate {}: {e}",
+                            cert_file.display()
+                        ))
+                    })?
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        bad(format!(
+                            "bad client certificate {}: {e}",
+                            cert_file.display()
+                        ))
+                    })?;
+                if chain.is_empty() {
+                    return Err(bad(format!(
+                        "no PEM certificate in {}",
+                        cert_file.display()
+                    )));
+                }
+                let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
+                    bad(format!(
+                        "cannot read private key {}: {e}",
+                        key_file.display()
+                    ))
+                })?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| {
+                    bad(format!(
+                        "client certificate and key do not fit together: {e}"
+                    ))
+                })?
+            }
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Accepts any server certificate (for `--insecure`).
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -392,3 +392,81 @@ async fn backpressure_close_policy_closes_with_1001() {
     let c = closed(&mut rx).await;
     assert!(!c.clean);
 }
+
+/// A TCP relay to `target` that can be frozen: it keeps both sockets open
+/// but stops forwarding, like a peer that vanished without a FIN.
+async fn freezable_relay(
+    target: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let frozen = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let flag = frozen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(target).await.unwrap();
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            for (mut from, mut to, flag) in [
+                (
+                    Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    flag.clone(),
+                ),
+                (Box::new(sr), Box::new(cw), flag.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        let n = match from.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if flag.load(Ordering::SeqCst) {
+                            // Swallow everything, forever.
+                            continue;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen)
+}
+
+#[tokio::test]
+async fn keepalive_measures_rtt_and_detects_a_silent_peer() {
+    let echo = echo_server().await;
+    let (relay, frozen) = freezable_relay(echo).await;
+    let mut o = options();
+    o.keepalive(
+        Some(Duration::from_millis(100)),
+        Some(Duration::from_millis(400)),
+    );
+    let (conn, mut rx) = connect(&format!("ws://{relay}/"), &o).await.unwrap();
+    // Pongs come back through the live relay: the RTT is measured.
+    let rtt = loop {
+        match timeout(T, rx.next()).await.unwrap() {
+            Some(Event::Pong { rtt: Some(rtt) }) => break rtt,
+            Some(_) => {}
+            None => panic!("closed early"),
+        }
+    };
+    assert!(rtt < Duration::from_millis(100), "{rtt:?}");
+    assert_eq!(conn.rtt(), Some(rtt));
+    frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let c = closed(&mut rx).await;
+    assert_eq!(c.code, 1006);
+    assert!(matches!(c.error, Some(Error::PingTimeout)), "{c:?}");
+    assert_eq!(c.error.as_ref().unwrap().kind(), "timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -2,6 +2,8 @@
 //! or from raw TCP for misbehaviour.
 #![allow(dead_code)]
 
+pub mod peers;
+
 use std::future::Future;
 use std::net::SocketAddr;
 
