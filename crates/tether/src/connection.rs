@@ -114,6 +114,9 @@ pub(crate) struct Shared {
     pub max_buffered: usize,
     pub policy: BackpressurePolicy,
     pub on_exit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Live `Connection` handles; with none left and the receiver gone,
+    /// nobody can use the connection and the driver closes it.
+    pub handles: AtomicUsize,
 }
 
 pub(crate) struct Inner {
@@ -141,6 +144,7 @@ impl Shared {
             max_buffered,
             policy,
             on_exit: Mutex::new(None),
+            handles: AtomicUsize::new(0),
         }
     }
 
@@ -165,10 +169,31 @@ impl Shared {
 }
 
 /// A handle to one connection: send, close, read its state. Clone it freely;
-/// every clone talks to the same connection.
-#[derive(Clone)]
+/// every clone talks to the same connection. When every handle and the
+/// [`Receiver`] are dropped, the connection closes with 1001 (going away).
 pub struct Connection {
     pub(crate) shared: Arc<Shared>,
+}
+
+impl Connection {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        shared.handles.fetch_add(1, Ordering::AcqRel);
+        Connection { shared }
+    }
+}
+
+impl Clone for Connection {
+    fn clone(&self) -> Self {
+        Connection::new(self.shared.clone())
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.driver.wake();
+        }
+    }
 }
 
 impl std::fmt::Debug for Connection {
@@ -340,9 +365,22 @@ impl Connection {
 
 /// The stream of events of one connection. Receiving is cancel-safe: a
 /// `next()` dropped before it completes loses nothing.
-#[derive(Debug)]
 pub struct Receiver {
     pub(crate) rx: mpsc::Receiver<Event>,
+    pub(crate) driver: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Receiver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Receiver").field("key", &self.driver.key).finish()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.rx.close();
+        self.driver.driver.wake();
+    }
 }
 
 impl Receiver {

@@ -61,13 +61,12 @@ pub fn open(
         options.backpressure,
     ));
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
-    let conn = Connection {
-        shared: shared.clone(),
-    };
+    let shared_for_rx = shared.clone();
+    let conn = Connection::new(shared.clone());
     tokio::spawn(async move {
         drive(shared, target, proxy, options, tx).await;
     });
-    Ok((conn, Receiver { rx }))
+    Ok((conn, Receiver { rx, driver: shared_for_rx }))
 }
 
 /// Opens a connection and waits until it is open (or fails).
@@ -105,9 +104,8 @@ pub fn open_on<T: Transport>(
         options.backpressure,
     ));
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
-    let conn = Connection {
-        shared: shared.clone(),
-    };
+    let shared_for_rx = shared.clone();
+    let conn = Connection::new(shared.clone());
     let options = options.clone();
     tokio::spawn(async move {
         let opened = tokio::time::timeout(
@@ -117,7 +115,7 @@ pub fn open_on<T: Transport>(
         .await;
         run(shared, opened, &target, &options, tx).await;
     });
-    Ok((conn, Receiver { rx }))
+    Ok((conn, Receiver { rx, driver: shared_for_rx }))
 }
 
 async fn drive(
@@ -319,6 +317,7 @@ struct Driver {
     sleep: Pin<Box<tokio::time::Sleep>>,
     deadline: Option<Instant>,
     done: bool,
+    abandoned: bool,
 }
 
 impl Driver {
@@ -342,12 +341,14 @@ impl Driver {
             sleep: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(3600))),
             deadline: None,
             done: false,
+            abandoned: false,
         }
     }
 
     /// Runs until the engine is closed and every event is delivered.
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.shared.driver.register(cx.waker());
+        self.close_if_abandoned();
         loop {
             let mut progress = self.poll_write(cx);
             progress |= self.poll_deliver(cx);
@@ -358,6 +359,20 @@ impl Driver {
             }
             if !progress {
                 return Poll::Pending;
+            }
+        }
+    }
+
+    /// Nobody holds a handle or the receiver: close with 1001.
+    fn close_if_abandoned(&mut self) {
+        let receiver_gone = self.tx.get_ref().is_none_or(|tx| tx.is_closed());
+        if self.abandoned || self.shared.handles.load(Ordering::Acquire) > 0 || !receiver_gone {
+            return;
+        }
+        self.abandoned = true;
+        if let Some(engine) = self.shared.lock().engine.as_mut() {
+            if engine.state() == tether_proto::State::Open {
+                let _ = engine.close(Instant::now(), tether_proto::CloseCode::GOING_AWAY, "");
             }
         }
     }

@@ -470,3 +470,31 @@ async fn keepalive_measures_rtt_and_detects_a_silent_peer() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn dropping_every_handle_closes_the_connection() {
+    // The server reports how the connection ended.
+    let (tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(move |stream| {
+        let tx = tx.clone();
+        async move {
+            use futures_util::StreamExt;
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            while let Some(Ok(msg)) = ws.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Close(Some(frame)) = msg {
+                    let _ = tx.send(u16::from(frame.code));
+                }
+            }
+        }
+    })
+    .await;
+    let (conn, rx) = connect(&format!("ws://{addr}/"), &options()).await.unwrap();
+    let second = conn.clone();
+    drop(conn);
+    drop(rx);
+    // One handle is still alive: nothing happens.
+    assert!(timeout(Duration::from_millis(200), ended.recv()).await.is_err());
+    drop(second);
+    let code = timeout(T, ended.recv()).await.unwrap().unwrap();
+    assert_eq!(code, 1001);
+}
