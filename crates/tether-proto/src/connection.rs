@@ -340,6 +340,9 @@ impl ClientConnection {
         if self.out.is_empty() {
             self.out = Vec::new();
         }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
         self.scratch = Vec::new();
         self.control = Vec::new();
     }

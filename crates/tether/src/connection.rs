@@ -15,6 +15,9 @@ use crate::options::BackpressurePolicy;
 
 pub use tether_proto::Message;
 
+/// Past this many queued bytes, an async send yields to the driver.
+const YIELD_AFTER: usize = 256 << 10;
+
 /// A connection's state, as the WebSocket API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -94,7 +97,9 @@ pub enum Event {
         rtt: Option<Duration>,
     },
     /// The connection is closed.
-    Closed(Closed),
+    /// (Boxed: it is rare and large, and every queued event pays for the
+    /// largest variant.)
+    Closed(Box<Closed>),
 }
 
 /// State shared by the handle, the receiver and the driver task.
@@ -324,6 +329,13 @@ impl Connection {
                 {
                     drained.await;
                 }
+                Ok(()) if self.buffered_amount() >= YIELD_AFTER => {
+                    // Let the driver write before more is queued: on a busy
+                    // runtime this keeps the buffer near one message instead
+                    // of letting it grow to the limit.
+                    tokio::task::yield_now().await;
+                    return Ok(());
+                }
                 other => return other,
             }
         }
@@ -372,7 +384,9 @@ pub struct Receiver {
 
 impl std::fmt::Debug for Receiver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Receiver").field("key", &self.driver.key).finish()
+        f.debug_struct("Receiver")
+            .field("key", &self.driver.key)
+            .finish()
     }
 }
 
@@ -394,7 +408,7 @@ impl Receiver {
         loop {
             match self.rx.recv().await {
                 Some(Event::Message(m)) => return Ok(m),
-                Some(Event::Closed(c)) => return Err(Some(c)),
+                Some(Event::Closed(c)) => return Err(Some(*c)),
                 Some(_) => continue,
                 None => return Err(None),
             }

@@ -33,6 +33,11 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 /// holds no read buffer at all.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Buffers up to this size are kept while idle.
+const SMALL_BUFFER: usize = 16 << 10;
+/// How long a connection must idle before larger buffers are released.
+const SHRINK_AFTER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Starts a connection in the background and returns at once, in state
 /// `Connecting`. The receiver reports `Open`, then messages, then `Closed`;
 /// a connection that fails to open reports only `Closed`, with the error.
@@ -63,10 +68,14 @@ pub fn open(
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
     let shared_for_rx = shared.clone();
     let conn = Connection::new(shared.clone());
-    tokio::spawn(async move {
-        drive(shared, target, proxy, options, tx).await;
-    });
-    Ok((conn, Receiver { rx, driver: shared_for_rx }))
+    tokio::spawn(drive(shared, target, proxy, options, tx));
+    Ok((
+        conn,
+        Receiver {
+            rx,
+            driver: shared_for_rx,
+        },
+    ))
 }
 
 /// Opens a connection and waits until it is open (or fails).
@@ -83,7 +92,7 @@ pub async fn connect_keyed(
     let (conn, mut rx) = open(key, url, options)?;
     match rx.next().await {
         Some(Event::Open { .. }) => Ok((conn, rx)),
-        Some(Event::Closed(Closed { error: Some(e), .. })) => Err(e),
+        Some(Event::Closed(c)) if c.error.is_some() => Err(c.error.unwrap_or(Error::Abnormal)),
         _ => Err(Error::Abnormal),
     }
 }
@@ -108,14 +117,23 @@ pub fn open_on<T: Transport>(
     let conn = Connection::new(shared.clone());
     let options = options.clone();
     tokio::spawn(async move {
+        let host = target.host.clone();
+        let timeout = options.connect_timeout;
         let opened = tokio::time::timeout(
-            options.connect_timeout,
-            handshake(Box::new(io), &target, &options),
+            timeout,
+            Box::pin(async move { handshake(Box::new(io), &target, &options).await }),
         )
         .await;
-        run(shared, opened, &target, &options, tx).await;
+        let prepared = prepare(&shared, opened, host, timeout, tx);
+        run(shared, prepared).await;
     });
-    Ok((conn, Receiver { rx, driver: shared_for_rx }))
+    Ok((
+        conn,
+        Receiver {
+            rx,
+            driver: shared_for_rx,
+        },
+    ))
 }
 
 async fn drive(
@@ -125,33 +143,50 @@ async fn drive(
     options: ConnectOptions,
     tx: mpsc::Sender<Event>,
 ) {
-    let connecting = async {
+    let connect_timeout = options.connect_timeout;
+    let host = target.host.clone();
+    // Boxed so that its state (TLS handshake, buffers, the options) is
+    // freed once connected instead of living inside every driver task.
+    let connecting = Box::pin(async move {
         let io = establish(&target, proxy.as_ref(), &options).await?;
         handshake(io, &target, &options).await
-    };
-    let opened = tokio::select! {
-        r = tokio::time::timeout(options.connect_timeout, connecting) => r,
-        _ = shared.abort.notified() => Ok(Err(Error::Abnormal)),
-    };
-    run(shared, opened, &target, &options, tx).await;
+    });
+    let abort = shared.clone();
+    let opened = Box::pin(async move {
+        tokio::select! {
+            r = tokio::time::timeout(connect_timeout, connecting) => r,
+            _ = abort.abort.notified() => Ok(Err(Error::Abnormal)),
+        }
+    })
+    .await;
+    let prepared = prepare(&shared, opened, host, connect_timeout, tx);
+    run(shared, prepared).await;
 }
 
 type Opened = Result<(Box<dyn Transport>, ClientConnection, tether_proto::Opened), Error>;
 
-async fn run(
-    shared: Arc<Shared>,
+/// After connecting: either the failure to report, or a driver to run.
+enum Prepared {
+    Failed(Box<Closed>, mpsc::Sender<Event>),
+    Running(Box<Driver>, std::time::Duration),
+}
+
+/// Turns the outcome of connecting into what `run` does next. Synchronous,
+/// so the large values it handles never become part of the task's state.
+fn prepare(
+    shared: &Arc<Shared>,
     opened: Result<Opened, tokio::time::error::Elapsed>,
-    target: &Target,
-    options: &ConnectOptions,
+    host: String,
+    connect_timeout: std::time::Duration,
     tx: mpsc::Sender<Event>,
-) {
+) -> Prepared {
     let aborted = shared.lock().early_close;
     let opened = match opened {
         Ok(Ok(_)) if aborted => Err(None),
         Ok(Ok(pair)) => Ok(pair),
         Ok(Err(_)) if aborted => Err(None),
         Ok(Err(e)) => Err(Some(e)),
-        Err(_) => Err(Some(Error::ConnectTimeout(options.connect_timeout))),
+        Err(_) => Err(Some(Error::ConnectTimeout(connect_timeout))),
     };
     match opened {
         Err(error) => {
@@ -164,23 +199,36 @@ async fn run(
             } else {
                 ""
             };
-            let _ = tx
-                .send(Event::Closed(Closed {
-                    code: 1006,
-                    reason: reason.into(),
-                    clean: false,
-                    error,
-                }))
-                .await;
+            let closed = Closed {
+                code: 1006,
+                reason: reason.into(),
+                clean: false,
+                error,
+            };
+            Prepared::Failed(Box::new(closed), tx)
         }
-        Ok((io, engine, opened)) => {
+        Ok((io, mut engine, opened)) => {
             let close_timeout = engine.config().close_timeout;
             shared.set_state(engine.state().into());
+            // The handshake's buffers are done with.
+            engine.shrink_buffers();
             shared.lock().engine = Some(engine);
-            let mut driver = Driver::new(shared.clone(), io, target.host.clone(), tx);
+            let mut driver = Box::new(Driver::new(shared.clone(), io, host, tx));
             driver.pending = driver.convert(tether_proto::Event::Open(opened));
+            Prepared::Running(driver, close_timeout)
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, prepared: Prepared) {
+    match prepared {
+        Prepared::Failed(closed, tx) => {
+            let _ = tx.send(Event::Closed(closed)).await;
+        }
+        Prepared::Running(mut driver, close_timeout) => {
             poll_fn(|cx| driver.poll_run(cx)).await;
-            driver.shut_down(close_timeout).await;
+            // Boxed: its read buffer would otherwise sit inside every idle task.
+            Box::pin(driver.shut_down(close_timeout)).await;
         }
     }
     shared.set_state(State::Closed);
@@ -270,7 +318,7 @@ async fn handshake(
     target: &Target,
     options: &ConnectOptions,
 ) -> Result<(Box<dyn Transport>, ClientConnection, tether_proto::Opened), Error> {
-    let mut engine = ClientConnection::new(Arc::new(options.config.clone()), &target.request)?;
+    let mut engine = ClientConnection::new(options.config.clone(), &target.request)?;
     let mut out = Vec::new();
     let _ = engine.poll_transmit(&mut out);
     io.write_all(&out)
@@ -318,6 +366,7 @@ struct Driver {
     deadline: Option<Instant>,
     done: bool,
     abandoned: bool,
+    shrink_at: Option<Instant>,
 }
 
 impl Driver {
@@ -342,6 +391,7 @@ impl Driver {
             deadline: None,
             done: false,
             abandoned: false,
+            shrink_at: None,
         }
     }
 
@@ -418,10 +468,10 @@ impl Driver {
                 }
                 Poll::Pending => return progress,
             }
-            // Everything written: release big buffers, wake blocked senders.
-            if self.wbuf.capacity() > 64 << 10 {
-                self.wbuf = Vec::new();
-                self.wpos = 0;
+            // Everything written: wake blocked senders. Big buffers are kept
+            // for the next message and released once the connection idles.
+            if self.wbuf.capacity() > SMALL_BUFFER {
+                self.shrink_at = Some(Instant::now() + SHRINK_AFTER);
             }
             self.shared.drained.notify_waiters();
         }
@@ -495,29 +545,43 @@ impl Driver {
     }
 
     fn poll_timer(&mut self, cx: &mut Context<'_>) -> bool {
-        let deadline = self
+        let engine_deadline = self
             .shared
             .lock()
             .engine
             .as_ref()
             .and_then(|e| e.poll_timeout());
+        let deadline = match (engine_deadline, self.shrink_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         if deadline != self.deadline {
             self.deadline = deadline;
             if let Some(d) = deadline {
                 self.sleep.as_mut().reset(tokio::time::Instant::from_std(d));
             }
         }
-        if self.deadline.is_none() {
+        if self.deadline.is_none() || self.sleep.as_mut().poll(cx).is_pending() {
             return false;
         }
-        if self.sleep.as_mut().poll(cx).is_ready() {
-            if let Some(engine) = self.shared.lock().engine.as_mut() {
-                engine.handle_timeout(Instant::now());
+        let now = Instant::now();
+        if self.shrink_at.is_some_and(|t| now >= t) {
+            self.shrink_at = None;
+            if self.wpos == self.wbuf.len() {
+                self.wbuf = Vec::new();
+                self.wpos = 0;
+                if let Some(engine) = self.shared.lock().engine.as_mut() {
+                    engine.shrink_buffers();
+                }
             }
-            self.deadline = None;
-            return true;
         }
-        false
+        if engine_deadline.is_some_and(|d| now >= d) {
+            if let Some(engine) = self.shared.lock().engine.as_mut() {
+                engine.handle_timeout(now);
+            }
+        }
+        self.deadline = None;
+        true
     }
 
     /// The socket failed: the engine sees the end of the stream, and the
@@ -554,12 +618,12 @@ impl Driver {
                     CloseKind::PingTimeout => Some(Error::PingTimeout),
                     _ => Some(self.io_error.take().unwrap_or(Error::Abnormal)),
                 };
-                Event::Closed(Closed {
+                Event::Closed(Box::new(Closed {
                     code: c.code.0,
                     reason: c.reason,
                     clean,
                     error,
-                })
+                }))
             }
             _ => return None,
         })

@@ -65,12 +65,13 @@ impl Handlers {
                         f(&conn, m);
                     }
                 }
-                Event::Closed(Closed {
-                    code,
-                    reason,
-                    error,
-                    ..
-                }) => {
+                Event::Closed(closed) => {
+                    let Closed {
+                        code,
+                        reason,
+                        error,
+                        ..
+                    } = *closed;
                     if let (Some(e), Some(f)) = (error.as_ref(), self.on_error.as_mut()) {
                         f(&conn, e);
                     }

@@ -21,7 +21,7 @@ pub enum BackpressurePolicy {
 /// so options can be built in one expression or step by step.
 #[derive(Clone)]
 pub struct ConnectOptions {
-    pub(crate) config: Config,
+    pub(crate) config: Arc<Config>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) protocols: Vec<String>,
     pub(crate) origin: Option<String>,
@@ -38,7 +38,7 @@ pub struct ConnectOptions {
 impl Default for ConnectOptions {
     fn default() -> Self {
         ConnectOptions {
-            config: Config::default(),
+            config: Arc::new(Config::default()),
             headers: Vec::new(),
             protocols: Vec::new(),
             origin: None,
@@ -114,26 +114,26 @@ impl ConnectOptions {
 
     /// Time allowed for the close handshake before the TCP connection is dropped.
     pub fn close_timeout(&mut self, timeout: Duration) -> &mut Self {
-        self.config.close_timeout = timeout;
+        Arc::make_mut(&mut self.config).close_timeout = timeout;
         self
     }
 
     /// The largest message accepted, in bytes (default 64 MiB).
     pub fn max_message_size(&mut self, bytes: usize) -> &mut Self {
-        self.config.max_message_size = bytes;
-        self.config.max_frame_size = bytes;
+        Arc::make_mut(&mut self.config).max_message_size = bytes;
+        Arc::make_mut(&mut self.config).max_frame_size = bytes;
         self
     }
 
     /// Turns permessage-deflate on (with default parameters) or off.
     pub fn compression(&mut self, on: bool) -> &mut Self {
-        self.config.deflate = on.then(DeflateConfig::default);
+        Arc::make_mut(&mut self.config).deflate = on.then(DeflateConfig::default);
         self
     }
 
     /// Offers permessage-deflate with these parameters.
     pub fn deflate(&mut self, deflate: DeflateConfig) -> &mut Self {
-        self.config.deflate = Some(deflate);
+        Arc::make_mut(&mut self.config).deflate = Some(deflate);
         self
     }
 
@@ -144,8 +144,8 @@ impl ConnectOptions {
         interval: Option<Duration>,
         timeout: Option<Duration>,
     ) -> &mut Self {
-        self.config.ping_interval = interval;
-        self.config.ping_timeout = timeout;
+        Arc::make_mut(&mut self.config).ping_interval = interval;
+        Arc::make_mut(&mut self.config).ping_timeout = timeout;
         self
     }
 
@@ -177,6 +177,6 @@ impl ConnectOptions {
 
     /// The protocol engine's configuration, for settings without a setter here.
     pub fn engine_config(&mut self) -> &mut Config {
-        &mut self.config
+        Arc::make_mut(&mut self.config)
     }
 }

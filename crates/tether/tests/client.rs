@@ -25,7 +25,7 @@ fn options() -> ConnectOptions {
 async fn closed(rx: &mut tether::Receiver) -> tether::Closed {
     loop {
         match timeout(T, rx.next()).await.expect("no hang") {
-            Some(Event::Closed(c)) => return c,
+            Some(Event::Closed(c)) => return *c,
             Some(_) => continue,
             None => panic!("stream ended without Closed"),
         }
@@ -493,7 +493,9 @@ async fn dropping_every_handle_closes_the_connection() {
     drop(conn);
     drop(rx);
     // One handle is still alive: nothing happens.
-    assert!(timeout(Duration::from_millis(200), ended.recv()).await.is_err());
+    assert!(timeout(Duration::from_millis(200), ended.recv())
+        .await
+        .is_err());
     drop(second);
     let code = timeout(T, ended.recv()).await.unwrap().unwrap();
     assert_eq!(code, 1001);

@@ -1,0 +1,306 @@
+//! The four clients under test, each doing the same work the same way:
+//! Tether, tokio-tungstenite, fastwebsockets, and raw length-prefixed TCP.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite_bench as tt;
+
+/// Which client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Imp {
+    Tether,
+    Tungstenite,
+    Fastws,
+    Raw,
+}
+
+impl Imp {
+    pub fn name(self) -> &'static str {
+        match self {
+            Imp::Tether => "tether",
+            Imp::Tungstenite => "tokio-tungstenite",
+            Imp::Fastws => "fastwebsockets",
+            Imp::Raw => "raw-tcp",
+        }
+    }
+}
+
+/// Addresses of the server process.
+#[derive(Debug, Clone, Copy)]
+pub struct Servers {
+    pub ws: SocketAddr,
+    pub raw: SocketAddr,
+}
+
+fn tether_options() -> tether::ConnectOptions {
+    let mut o = tether::ConnectOptions::new();
+    o.compression(false)
+        .keepalive(None, None)
+        .max_message_size(128 << 20)
+        .backpressure(64 << 20, tether::BackpressurePolicy::Wait);
+    o
+}
+
+/// One open connection of any kind.
+pub enum Conn {
+    Tether(tether::Connection, tether::Receiver),
+    Tungstenite(tt::WebSocketStream<TcpStream>),
+    Fastws(WebSocket<TcpStream>),
+    Raw(TcpStream),
+}
+
+pub async fn open(imp: Imp, s: Servers, path: &str) -> anyhow::Result<Conn> {
+    Ok(match imp {
+        Imp::Tether => {
+            let (c, rx) =
+                tether::connect(&format!("ws://{}{path}", s.ws), &tether_options()).await?;
+            Conn::Tether(c, rx)
+        }
+        Imp::Tungstenite => {
+            let tcp = TcpStream::connect(s.ws).await?;
+            tcp.set_nodelay(true)?;
+            let (ws, _) = tt::client_async(format!("ws://{}{path}", s.ws), tcp).await?;
+            Conn::Tungstenite(ws)
+        }
+        Imp::Fastws => {
+            let mut tcp = TcpStream::connect(s.ws).await?;
+            tcp.set_nodelay(true)?;
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                s.ws
+            );
+            tcp.write_all(req.as_bytes()).await?;
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                anyhow::ensure!(tcp.read(&mut b).await? == 1, "eof in handshake");
+                head.push(b[0]);
+            }
+            let mut ws = WebSocket::after_handshake(tcp, Role::Client);
+            ws.set_auto_close(true);
+            ws.set_auto_pong(true);
+            ws.set_max_message_size(128 << 20);
+            Conn::Fastws(ws)
+        }
+        Imp::Raw => {
+            let tcp = TcpStream::connect(s.raw).await?;
+            tcp.set_nodelay(true)?;
+            Conn::Raw(tcp)
+        }
+    })
+}
+
+impl Conn {
+    pub async fn send(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Conn::Tether(c, _) => c.send_binary(data).await?,
+            Conn::Tungstenite(ws) => {
+                ws.send(tt::tungstenite::Message::binary(
+                    bytes::Bytes::copy_from_slice(data),
+                ))
+                .await?
+            }
+            Conn::Fastws(ws) => {
+                ws.write_frame(Frame::binary(Payload::Owned(data.to_vec())))
+                    .await?
+            }
+            Conn::Raw(s) => {
+                s.write_all(&(data.len() as u32).to_be_bytes()).await?;
+                s.write_all(data).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues without waiting for the socket where the API allows it.
+    pub async fn feed(&mut self, data: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Conn::Tungstenite(ws) => {
+                ws.feed(tt::tungstenite::Message::binary(
+                    bytes::Bytes::copy_from_slice(data),
+                ))
+                .await?
+            }
+            other => other.send(data).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Conn::Tungstenite(ws) => ws.flush().await?,
+            Conn::Raw(s) => s.flush().await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Receives one message; returns its length.
+    pub async fn recv(&mut self, scratch: &mut Vec<u8>) -> anyhow::Result<usize> {
+        match self {
+            Conn::Tether(_, rx) => match rx.next_message().await {
+                Ok(m) => Ok(m.len()),
+                Err(c) => anyhow::bail!("closed: {c:?}"),
+            },
+            Conn::Tungstenite(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(m)) if m.is_binary() || m.is_text() => return Ok(m.len()),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => anyhow::bail!("closed"),
+                }
+            },
+            Conn::Fastws(ws) => loop {
+                let f = ws.read_frame().await?;
+                match f.opcode {
+                    OpCode::Binary | OpCode::Text => return Ok(f.payload.len()),
+                    OpCode::Close => anyhow::bail!("closed"),
+                    _ => continue,
+                }
+            },
+            Conn::Raw(s) => {
+                let len = s.read_u32().await? as usize;
+                scratch.resize(len, 0);
+                s.read_exact(scratch).await?;
+                Ok(len)
+            }
+        }
+    }
+
+    pub async fn close(self) {
+        match self {
+            Conn::Tether(c, mut rx) => {
+                let _ = c.close(1000, "");
+                while let Some(e) = rx.next().await {
+                    if matches!(e, tether::Event::Closed(_)) {
+                        break;
+                    }
+                }
+            }
+            Conn::Tungstenite(mut ws) => {
+                let _ = ws.close(None).await;
+            }
+            Conn::Fastws(mut ws) => {
+                let _ = ws.write_frame(Frame::close(1000, b"")).await;
+            }
+            Conn::Raw(mut s) => {
+                let _ = s.shutdown().await;
+            }
+        }
+    }
+}
+
+/// Sequential request-response: one message out, its echo back, `n` times.
+/// Returns each round trip.
+pub async fn sequential(
+    imp: Imp,
+    s: Servers,
+    size: usize,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut conn = open(imp, s, if imp == Imp::Raw { "" } else { "/echo" }).await?;
+    if let Conn::Raw(t) = &mut conn {
+        t.write_u8(b'e').await?;
+    }
+    let data = vec![0x42u8; size];
+    let mut scratch = Vec::new();
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t = Instant::now();
+        conn.send(&data).await?;
+        let got = conn.recv(&mut scratch).await?;
+        anyhow::ensure!(got == size, "echo of {got} bytes, sent {size}");
+        times.push(t.elapsed());
+    }
+    conn.close().await;
+    Ok(times)
+}
+
+/// Pipelined echo with `window` messages in flight; returns the total time.
+pub async fn pipelined(
+    imp: Imp,
+    s: Servers,
+    size: usize,
+    n: usize,
+    window: usize,
+) -> anyhow::Result<Duration> {
+    let mut conn = open(imp, s, if imp == Imp::Raw { "" } else { "/echo" }).await?;
+    if let Conn::Raw(t) = &mut conn {
+        t.write_u8(b'e').await?;
+    }
+    let data = vec![0x42u8; size];
+    let mut scratch = Vec::new();
+    let start = Instant::now();
+    let (mut sent, mut received) = (0, 0);
+    while received < n {
+        let burst = (window - (sent - received)).min(n - sent);
+        for _ in 0..burst {
+            conn.feed(&data).await?;
+            sent += 1;
+        }
+        conn.flush().await?;
+        conn.recv(&mut scratch).await?;
+        received += 1;
+    }
+    let elapsed = start.elapsed();
+    conn.close().await;
+    Ok(elapsed)
+}
+
+/// Client sends `n` messages of `size`; time until the server confirms all.
+pub async fn send_oneway(imp: Imp, s: Servers, size: usize, n: usize) -> anyhow::Result<Duration> {
+    let mut conn = open(imp, s, &format!("/sink?n={n}")).await?;
+    let data = vec![0x42u8; size];
+    let start = Instant::now();
+    if let Conn::Raw(t) = &mut conn {
+        t.write_u8(b's').await?;
+        t.write_u32(n as u32).await?;
+    }
+    for _ in 0..n {
+        conn.feed(&data).await?;
+    }
+    conn.flush().await?;
+    if let Conn::Raw(t) = &mut conn {
+        anyhow::ensure!(t.read_u8().await? == b'd', "bad sink answer");
+    } else {
+        let mut scratch = Vec::new();
+        conn.recv(&mut scratch).await?;
+    }
+    let elapsed = start.elapsed();
+    conn.close().await;
+    Ok(elapsed)
+}
+
+/// Server sends `n` messages of `size`; time until all arrived.
+pub async fn recv_oneway(imp: Imp, s: Servers, size: usize, n: usize) -> anyhow::Result<Duration> {
+    let mut conn = open(imp, s, &format!("/source?n={n}&size={size}")).await?;
+    let start = Instant::now();
+    if let Conn::Raw(t) = &mut conn {
+        t.write_u8(b'o').await?;
+        t.write_u32(n as u32).await?;
+        t.write_u32(size as u32).await?;
+    }
+    let mut scratch = Vec::new();
+    for _ in 0..n {
+        let got = conn.recv(&mut scratch).await?;
+        anyhow::ensure!(got == size, "got {got} bytes, expected {size}");
+    }
+    let elapsed = start.elapsed();
+    conn.close().await;
+    Ok(elapsed)
+}
+
+/// Opens and closes `n` connections one after another.
+pub async fn setup(imp: Imp, s: Servers, n: usize) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    for _ in 0..n {
+        let conn = open(imp, s, "/echo").await?;
+        drop(conn);
+    }
+    Ok(start.elapsed())
+}

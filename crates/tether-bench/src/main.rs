@@ -1,0 +1,384 @@
+//! `cargo run --release -p tether-bench -- [--quick] [--json FILE]`
+//!
+//! One run measures Tether, tokio-tungstenite, fastwebsockets and raw TCP
+//! against the same server process (fastwebsockets' server side, pinned to
+//! its own core), then the CPU-bound paths. It prints a table of medians and
+//! ratios; `--json` also writes `[{scenario, implementation, value, unit}]`.
+
+mod clients;
+mod memory;
+mod micro;
+mod server;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use clients::{Imp, Servers};
+use serde_json::json;
+
+#[global_allocator]
+static HEAP: cap::Cap<std::alloc::System> = cap::Cap::new(std::alloc::System, usize::MAX);
+
+const IMPS: [Imp; 4] = [Imp::Tether, Imp::Tungstenite, Imp::Fastws, Imp::Raw];
+
+struct Row {
+    scenario: String,
+    unit: &'static str,
+    higher_is_better: bool,
+    values: Vec<(Imp, f64)>,
+}
+
+fn pin(core: usize) {
+    if let Some(ids) = core_affinity::get_core_ids() {
+        if ids.len() > core {
+            core_affinity::set_for_current(ids[core]);
+        }
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e6
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve") {
+        pin(1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(server::run(args[2].parse()?, args[3].parse()?));
+    }
+    if args.get(1).map(String::as_str) == Some("--memory") {
+        pin(0);
+        let _ = rlimit::increase_nofile_limit(65_536);
+        let imp = IMPS
+            .into_iter()
+            .find(|i| i.name() == args[2])
+            .expect("implementation");
+        let n: usize = args[3].parse()?;
+        let s = Servers {
+            ws: args[4].parse()?,
+            raw: args[4].parse()?,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let r = rt.block_on(memory::per_connection(imp, s, n, || HEAP.allocated()))?;
+        println!("{}", json!(r));
+        return Ok(());
+    }
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+    let json_out = args
+        .iter()
+        .position(|a| a == "--json")
+        .and_then(|i| args.get(i + 1))
+        .cloned();
+
+    let s = Servers {
+        ws: free_addr(),
+        raw: free_addr(),
+    };
+    let exe = std::env::current_exe()?;
+    let mut server = Command::new(&exe)
+        .args(["--serve", &s.ws.to_string(), &s.raw.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut ready)?;
+    anyhow::ensure!(ready.trim() == "ready", "server did not start");
+    pin(0);
+    let _ = rlimit::increase_nofile_limit(65_536);
+
+    if let Some(only) = only {
+        // Profiling aid: one scenario, tether only, many times.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        for _ in 0..20 {
+            let t = match only.as_str() {
+                "send" => rt.block_on(clients::send_oneway(Imp::Tether, s, 1 << 20, 200))?,
+                "recv" => rt.block_on(clients::recv_oneway(Imp::Tether, s, 1 << 20, 200))?,
+                "seq" | "seq-tt" => {
+                    let imp = if only == "seq" {
+                        Imp::Tether
+                    } else {
+                        Imp::Tungstenite
+                    };
+                    rt.block_on(clients::sequential(imp, s, 16, 20_000))?
+                        .iter()
+                        .sum()
+                }
+                _ => rt.block_on(clients::pipelined(Imp::Tether, s, 1024, 50_000, 64))?,
+            };
+            eprintln!("{only}: {t:?}");
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        return Ok(());
+    }
+    let result = run(s, quick, &exe);
+    let _ = server.kill();
+    let _ = server.wait();
+    let rows = result?;
+    print_table(&rows);
+    if let Some(path) = json_out {
+        let mut out = Vec::new();
+        for r in &rows {
+            for (imp, v) in &r.values {
+                out.push(json!({"scenario": r.scenario, "implementation": imp.name(), "value": v, "unit": r.unit}));
+            }
+        }
+        std::fs::write(&path, serde_json::to_string_pretty(&out)?)?;
+        eprintln!("wrote {path}");
+    }
+    Ok(())
+}
+
+fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reps = if quick { 3 } else { 5 };
+    let mut rows = Vec::new();
+    let note = |r: &Row| eprintln!("done: {}", r.scenario);
+
+    for size in [16usize, 1024, 64 << 10] {
+        let n = if quick { 2_000 } else { 20_000 } / if size > 1024 { 4 } else { 1 };
+        let mut rate = Row {
+            scenario: format!("sequential echo {} B, msg/s", size),
+            unit: "msg/s",
+            higher_is_better: true,
+            values: vec![],
+        };
+        let mut p50 = Row {
+            scenario: format!("sequential echo {} B, p50 RTT", size),
+            unit: "us",
+            higher_is_better: false,
+            values: vec![],
+        };
+        let mut p99 = Row {
+            scenario: format!("sequential echo {} B, p99 RTT", size),
+            unit: "us",
+            higher_is_better: false,
+            values: vec![],
+        };
+        for imp in IMPS {
+            let (mut rates, mut a, mut b) = (vec![], vec![], vec![]);
+            for _ in 0..reps {
+                let mut t = rt.block_on(clients::sequential(imp, s, size, n))?;
+                let total: Duration = t.iter().sum();
+                rates.push(n as f64 / total.as_secs_f64());
+                t.sort();
+                a.push(percentile(&t, 0.5));
+                b.push(percentile(&t, 0.99));
+            }
+            rate.values.push((imp, median(rates)));
+            p50.values.push((imp, median(a)));
+            p99.values.push((imp, median(b)));
+        }
+        note(&rate);
+        rows.extend([rate, p50, p99]);
+    }
+
+    let n = if quick { 20_000 } else { 200_000 };
+    let mut row = Row {
+        scenario: "pipelined echo 1 KiB, 64 in flight".into(),
+        unit: "msg/s",
+        higher_is_better: true,
+        values: vec![],
+    };
+    for imp in IMPS {
+        let v: anyhow::Result<Vec<f64>> = (0..reps)
+            .map(|_| {
+                Ok(n as f64
+                    / rt.block_on(clients::pipelined(imp, s, 1024, n, 64))?
+                        .as_secs_f64())
+            })
+            .collect();
+        row.values.push((imp, median(v?)));
+    }
+    note(&row);
+    rows.push(row);
+
+    let n = if quick { 200 } else { 2_000 };
+    for (name, send) in [
+        ("one-way 1 MiB, client sending", true),
+        ("one-way 1 MiB, client receiving", false),
+    ] {
+        let mut row = Row {
+            scenario: name.into(),
+            unit: "MB/s",
+            higher_is_better: true,
+            values: vec![],
+        };
+        for imp in IMPS {
+            let v: anyhow::Result<Vec<f64>> = (0..reps)
+                .map(|_| {
+                    let t = if send {
+                        rt.block_on(clients::send_oneway(imp, s, 1 << 20, n))?
+                    } else {
+                        rt.block_on(clients::recv_oneway(imp, s, 1 << 20, n))?
+                    };
+                    Ok((n << 20) as f64 / t.as_secs_f64() / 1e6)
+                })
+                .collect();
+            row.values.push((imp, median(v?)));
+        }
+        note(&row);
+        rows.push(row);
+    }
+
+    let n = if quick { 500 } else { 3_000 };
+    let mut row = Row {
+        scenario: "connection setup (connect + handshake)".into(),
+        unit: "conn/s",
+        higher_is_better: true,
+        values: vec![],
+    };
+    for imp in [Imp::Tether, Imp::Tungstenite, Imp::Fastws] {
+        let v: anyhow::Result<Vec<f64>> = (0..reps)
+            .map(|_| Ok(n as f64 / rt.block_on(clients::setup(imp, s, n))?.as_secs_f64()))
+            .collect();
+        row.values.push((imp, median(v?)));
+    }
+    note(&row);
+    rows.push(row);
+
+    let conns = if quick { 1_000 } else { 10_000 };
+    let labels = [
+        "heap per idle connection after handshake",
+        "RSS per idle connection after handshake",
+        "heap per idle connection after one 64 KiB echo",
+        "RSS per idle connection after one 64 KiB echo",
+    ];
+    let mut mem_rows: Vec<Row> = labels
+        .iter()
+        .map(|l| Row {
+            scenario: format!("{l} ({conns} conns)"),
+            unit: "bytes",
+            higher_is_better: false,
+            values: vec![],
+        })
+        .collect();
+    for imp in [Imp::Tether, Imp::Tungstenite, Imp::Fastws] {
+        let out = Command::new(exe)
+            .args([
+                "--memory",
+                imp.name(),
+                &conns.to_string(),
+                &s.ws.to_string(),
+            ])
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "memory run for {} failed: {}",
+            imp.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Vec<f64> = serde_json::from_slice(&out.stdout)?;
+        for (row, value) in mem_rows.iter_mut().zip(v) {
+            row.values.push((imp, value));
+        }
+    }
+    rows.extend(mem_rows);
+    eprintln!("done: memory");
+
+    let budget = Duration::from_millis(if quick { 300 } else { 1500 });
+    let (fast, naive) = micro::masking(budget);
+    rows.push(Row {
+        scenario: "masking (tether vs naive byte loop)".into(),
+        unit: "GB/s",
+        higher_is_better: true,
+        values: vec![(Imp::Tether, fast), (Imp::Raw, naive)],
+    });
+    let (ascii, mixed) = micro::utf8(budget);
+    rows.push(Row {
+        scenario: "UTF-8 validation, ASCII".into(),
+        unit: "GB/s",
+        higher_is_better: true,
+        values: vec![(Imp::Tether, ascii)],
+    });
+    rows.push(Row {
+        scenario: "UTF-8 validation, mixed scripts".into(),
+        unit: "GB/s",
+        higher_is_better: true,
+        values: vec![(Imp::Tether, mixed)],
+    });
+    let stream = micro::json_stream(10_000);
+    let (t, raw) = micro::deflate(&stream, budget);
+    rows.push(Row {
+        scenario: "deflate JSON stream (tether send path vs raw zlib-rs)".into(),
+        unit: "MB/s",
+        higher_is_better: true,
+        values: vec![(Imp::Tether, t), (Imp::Raw, raw)],
+    });
+    let (t, raw) = micro::inflate(&stream, budget);
+    rows.push(Row {
+        scenario: "inflate JSON stream (tether receive path vs raw zlib-rs)".into(),
+        unit: "MB/s",
+        higher_is_better: true,
+        values: vec![(Imp::Tether, t), (Imp::Raw, raw)],
+    });
+    Ok(rows)
+}
+
+fn print_table(rows: &[Row]) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "| scenario | unit | tether | tokio-tungstenite | fastwebsockets | raw TCP / reference | tether vs tt | tether vs fws | tether vs raw |");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let get = |imp: Imp| r.values.iter().find(|(i, _)| *i == imp).map(|(_, v)| *v);
+        let fmt = |v: Option<f64>| {
+            v.map_or("–".to_string(), |v| {
+                if v >= 100.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
+        };
+        let ratio = |other: Option<f64>| match (get(Imp::Tether), other) {
+            (Some(t), Some(o)) if o > 0.0 && t > 0.0 => {
+                format!("{:.2}×", if r.higher_is_better { t / o } else { o / t })
+            }
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.unit,
+            fmt(get(Imp::Tether)),
+            fmt(get(Imp::Tungstenite)),
+            fmt(get(Imp::Fastws)),
+            fmt(get(Imp::Raw)),
+            ratio(get(Imp::Tungstenite)),
+            ratio(get(Imp::Fastws)),
+            ratio(get(Imp::Raw)),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nRatios: above 1× means tether is better (faster, or smaller for latency and memory)."
+    );
+}

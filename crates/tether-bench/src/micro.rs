@@ -1,0 +1,169 @@
+//! CPU-bound measurements without sockets: masking, UTF-8 validation, and
+//! permessage-deflate against raw zlib-rs on a JSON stream.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+use tether_proto::mask::{apply_mask, apply_mask_naive};
+use tether_proto::utf8::Utf8Validator;
+use tether_proto::{accept_for_key, ClientConnection, Config, Event, Request};
+
+/// Runs `f` over `bytes` bytes repeatedly for about `budget`; returns GB/s.
+fn throughput(bytes: usize, budget: Duration, mut f: impl FnMut()) -> f64 {
+    f(); // warm up
+    let start = Instant::now();
+    let mut rounds = 0u64;
+    while start.elapsed() < budget {
+        f();
+        rounds += 1;
+    }
+    (bytes as f64 * rounds as f64) / start.elapsed().as_secs_f64() / 1e9
+}
+
+pub fn masking(budget: Duration) -> (f64, f64) {
+    let mut buf = vec![0xA5u8; 1 << 20];
+    let key = [0x12, 0x34, 0x56, 0x78];
+    let fast = throughput(buf.len(), budget, || {
+        apply_mask(std::hint::black_box(&mut buf), key)
+    });
+    let naive = throughput(buf.len(), budget, || {
+        apply_mask_naive(std::hint::black_box(&mut buf), key)
+    });
+    (fast, naive)
+}
+
+pub fn utf8(budget: Duration) -> (f64, f64) {
+    let ascii = "The quick brown fox jumps over the lazy dog. "
+        .repeat(1 << 20 >> 6)
+        .into_bytes();
+    let mixed = "Grüße aus Köln — 東京 📈 κόσμε; "
+        .repeat(1 << 20 >> 6)
+        .into_bytes();
+    let run = |data: &[u8]| {
+        throughput(data.len(), budget, || {
+            let mut v = Utf8Validator::new();
+            // Feed in 4 KiB pieces, as a socket would.
+            for piece in data.chunks(4096) {
+                v.feed(std::hint::black_box(piece)).unwrap();
+            }
+            v.finish().unwrap();
+        })
+    };
+    (run(&ascii), run(&mixed))
+}
+
+/// A JSON market-data stream: `n` messages of about 150 bytes.
+pub fn json_stream(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{{\"type\":\"quote\",\"seq\":{i},\"symbol\":\"{}\",\"bid\":{:.2},\"ask\":{:.2},\"size\":{},\"venue\":\"XNAS\",\"ts\":{}}}",
+                ["ACME", "GLOBEX", "INITECH", "UMBRELLA"][i % 4],
+                100.0 + (i % 97) as f64 * 0.01,
+                100.05 + (i % 89) as f64 * 0.01,
+                (i * 37) % 1000,
+                1_795_762_800_000u64 + i as u64 * 3
+            )
+        })
+        .collect()
+}
+
+fn open_compressed() -> ClientConnection {
+    let config = Config {
+        ping_interval: None,
+        ping_timeout: None,
+        ..Config::default()
+    };
+    let mut c =
+        ClientConnection::new(Arc::new(config), &Request::new("h", 80, false, "/")).unwrap();
+    let mut req = Vec::new();
+    let _ = c.poll_transmit(&mut req);
+    let text = String::from_utf8(req).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap();
+    let resp = format!(
+        "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        accept_for_key(key)
+    );
+    c.receive_data(Instant::now(), resp.as_bytes());
+    assert!(matches!(c.poll_event(), Some(Event::Open(o)) if o.compression));
+    c
+}
+
+/// MB/s of JSON text compressed: Tether's send path (deflate + framing +
+/// masking) against raw zlib-rs deflate with a sync flush per message.
+pub fn deflate(messages: &[String], budget: Duration) -> (f64, f64) {
+    let total: usize = messages.iter().map(String::len).sum();
+    let mut conn = open_compressed();
+    let mut out = Vec::new();
+    let tether = throughput(total, budget, || {
+        for m in messages {
+            conn.send_text(m).unwrap();
+        }
+        out.clear();
+        let _ = conn.poll_transmit(&mut out);
+    }) * 1000.0;
+    let mut z = Compress::new(Compression::new(6), false);
+    let mut buf = Vec::with_capacity(4096);
+    let raw = throughput(total, budget, || {
+        for m in messages {
+            buf.clear();
+            z.compress_vec(m.as_bytes(), &mut buf, FlushCompress::Sync)
+                .unwrap();
+        }
+    }) * 1000.0;
+    (tether, raw)
+}
+
+/// MB/s of JSON text inflated: Tether's receive path (framing + inflate +
+/// UTF-8 + events) against raw zlib-rs inflate.
+pub fn inflate(messages: &[String], budget: Duration) -> (f64, f64) {
+    let total: usize = messages.iter().map(String::len).sum();
+    // Compress the stream once, as a server with context takeover would.
+    let mut z = Compress::new(Compression::new(6), false);
+    let mut compressed: Vec<Vec<u8>> = Vec::new();
+    for m in messages {
+        let mut out = Vec::with_capacity(m.len() + 64);
+        z.compress_vec(m.as_bytes(), &mut out, FlushCompress::Sync)
+            .unwrap();
+        out.truncate(out.len() - 4);
+        compressed.push(out);
+    }
+    let mut wire = Vec::new();
+    for c in &compressed {
+        wire.push(0xC1); // FIN + RSV1 + text
+        if c.len() < 126 {
+            wire.push(c.len() as u8);
+        } else {
+            wire.push(126);
+            wire.extend_from_slice(&(c.len() as u16).to_be_bytes());
+        }
+        wire.extend_from_slice(c);
+    }
+    // Each round needs a fresh inflate context: the stream starts over.
+    let tether = throughput(total, budget, || {
+        let mut conn = open_compressed();
+        for piece in wire.chunks(16 << 10) {
+            conn.receive_data(Instant::now(), piece);
+            while let Some(e) = conn.poll_event() {
+                std::hint::black_box(e);
+            }
+        }
+    }) * 1000.0;
+    let raw = throughput(total, budget, || {
+        let mut d = Decompress::new(false);
+        let mut out = Vec::with_capacity(1024);
+        for c in &compressed {
+            out.clear();
+            d.decompress_vec(c, &mut out, FlushDecompress::Sync)
+                .unwrap();
+            d.decompress_vec(&[0, 0, 0xFF, 0xFF], &mut out, FlushDecompress::Sync)
+                .unwrap();
+            std::hint::black_box(&out);
+        }
+    }) * 1000.0;
+    (tether, raw)
+}

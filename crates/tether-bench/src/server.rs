@@ -1,0 +1,142 @@
+//! The neutral servers every client talks to, in their own process:
+//! a fastwebsockets WebSocket server and a length-prefixed raw TCP server.
+//!
+//! WebSocket paths: `/echo` echoes every frame; `/sink?n=N` reads N messages
+//! then sends the text "done"; `/source?n=N&size=S` sends N binary messages
+//! of S bytes, then waits for the client's close. Raw TCP takes a one-byte
+//! mode first: `e` echo, `s` sink (then u32 N), `o` source (then u32 N, u32 S).
+
+use std::net::SocketAddr;
+
+use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+fn query(path: &str, key: &str) -> usize {
+    path.split(['?', '&'])
+        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        anyhow::ensure!(n > 0, "eof in handshake");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let path = text.split(' ').nth(1).unwrap_or("/").to_string();
+    let key = text
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-key"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    let resp = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        tether_proto::accept_for_key(&key)
+    );
+    stream.write_all(resp.as_bytes()).await?;
+    let mut ws = WebSocket::after_handshake(stream, Role::Server);
+    ws.set_auto_close(true);
+    ws.set_auto_pong(true);
+    ws.set_max_message_size(128 << 20);
+    if path.starts_with("/sink") {
+        let n = query(&path, "n");
+        let mut got = 0;
+        while got < n {
+            let f = ws.read_frame().await?;
+            match f.opcode {
+                OpCode::Close => return Ok(()),
+                OpCode::Binary | OpCode::Text | OpCode::Continuation if f.fin => got += 1,
+                _ => {}
+            }
+        }
+        ws.write_frame(Frame::text(Payload::Borrowed(b"done")))
+            .await?;
+    } else if path.starts_with("/source") {
+        let (n, size) = (query(&path, "n"), query(&path, "size"));
+        let data = vec![0x5Au8; size];
+        for _ in 0..n {
+            ws.write_frame(Frame::binary(Payload::Borrowed(&data)))
+                .await?;
+        }
+    }
+    loop {
+        let f = ws.read_frame().await?;
+        match f.opcode {
+            OpCode::Close => return Ok(()),
+            OpCode::Text | OpCode::Binary => {
+                ws.write_frame(Frame::new(true, f.opcode, None, f.payload))
+                    .await?
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn raw_conn(mut s: TcpStream) -> anyhow::Result<()> {
+    s.set_nodelay(true)?;
+    let mode = s.read_u8().await?;
+    match mode {
+        b'e' => {
+            let mut buf = Vec::new();
+            loop {
+                let len = match s.read_u32().await {
+                    Ok(l) => l as usize,
+                    Err(_) => return Ok(()),
+                };
+                buf.resize(len, 0);
+                s.read_exact(&mut buf).await?;
+                let mut out = Vec::with_capacity(4 + len);
+                out.extend_from_slice(&(len as u32).to_be_bytes());
+                out.extend_from_slice(&buf);
+                s.write_all(&out).await?;
+            }
+        }
+        b's' => {
+            let n = s.read_u32().await?;
+            let mut buf = Vec::new();
+            for _ in 0..n {
+                let len = s.read_u32().await? as usize;
+                buf.resize(len, 0);
+                s.read_exact(&mut buf).await?;
+            }
+            s.write_u8(b'd').await?;
+        }
+        b'o' => {
+            let n = s.read_u32().await?;
+            let size = s.read_u32().await? as usize;
+            let mut frame = (size as u32).to_be_bytes().to_vec();
+            frame.resize(4 + size, 0x5A);
+            for _ in 0..n {
+                s.write_all(&frame).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Serves WebSocket on `ws` and raw TCP on `raw` until killed.
+pub async fn run(ws: SocketAddr, raw: SocketAddr) -> anyhow::Result<()> {
+    let _ = rlimit::increase_nofile_limit(65_536);
+    let ws_listener = TcpListener::bind(ws).await?;
+    let raw_listener = TcpListener::bind(raw).await?;
+    tokio::spawn(async move {
+        while let Ok((s, _)) = raw_listener.accept().await {
+            tokio::spawn(raw_conn(s));
+        }
+    });
+    println!("ready");
+    loop {
+        let (s, _) = ws_listener.accept().await?;
+        tokio::spawn(ws_conn(s));
+    }
+}
