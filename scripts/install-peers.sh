@@ -7,7 +7,7 @@ peers=$root/target/peers
 mkdir -p "$peers"
 # nginx (TLS terminator), squid and tinyproxy (CONNECT proxies), dante (SOCKS5).
 missing=""
-for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl; do
+for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl chromium:chromium node:nodejs npm:npm; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing="$missing $pkg"
 done
@@ -23,7 +23,7 @@ fi
 if [ ! -x "$peers/venv/bin/pproxy" ]; then
   "$peers/venv/bin/pip" install -q 'pproxy==2.7.9'
 fi
-if [ ! -f "$peers/node_modules/ws/package.json" ]; then
-  (cd "$peers" && npm install --silent --no-audit --no-fund ws@8 >/dev/null)
+if [ ! -f "$peers/node_modules/ws/package.json" ] || [ ! -f "$peers/node_modules/playwright-core/package.json" ]; then
+  (cd "$peers" && npm install --silent --no-audit --no-fund ws@8 playwright-core@1 >/dev/null)
 fi
 echo "peers: python websockets $("$peers/venv/bin/python" -c 'import websockets; print(websockets.__version__)'), node ws $(node -p "require('$peers/node_modules/ws/package.json').version")"

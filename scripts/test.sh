@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command: installs the third-party peers the tests talk
 # to, checks formatting and lints, runs every crate's tests, then runs the
-# full Autobahn|Testsuite client conformance suite.
+# web UI test in headless Chromium, then the full Autobahn|Testsuite client
+# conformance suite.
 #
 #   scripts/test.sh           everything (about 15 minutes on 2 cores)
 #   scripts/test.sh --quick   Autobahn without the compression groups 12 and 13
@@ -13,4 +14,6 @@ scripts/install-peers.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+cargo build -p tether-cli
+node scripts/ui-test.mjs
 scripts/autobahn.sh "$@"

@@ -109,6 +109,21 @@ fn main() -> anyhow::Result<()> {
     pin(0);
     let _ = rlimit::increase_nofile_limit(65_536);
 
+    if only.as_deref() == Some("micro") {
+        let budget = Duration::from_millis(1000);
+        let stream = micro::json_stream(10_000);
+        println!(
+            "deflate (tether, raw) MB/s: {:?}",
+            micro::deflate(&stream, budget)
+        );
+        println!(
+            "inflate (tether, raw) MB/s: {:?}",
+            micro::inflate(&stream, budget)
+        );
+        let _ = server.kill();
+        let _ = server.wait();
+        return Ok(());
+    }
     if let Some(only) = only {
         // Profiling aid: one scenario, tether only, many times.
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -182,17 +197,22 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
             higher_is_better: false,
             values: vec![],
         };
-        for imp in IMPS {
-            let (mut rates, mut a, mut b) = (vec![], vec![], vec![]);
-            for _ in 0..reps {
+        // Implementations take turns within each repetition, so drift in
+        // the machine's load hits them alike.
+        let mut samples: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
+            IMPS.iter().map(|_| Default::default()).collect();
+        for _ in 0..reps {
+            for (i, imp) in IMPS.into_iter().enumerate() {
                 let mut t = rt.block_on(clients::sequential(imp, s, size, n))?;
                 let total: Duration = t.iter().sum();
-                rates.push(n as f64 / total.as_secs_f64());
+                samples[i].0.push(n as f64 / total.as_secs_f64());
                 t.sort();
-                a.push(percentile(&t, 0.5));
-                b.push(percentile(&t, 0.99));
+                samples[i].1.push(percentile(&t, 0.5));
+                samples[i].2.push(percentile(&t, 0.99));
             }
-            rate.values.push((imp, median(rates)));
+        }
+        for (imp, (r, a, b)) in IMPS.into_iter().zip(samples) {
+            rate.values.push((imp, median(r)));
             p50.values.push((imp, median(a)));
             p99.values.push((imp, median(b)));
         }
@@ -207,16 +227,11 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
         higher_is_better: true,
         values: vec![],
     };
-    for imp in IMPS {
-        let v: anyhow::Result<Vec<f64>> = (0..reps)
-            .map(|_| {
-                Ok(n as f64
-                    / rt.block_on(clients::pipelined(imp, s, 1024, n, 64))?
-                        .as_secs_f64())
-            })
-            .collect();
-        row.values.push((imp, median(v?)));
-    }
+    row.values = interleaved(&IMPS, reps, |imp| {
+        Ok(n as f64
+            / rt.block_on(clients::pipelined(imp, s, 1024, n, 64))?
+                .as_secs_f64())
+    })?;
     note(&row);
     rows.push(row);
 
@@ -231,19 +246,14 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
             higher_is_better: true,
             values: vec![],
         };
-        for imp in IMPS {
-            let v: anyhow::Result<Vec<f64>> = (0..reps)
-                .map(|_| {
-                    let t = if send {
-                        rt.block_on(clients::send_oneway(imp, s, 1 << 20, n))?
-                    } else {
-                        rt.block_on(clients::recv_oneway(imp, s, 1 << 20, n))?
-                    };
-                    Ok((n << 20) as f64 / t.as_secs_f64() / 1e6)
-                })
-                .collect();
-            row.values.push((imp, median(v?)));
-        }
+        row.values = interleaved(&IMPS, reps, |imp| {
+            let t = if send {
+                rt.block_on(clients::send_oneway(imp, s, 1 << 20, n))?
+            } else {
+                rt.block_on(clients::recv_oneway(imp, s, 1 << 20, n))?
+            };
+            Ok((n << 20) as f64 / t.as_secs_f64() / 1e6)
+        })?;
         note(&row);
         rows.push(row);
     }
@@ -255,12 +265,9 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
         higher_is_better: true,
         values: vec![],
     };
-    for imp in [Imp::Tether, Imp::Tungstenite, Imp::Fastws] {
-        let v: anyhow::Result<Vec<f64>> = (0..reps)
-            .map(|_| Ok(n as f64 / rt.block_on(clients::setup(imp, s, n))?.as_secs_f64()))
-            .collect();
-        row.values.push((imp, median(v?)));
-    }
+    row.values = interleaved(&[Imp::Tether, Imp::Tungstenite, Imp::Fastws], reps, |imp| {
+        Ok(n as f64 / rt.block_on(clients::setup(imp, s, n))?.as_secs_f64())
+    })?;
     note(&row);
     rows.push(row);
 
@@ -340,6 +347,25 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
         values: vec![(Imp::Tether, t), (Imp::Raw, raw)],
     });
     Ok(rows)
+}
+
+/// Runs `f` for each implementation in turn, `reps` rounds; medians.
+fn interleaved(
+    imps: &[Imp],
+    reps: usize,
+    mut f: impl FnMut(Imp) -> anyhow::Result<f64>,
+) -> anyhow::Result<Vec<(Imp, f64)>> {
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); imps.len()];
+    for _ in 0..reps {
+        for (i, imp) in imps.iter().enumerate() {
+            samples[i].push(f(*imp)?);
+        }
+    }
+    Ok(imps
+        .iter()
+        .copied()
+        .zip(samples.into_iter().map(median))
+        .collect())
 }
 
 fn print_table(rows: &[Row]) {

@@ -70,7 +70,13 @@ pub fn json_stream(n: usize) -> Vec<String> {
 }
 
 fn open_compressed() -> ClientConnection {
+    // Threshold 0: every message is compressed, as the raw zlib-rs loop does.
+    let deflate = tether_proto::DeflateConfig {
+        compression_threshold: 0,
+        ..Default::default()
+    };
     let config = Config {
+        deflate: Some(deflate),
         ping_interval: None,
         ping_timeout: None,
         ..Config::default()

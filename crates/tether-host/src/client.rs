@@ -69,6 +69,8 @@ pub struct Status {
     pub connected_since: Option<String>,
     /// Last keepalive round trip in milliseconds.
     pub rtt_ms: Option<f64>,
+    /// Errors seen, by kind.
+    pub errors: std::collections::BTreeMap<String, u64>,
 }
 
 /// How to connect: the instance's settings merged with its type's.
@@ -170,6 +172,7 @@ impl ClientRuntime {
                 reconnects: 0,
                 connected_since: None,
                 rtt_ms: None,
+                errors: Default::default(),
             }),
             control,
             history: Mutex::new(VecDeque::new()),
@@ -254,6 +257,12 @@ impl ClientRuntime {
             body,
         };
         self.bus.publish(&self.history, event);
+    }
+
+    /// Publishes an error event and counts it by kind.
+    pub(crate) fn publish_error(&self, kind: &str, message: &str) {
+        self.update(|s| *s.errors.entry(kind.to_string()).or_default() += 1);
+        self.publish(body::error(kind, message));
     }
 
     fn set_state(&self, state: ClientState) {
@@ -354,7 +363,9 @@ impl Worker {
         let mut module = self.module.take().unwrap_or_else(|| Box::new(NoModule));
         let handle = self.rt.handle();
         let joined = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
             let r = f(module.as_mut(), &handle);
+            crate::metrics::HANDLER_DURATION.observe(started.elapsed());
             (module, r)
         })
         .await;
@@ -365,17 +376,15 @@ impl Worker {
                     Ok(r) => Some(r),
                     Err(e) => {
                         tracing::warn!(client = %self.rt.key, error = %e, "handler failed");
-                        self.rt.publish(body::error("module", &e.message));
+                        self.rt.publish_error("module", &e.message);
                         None
                     }
                 }
             }
             Err(e) => {
                 // A panicking Rust module: keep the client running without it.
-                self.rt.publish(body::error(
-                    "module",
-                    &format!("handler panicked: {e}; module disabled"),
-                ));
+                self.rt
+                    .publish_error("module", &format!("handler panicked: {e}; module disabled"));
                 self.module = Some(Box::new(NoModule));
                 None
             }
@@ -418,7 +427,7 @@ impl Worker {
             }
             Err(e) => {
                 // The URL or headers are unusable: retrying cannot help.
-                self.rt.publish(body::error(e.kind(), &e.to_string()));
+                self.rt.publish_error(e.kind(), &e.to_string());
                 self.rt.update(|s| s.last_error = Some(e.to_string()));
                 self.want = false;
                 self.rt.set_state(ClientState::Closed);
@@ -455,7 +464,7 @@ impl Worker {
                     .map(|e| (e.kind().to_string(), e.to_string()));
                 if let Some((kind, message)) = error.clone() {
                     self.rt.update(|s| s.last_error = Some(message.clone()));
-                    self.rt.publish(body::error(&kind, &message));
+                    self.rt.publish_error(&kind, &message);
                     self.hook(move |m, c| m.on_error(c, &kind, &message)).await;
                 }
                 let (code, reason) = (closed.code, closed.reason.clone());

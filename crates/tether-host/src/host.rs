@@ -338,10 +338,7 @@ impl Host {
                 match factory.create(host.module_context(rt, timers, lookup)) {
                     Ok(m) => m,
                     Err(e) => {
-                        rt.publish(body::error(
-                            "module",
-                            &format!("module failed to load: {e}"),
-                        ));
+                        rt.publish_error("module", &format!("module failed to load: {e}"));
                         Box::new(NoModule)
                     }
                 }
@@ -889,6 +886,7 @@ fn closed_status() -> Status {
         reconnects: 0,
         connected_since: None,
         rtt_ms: None,
+        errors: Default::default(),
     }
 }
 

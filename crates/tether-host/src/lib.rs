@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 pub mod events;
 pub mod host;
+pub mod metrics;
 pub mod modules;
 pub mod serve;
 pub mod store;

@@ -111,10 +111,9 @@ pub async fn run(
     let addr = listener.local_addr()?;
     tracing::info!(%addr, types = config.types.len(), "management API listening");
     on_ready(addr);
-    let app = router(AppState {
-        host: host.clone(),
-        token,
-    });
+    let mut state = AppState::new(host.clone(), token);
+    state.metrics_public = config.metrics_public;
+    let app = router(state);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

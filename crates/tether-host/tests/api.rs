@@ -373,3 +373,142 @@ async fn openapi_document_matches_the_routes() {
         "docs/openapi.json and api::ROUTES differ"
     );
 }
+
+#[tokio::test]
+async fn metrics_need_the_token_and_speak_prometheus() {
+    let (_ws, app) = app().await;
+    let (s, _) = call_raw(&app, "GET", "/metrics", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, v) = call(&app, "GET", "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(text.contains("# TYPE tether_client_state gauge"), "{text}");
+    assert!(
+        text.contains("tether_client_state{client=\"fixed\",type=\"fixed\",state=\"closed\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("tether_messages_received_total{client=\"fixed\"} 0"));
+    assert!(text.contains("tether_handler_duration_seconds_bucket{le=\"+Inf\"}"));
+}
+
+mod browser_session {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn send(
+        app: &axum::Router,
+        req: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let response = app.clone().oneshot(req).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (parts.status, parts.headers, v)
+    }
+
+    #[tokio::test]
+    async fn login_cookie_csrf_and_logout() {
+        let (_ws, app) = app().await;
+        let (s, _, _) = send(
+            &app,
+            Request::post("/ui/login")
+                .header("content-type", "application/json")
+                .body(Body::from(r#"{"token":"nope"}"#))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, headers, v) = send(
+            &app,
+            Request::post("/ui/login")
+                .header("content-type", "application/json")
+                .body(Body::from(format!(r#"{{"token":"{}"}}"#, support::TOKEN)))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        let cookie = headers["set-cookie"].to_str().unwrap().to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        let session = cookie.split(';').next().unwrap().to_string();
+        let csrf = v["csrf"].as_str().unwrap().to_string();
+
+        let (s, _, _) = send(
+            &app,
+            Request::get("/api/clients")
+                .header("cookie", &session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "a session authenticates reads");
+        let create = |csrf: Option<&str>| {
+            let mut r = Request::post("/api/clients")
+                .header("cookie", &session)
+                .header("content-type", "application/json");
+            if let Some(c) = csrf {
+                r = r.header("x-csrf-token", c);
+            }
+            r.body(Body::from(r#"{"type":"feed"}"#)).unwrap()
+        };
+        let (s, _, v) = send(&app, create(None)).await;
+        assert_eq!(
+            (s, v["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("csrf"))
+        );
+        let (s, _, _) = send(&app, create(Some("forged"))).await;
+        assert_eq!(s, StatusCode::FORBIDDEN);
+        let (s, _, _) = send(&app, create(Some(&csrf))).await;
+        assert_eq!(s, StatusCode::CREATED);
+
+        let (s, headers, _) = send(
+            &app,
+            Request::post("/ui/logout")
+                .header("cookie", &session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::NO_CONTENT);
+        assert!(headers["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0"));
+        let (s, _, _) = send(
+            &app,
+            Request::get("/api/clients")
+                .header("cookie", &session)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "the session is gone");
+    }
+
+    #[tokio::test]
+    async fn the_page_is_served_with_a_strict_policy() {
+        let (_ws, app) = app().await;
+        let (s, headers, _) = send(&app, Request::get("/").body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+        assert!(headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'"));
+        let (s, headers, _) =
+            send(&app, Request::get("/app.js").body(Body::empty()).unwrap()).await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(headers["content-type"]
+            .to_str()
+            .unwrap()
+            .contains("javascript"));
+    }
+}

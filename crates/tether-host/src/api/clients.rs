@@ -138,3 +138,11 @@ pub(super) async fn audit(
         .collect();
     Ok(Json(Value::Array(entries)))
 }
+
+pub(super) async fn history(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let events = s.host.client_history(&key)?;
+    Ok(Json(json!(events.iter().map(|e| &**e).collect::<Vec<_>>())))
+}

@@ -18,7 +18,9 @@ use crate::host::Host;
 mod clients;
 mod connections;
 mod error;
+pub mod session;
 mod sse;
+mod ui;
 
 pub use error::ApiError;
 
@@ -75,6 +77,22 @@ pub struct AppState {
     pub host: Arc<Host>,
     /// The admin token check.
     pub token: TokenCheck,
+    /// Web UI sessions.
+    pub sessions: session::Sessions,
+    /// Serve `/metrics` without a token (only allowed on loopback).
+    pub metrics_public: bool,
+}
+
+impl AppState {
+    /// State for `host` guarded by `token`, with no sessions yet.
+    pub fn new(host: Arc<Host>, token: TokenCheck) -> Self {
+        AppState {
+            host,
+            token,
+            sessions: session::Sessions::default(),
+            metrics_public: false,
+        }
+    }
 }
 
 /// A JSON body whose rejections are [`ApiError`]s.
@@ -112,7 +130,7 @@ pub fn actor(headers: &axum::http::HeaderMap) -> String {
 }
 
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let presented = request
+    let bearer = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -120,14 +138,41 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         });
-    match presented {
+    match bearer {
+        Some(t) if state.token.accepts(t.trim()) => next.run(request).await,
+        Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
+        None if session::session_id(request.headers()).is_some() => {
+            match session::check(&state.sessions, request.method(), request.headers()) {
+                Ok(()) => next.run(request).await,
+                Err(e) => e.into_response(),
+            }
+        }
         None => ApiError::unauthorized("send the admin token as 'Authorization: Bearer <token>'")
             .into_response(),
-        Some(t) if !state.token.accepts(t.trim()) => {
-            ApiError::unauthorized("the admin token is wrong").into_response()
-        }
-        Some(_) => next.run(request).await,
     }
+}
+
+async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    if !state.metrics_public {
+        let headers = request.headers();
+        let bearer_ok = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| state.token.accepts(t.trim()));
+        if !bearer_ok && session::check(&state.sessions, request.method(), headers).is_err() {
+            return ApiError::unauthorized("send the admin token as 'Authorization: Bearer <token>', or set metrics_public = true on a loopback listener").into_response();
+        }
+    }
+    let body = crate::metrics::render(&state.host).await;
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -164,6 +209,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/clients/{key}/disconnect"),
     ("POST", "/api/clients/{key}/send"),
     ("GET", "/api/clients/{key}/events"),
+    ("GET", "/api/clients/{key}/history"),
+    ("GET", "/metrics"),
     ("GET", "/api/events"),
     ("GET", "/api/connections"),
     ("POST", "/api/connections"),
@@ -188,6 +235,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/clients/{key}/disconnect", post(clients::disconnect))
         .route("/api/clients/{key}/send", post(clients::send))
         .route("/api/clients/{key}/events", get(sse::client_events))
+        .route("/api/clients/{key}/history", get(clients::history))
         .route("/api/events", get(sse::all_events))
         .route(
             "/api/connections",
@@ -202,6 +250,13 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/", get(ui::index))
+        .route("/app.js", get(ui::script))
+        .route("/app.css", get(ui::style))
+        .route("/ui/login", post(session::login))
+        .route("/ui/session", get(session::current))
+        .route("/ui/logout", post(session::logout))
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -42,6 +42,10 @@ pub struct HostSection {
     /// is generated at first start, printed once, and kept (hashed) in the store.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Serve `/metrics` without the token. Only allowed when `listen` is a
+    /// loopback address. Default false.
+    #[serde(default)]
+    pub metrics_public: bool,
 }
 
 impl Default for HostSection {
@@ -50,6 +54,7 @@ impl Default for HostSection {
             listen: default_listen(),
             store: default_store(),
             admin_token: None,
+            metrics_public: false,
         }
     }
 }
@@ -242,6 +247,8 @@ pub struct Loaded {
     pub store: String,
     /// The admin token from the file, if any.
     pub admin_token: Option<String>,
+    /// Serve `/metrics` without the token (loopback only).
+    pub metrics_public: bool,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
 }
@@ -354,10 +361,19 @@ impl Loaded {
                 },
             );
         }
+        if config.host.metrics_public && !config.host.listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                file: file.to_string(),
+                line: error::line_of(text, "metrics_public"),
+                message: "metrics_public needs a loopback listen address; elsewhere /metrics always needs the token"
+                    .into(),
+            });
+        }
         Ok(Loaded {
             listen: config.host.listen,
             store,
             admin_token: config.host.admin_token,
+            metrics_public: config.host.metrics_public,
             types,
         })
     }

@@ -126,10 +126,7 @@ fn rand_suffix() -> u64 {
 pub async fn start_host(config: &Loaded, store_url: &str) -> (Arc<Host>, axum::Router) {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(store_url).await.unwrap());
     let host = Host::start(config, store).await.unwrap();
-    let app = router(AppState {
-        host: host.clone(),
-        token: TokenCheck::new(TOKEN),
-    });
+    let app = router(AppState::new(host.clone(), TokenCheck::new(TOKEN)));
     (host, app)
 }
 

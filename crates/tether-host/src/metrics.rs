@@ -1,0 +1,160 @@
+//! Prometheus metrics: per-client state, traffic, reconnects, errors by
+//! kind, round-trip time, and a histogram of handler durations.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::client::ClientState;
+use crate::host::Host;
+
+/// Upper bounds of the handler-duration buckets, in seconds.
+const BUCKETS: [f64; 9] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// A fixed-bucket histogram, lock-free.
+pub struct Histogram {
+    buckets: [AtomicU64; 9],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    const fn new() -> Self {
+        Histogram {
+            buckets: [const { AtomicU64::new(0) }; 9],
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one observation.
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            if secs <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+/// How long handler hooks take, host-wide.
+pub static HANDLER_DURATION: Histogram = Histogram::new();
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of the host's metrics.
+pub async fn render(host: &Host) -> String {
+    let mut out = String::with_capacity(4096);
+    let clients = host.list_clients().await.unwrap_or_default();
+    let states = [
+        ClientState::Closed,
+        ClientState::Connecting,
+        ClientState::Open,
+        ClientState::Closing,
+        ClientState::Reconnecting,
+        ClientState::Disabled,
+    ];
+    let _ = writeln!(
+        out,
+        "# HELP tether_client_state Current state of each client (1 for the state it is in)."
+    );
+    let _ = writeln!(out, "# TYPE tether_client_state gauge");
+    for c in &clients {
+        for s in states {
+            let _ = writeln!(
+                out,
+                "tether_client_state{{client=\"{}\",type=\"{}\",state=\"{}\"}} {}",
+                escape(&c.key),
+                escape(c.type_name.as_deref().unwrap_or("")),
+                s.as_str(),
+                u8::from(c.status.state == s)
+            );
+        }
+    }
+    let counters: [(&str, &str, fn(&crate::client::Status) -> u64); 5] = [
+        (
+            "tether_messages_received_total",
+            "Messages received.",
+            |s| s.messages_in,
+        ),
+        ("tether_messages_sent_total", "Messages sent.", |s| {
+            s.messages_out
+        }),
+        (
+            "tether_bytes_received_total",
+            "Payload bytes received.",
+            |s| s.bytes_in,
+        ),
+        ("tether_bytes_sent_total", "Payload bytes sent.", |s| {
+            s.bytes_out
+        }),
+        ("tether_reconnects_total", "Reconnect attempts.", |s| {
+            s.reconnects
+        }),
+    ];
+    for (name, help, get) in counters {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for c in &clients {
+            let _ = writeln!(
+                out,
+                "{name}{{client=\"{}\"}} {}",
+                escape(&c.key),
+                get(&c.status)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP tether_errors_total Errors by kind.\n# TYPE tether_errors_total counter"
+    );
+    for c in &clients {
+        for (kind, n) in &c.status.errors {
+            let _ = writeln!(
+                out,
+                "tether_errors_total{{client=\"{}\",kind=\"{}\"}} {n}",
+                escape(&c.key),
+                escape(kind)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP tether_rtt_seconds Last keepalive round-trip time.\n# TYPE tether_rtt_seconds gauge");
+    for c in &clients {
+        if let Some(ms) = c.status.rtt_ms {
+            let _ = writeln!(
+                out,
+                "tether_rtt_seconds{{client=\"{}\"}} {}",
+                escape(&c.key),
+                ms / 1000.0
+            );
+        }
+    }
+    let h = &HANDLER_DURATION;
+    let _ = writeln!(out, "# HELP tether_handler_duration_seconds Time spent in handler hooks.\n# TYPE tether_handler_duration_seconds histogram");
+    for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
+        let _ = writeln!(
+            out,
+            "tether_handler_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+            bucket.load(Ordering::Relaxed)
+        );
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "tether_handler_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+    );
+    let _ = writeln!(
+        out,
+        "tether_handler_duration_seconds_sum {}",
+        h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    );
+    let _ = writeln!(out, "tether_handler_duration_seconds_count {count}");
+    out
+}

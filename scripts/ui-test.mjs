@@ -1,0 +1,154 @@
+// End-to-end test of the management page in real headless Chromium, driven
+// by playwright-core: log in, add a client pointing at a local echo server,
+// see it open, send a message and see the echo, disconnect, delete, and
+// check that a wrong token is refused. Screenshots: target/ui-screenshots/.
+//
+//   node scripts/ui-test.mjs            (after cargo build -p tether-cli and scripts/install-peers.sh)
+import { spawn } from 'node:child_process';
+import { mkdtempSync, writeFileSync, mkdirSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const require = createRequire(path.join(root, 'target/peers/node_modules/'));
+const { chromium } = require('playwright-core');
+
+const TOKEN = 'ui-test-token';
+const shots = path.join(root, 'target/ui-screenshots');
+mkdirSync(shots, { recursive: true });
+const children = [];
+let passed = 0;
+let failed = 0;
+
+function freePort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer().listen(0, '127.0.0.1', () => { const { port } = srv.address(); srv.close(() => resolve(port)); });
+  });
+}
+
+function start(cmd, args, env, readyText) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(child);
+    let seen = '';
+    const onData = (d) => { seen += d; if (seen.includes(readyText)) resolve(child); };
+    child.stdout.on('data', onData);
+    child.stderr.on('data', onData);
+    child.on('exit', (code) => reject(new Error(`${cmd} exited with ${code}: ${seen}`)));
+    setTimeout(() => reject(new Error(`${cmd} did not start: ${seen}`)), 20000);
+  });
+}
+
+async function step(name, fn) {
+  try { await fn(); passed++; console.log(`ok   ${name}`); } catch (e) { failed++; console.log(`FAIL ${name}: ${e.message}`); throw e; }
+}
+
+const dir = mkdtempSync(path.join(tmpdir(), 'tether-ui-'));
+let browser;
+try {
+  const echoPort = await freePort();
+  await start(path.join(root, 'target/peers/venv/bin/python'), [path.join(root, 'scripts/peers/echo_server.py'), String(echoPort), '--no-compression'], {}, 'ready');
+  const apiPort = await freePort();
+  writeFileSync(path.join(dir, 'tether.toml'), `[host]\nlisten = "127.0.0.1:${apiPort}"\n\n[[client_type]]\nname = "echo"\n[client_type.defaults]\nurl = "ws://127.0.0.1:${echoPort}/"\n`);
+  const bin = process.env.TETHER_BIN || path.join(root, 'target/debug/tether');
+  await start(bin, ['serve', '--config', path.join(dir, 'tether.toml')], { TETHER_ADMIN_TOKEN: TOKEN }, 'management API on');
+  const base = `http://127.0.0.1:${apiPort}/`;
+
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+  page.on('dialog', (d) => d.accept());
+  await page.goto(base);
+
+  await step('a wrong token is refused', async () => {
+    await page.getByLabel('Admin token').fill('not-the-token');
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByText('the admin token is wrong').waitFor();
+    await page.screenshot({ path: path.join(shots, 'login-refused.png') });
+  });
+
+  await step('logs in with the admin token', async () => {
+    await page.getByLabel('Admin token').fill(TOKEN);
+    await page.getByRole('button', { name: 'Log in' }).click();
+    await page.getByRole('heading', { name: 'Clients' }).waitFor();
+  });
+
+  await step('adds a client pointing at the echo server', async () => {
+    await page.getByRole('button', { name: 'Add client' }).click();
+    await page.getByLabel('Key', { exact: true }).fill('ui-echo');
+    await page.getByLabel('URL').fill(`ws://127.0.0.1:${echoPort}/`);
+    await page.getByLabel('Password').fill('browser-secret');
+    await page.getByRole('button', { name: 'Add header' }).click();
+    await page.getByLabel('Header name').fill('Authorization');
+    await page.getByLabel('Header value').fill('Bearer should-be-masked');
+    await page.getByRole('button', { name: 'Save' }).click();
+    await page.locator('tr[data-key="ui-echo"]').waitFor();
+  });
+
+  await step('connects it and sees it open', async () => {
+    await page.getByRole('button', { name: 'Connect ui-echo' }).click();
+    await page.locator('tr[data-key="ui-echo"] .state.open').waitFor({ timeout: 10000 });
+    const text = await page.locator('tr[data-key="ui-echo"]').innerText();
+    if (text.includes('browser-secret') || text.includes('should-be-masked')) throw new Error('a secret is shown');
+    await page.screenshot({ path: path.join(shots, 'clients-1280.png') });
+  });
+
+  await step('sends a message and sees the echo in the event log', async () => {
+    await page.getByRole('button', { name: 'Events of ui-echo' }).click();
+    await page.getByLabel('Message').fill('hello from the browser');
+    await page.getByRole('button', { name: 'Send' }).click();
+    await page.locator('#events li', { hasText: 'hello from the browser' }).filter({ hasText: 'message' }).waitFor();
+    await page.screenshot({ path: path.join(shots, 'events.png') });
+    await page.getByRole('button', { name: 'Close' }).click();
+  });
+
+  await step('works on a 390 px wide screen', async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.locator('tr[data-key="ui-echo"] .state.open').waitFor();
+    await page.screenshot({ path: path.join(shots, 'clients-390.png'), fullPage: true });
+    await page.setViewportSize({ width: 1280, height: 800 });
+  });
+
+  await step('disconnects it', async () => {
+    await page.getByRole('button', { name: 'Disconnect ui-echo' }).click();
+    await page.locator('tr[data-key="ui-echo"] .state.closed').waitFor({ timeout: 10000 });
+  });
+
+  await step('deletes it after confirming', async () => {
+    await page.getByRole('button', { name: 'Delete ui-echo' }).click();
+    await page.locator('tr[data-key="ui-echo"]').waitFor({ state: 'detached' });
+  });
+
+  await step('shows the audit log', async () => {
+    await page.getByRole('button', { name: 'Audit log' }).click();
+    await page.locator('#audit tbody tr', { hasText: 'delete' }).first().waitFor();
+    const text = await page.locator('#audit').innerText();
+    if (text.includes('browser-secret') || text.includes('should-be-masked')) throw new Error('a secret is in the audit log');
+    await page.screenshot({ path: path.join(shots, 'audit.png') });
+  });
+
+  await step('a state change without the CSRF token is refused', async () => {
+    const status = await page.evaluate(async () => (await fetch('/api/clients', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"type":"echo"}' })).status);
+    if (status !== 403) throw new Error(`expected 403, got ${status}`);
+  });
+
+  await step('logs out', async () => {
+    await page.getByRole('button', { name: 'Log out' }).click();
+    await page.getByLabel('Admin token').waitFor();
+    const status = await page.evaluate(async () => (await fetch('/api/clients')).status);
+    if (status !== 401) throw new Error(`expected 401 after logout, got ${status}`);
+  });
+} catch (e) {
+  if (!failed) { failed++; console.log(`FAIL setup: ${e.message}`); }
+} finally {
+  if (browser) await browser.close();
+  for (const c of children) c.kill();
+  rmSync(dir, { recursive: true, force: true });
+  console.log(`ui: ${passed} passed, ${failed} failed`);
+  process.exit(failed ? 1 : 0);
+}
