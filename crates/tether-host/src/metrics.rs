@@ -41,6 +41,9 @@ impl Histogram {
     }
 }
 
+/// A counter's name, help text, and how to read it from a client's status.
+type Counter = (&'static str, &'static str, fn(&crate::client::Status) -> u64);
+
 /// How long handler hooks take, host-wide.
 pub static HANDLER_DURATION: Histogram = Histogram::new();
 
@@ -79,7 +82,7 @@ pub async fn render(host: &Host) -> String {
             );
         }
     }
-    let counters: [(&str, &str, fn(&crate::client::Status) -> u64); 5] = [
+    let counters: [Counter; 5] = [
         (
             "tether_messages_received_total",
             "Messages received.",
