@@ -82,6 +82,13 @@ pub struct ConnectArgs {
     /// What a send does when the outgoing buffer is full: wait, error, or close (1001).
     #[arg(long, value_enum, default_value_t = Backpressure::Wait)]
     pub backpressure: Backpressure,
+    /// Reconnect when the connection is lost (exponential backoff with full
+    /// jitter, 1 s to 30 s), until stdin ends.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// With --reconnect: give up after this many attempts in a row.
+    #[arg(long, value_name = "N", requires = "reconnect")]
+    pub max_attempts: Option<u32>,
 }
 
 /// `--backpressure` values.
@@ -215,6 +222,9 @@ fn build_options(args: &ConnectArgs) -> Result<ConnectOptions, String> {
 }
 
 pub async fn run(args: ConnectArgs) -> i32 {
+    if args.reconnect {
+        return run_persistent(args).await;
+    }
     let out = Output { json: args.json };
     let options = match build_options(&args) {
         Ok(o) => o,
@@ -284,6 +294,99 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     }
                 }
             }
+        }
+    }
+}
+
+/// `--reconnect`: the same input and output, over a persistent connection.
+async fn run_persistent(args: ConnectArgs) -> i32 {
+    use tether::{Persistent, PersistentEvent, PersistentOptions, ReconnectPolicy};
+    let out = Output { json: args.json };
+    let options = match build_options(&args) {
+        Ok(o) => o,
+        Err(e) => return usage_error(&e),
+    };
+    let policy = ReconnectPolicy {
+        max_delay: Duration::from_secs(30),
+        max_attempts: args.max_attempts,
+        ..Default::default()
+    };
+    let (conn, mut rx) = match Persistent::open(
+        "cli",
+        &args.url,
+        &options,
+        PersistentOptions {
+            policy,
+            queue_bytes: 0,
+        },
+    ) {
+        Ok(pair) => pair,
+        Err(e) => return usage_error(&e.to_string()),
+    };
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = Vec::new();
+    // Input is read once the first connection is open.
+    let mut input_open = false;
+    let mut started = false;
+    let mut last_clean = false;
+    loop {
+        tokio::select! {
+            event = rx.next() => match event {
+                Some(PersistentEvent::Open { protocol }) => {
+                    out.open(protocol.as_deref());
+                    if !started {
+                        started = true;
+                        input_open = true;
+                    }
+                }
+                Some(PersistentEvent::Message(m)) => out.message(&m),
+                Some(PersistentEvent::Disconnected(c)) => {
+                    if let Some(e) = &c.error {
+                        out.error(e.kind(), &e.to_string(), e.http_status());
+                    }
+                    out.close(c.code, &c.reason);
+                    last_clean = c.clean && matches!(c.code, 1000 | 1001);
+                }
+                Some(PersistentEvent::Reconnecting { attempt, delay }) => {
+                    if out.json {
+                        out.line(json!({"event": "reconnecting", "attempt": attempt, "delay_ms": delay.as_millis() as u64}));
+                    } else {
+                        eprintln!("tether: reconnecting in {} ms (attempt {attempt})", delay.as_millis());
+                    }
+                }
+                Some(PersistentEvent::GaveUp { attempts }) => {
+                    out.error("reconnect", &format!("gave up after {attempts} attempts"), None);
+                    return 1;
+                }
+                Some(PersistentEvent::Closed) | None => return if last_clean { 0 } else { 1 },
+                Some(_) => {}
+            },
+            read = stdin.read_until(b'\n', &mut line), if input_open => match read {
+                Ok(0) | Err(_) => {
+                    input_open = false;
+                    let _ = conn.close(1000, "");
+                }
+                Ok(_) => {
+                    if line.last() == Some(&b'\n') { line.pop(); }
+                    if line.last() == Some(&b'\r') { line.pop(); }
+                    let sent = if args.binary {
+                        conn.send_binary(&line).await
+                    } else {
+                        match std::str::from_utf8(&line) {
+                            Ok(text) => conn.send_text(text).await,
+                            Err(_) => {
+                                out.error("input", "stdin line is not UTF-8; use --binary to send bytes", None);
+                                line.clear();
+                                continue;
+                            }
+                        }
+                    };
+                    if let Err(e) = sent {
+                        out.error("send", &e.to_string(), None);
+                    }
+                    line.clear();
+                }
+            },
         }
     }
 }

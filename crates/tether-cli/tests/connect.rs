@@ -230,3 +230,75 @@ async fn connection_refused_exits_1_with_an_error() {
     assert_eq!(events[0]["kind"], "connect");
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[tokio::test]
+async fn reconnect_flag_survives_a_dropped_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                if n == 0 {
+                    // The first connection is dropped without a close frame.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    return;
+                }
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let url = format!("ws://{addr}/");
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["connect", "--json", "--reconnect", &url])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        // The first connection is dropped at 100 ms; the retry comes within
+        // the first backoff window (at most 1 s).
+        std::thread::sleep(Duration::from_millis(2000));
+        stdin.write_all(b"after the drop\n").unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    let events = lines(&out);
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "open",
+            "error",
+            "close",
+            "reconnecting",
+            "open",
+            "message",
+            "close"
+        ],
+        "{events:?}"
+    );
+    assert_eq!(events[2]["code"], 1006);
+    assert_eq!(events[5]["data"], "after the drop");
+    assert_eq!(events[6]["code"], 1000);
+    assert_eq!(out.status.code(), Some(0));
+}

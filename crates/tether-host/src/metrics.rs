@@ -42,7 +42,11 @@ impl Histogram {
 }
 
 /// A counter's name, help text, and how to read it from a client's status.
-type Counter = (&'static str, &'static str, fn(&crate::client::Status) -> u64);
+type Counter = (
+    &'static str,
+    &'static str,
+    fn(&crate::client::Status) -> u64,
+);
 
 /// How long handler hooks take, host-wide.
 pub static HANDLER_DURATION: Histogram = Histogram::new();

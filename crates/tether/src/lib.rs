@@ -32,6 +32,7 @@ mod driver;
 mod error;
 mod handlers;
 mod options;
+pub mod persistent;
 pub mod proxy;
 mod reconnect;
 mod registry;
@@ -43,6 +44,9 @@ pub use driver::{connect, connect_keyed, open, open_on, Transport};
 pub use error::{Error, HandshakeError, ProtocolError, RequestError, SendError};
 pub use handlers::Handlers;
 pub use options::{BackpressurePolicy, ConnectOptions};
+pub use persistent::{
+    Persistent, PersistentEvent, PersistentOptions, PersistentReceiver, PersistentState,
+};
 pub use proxy::ProxyMode;
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use registry::{Registry, RegistryError};

@@ -1,0 +1,287 @@
+//! Connections that should stay up: reconnect with exponential backoff and
+//! full jitter, with an event for every attempt.
+//!
+//! Messages sent while disconnected fail fast with [`SendError::NotOpen`]
+//! by default. With [`PersistentOptions::queue_bytes`] set, they wait in a
+//! bounded queue (in order) and go out right after the next open; a message
+//! that would overflow the queue fails with [`SendError::BufferFull`]. An
+//! explicit [`Persistent::close`] stops reconnecting and drops the queue.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, Notify};
+
+use crate::connection::{Closed, Connection, Event, Message};
+use crate::driver::open;
+use crate::error::{Error, SendError};
+use crate::options::ConnectOptions;
+use crate::reconnect::{Backoff, ReconnectPolicy};
+
+/// How a persistent connection retries and queues.
+#[derive(Debug, Clone, Default)]
+pub struct PersistentOptions {
+    /// When to retry.
+    pub policy: ReconnectPolicy,
+    /// Bytes of messages kept while disconnected; 0 (the default) makes
+    /// sends fail fast instead.
+    pub queue_bytes: usize,
+}
+
+/// What a persistent connection reports.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum PersistentEvent {
+    /// A connection opened (the first, or a reconnect).
+    Open {
+        /// The subprotocol the server chose.
+        protocol: Option<String>,
+    },
+    /// A message arrived.
+    Message(Message),
+    /// The current connection ended; a reconnect follows unless closed.
+    Disconnected(Box<Closed>),
+    /// The next attempt starts after `delay`.
+    Reconnecting {
+        /// The attempt's number since the last stable connection (1-based).
+        attempt: u32,
+        /// The jittered delay before it.
+        delay: Duration,
+    },
+    /// The policy's attempts are used up. No event follows.
+    GaveUp {
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// Closed on request. No event follows.
+    Closed,
+}
+
+/// The state of a persistent connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PersistentState {
+    /// The first connection is being made.
+    Connecting,
+    /// Open.
+    Open,
+    /// Lost; waiting for or making the next attempt.
+    Reconnecting,
+    /// Closed on request, or gave up.
+    Closed,
+}
+
+struct Inner {
+    current: Mutex<Option<Connection>>,
+    queue: Mutex<(VecDeque<Message>, usize)>,
+    queue_bytes: usize,
+    stopped: AtomicBool,
+    stop: Notify,
+    state: AtomicU8,
+}
+
+impl Inner {
+    fn set_state(&self, s: PersistentState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+}
+
+/// A connection that reconnects until closed. Clone it freely.
+#[derive(Clone)]
+pub struct Persistent {
+    inner: Arc<Inner>,
+}
+
+/// The events of a persistent connection.
+pub struct PersistentReceiver {
+    rx: mpsc::Receiver<PersistentEvent>,
+}
+
+impl PersistentReceiver {
+    /// The next event; `None` after `GaveUp` or `Closed`.
+    pub async fn next(&mut self) -> Option<PersistentEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Persistent {
+    /// Starts connecting to `url` and keeps the connection up.
+    pub fn open(
+        key: impl Into<String>,
+        url: &str,
+        options: &ConnectOptions,
+        persistent: PersistentOptions,
+    ) -> Result<(Persistent, PersistentReceiver), Error> {
+        let key = key.into();
+        // Check the URL and options now: a bad one fails every attempt.
+        crate::target::Target::parse(url, options)?;
+        let inner = Arc::new(Inner {
+            current: Mutex::new(None),
+            queue: Mutex::new((VecDeque::new(), 0)),
+            queue_bytes: persistent.queue_bytes,
+            stopped: AtomicBool::new(false),
+            stop: Notify::new(),
+            state: AtomicU8::new(PersistentState::Connecting as u8),
+        });
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(supervise(
+            inner.clone(),
+            key,
+            url.to_string(),
+            options.clone(),
+            persistent.policy,
+            tx,
+        ));
+        Ok((Persistent { inner }, PersistentReceiver { rx }))
+    }
+
+    /// The current state.
+    pub fn state(&self) -> PersistentState {
+        match self.inner.state.load(Ordering::Acquire) {
+            0 => PersistentState::Connecting,
+            1 => PersistentState::Open,
+            2 => PersistentState::Reconnecting,
+            _ => PersistentState::Closed,
+        }
+    }
+
+    /// The live connection, if open.
+    pub fn connection(&self) -> Option<Connection> {
+        self.inner
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Sends a text message (see the module docs for what happens while
+    /// disconnected).
+    pub async fn send_text(&self, text: &str) -> Result<(), SendError> {
+        self.send(Message::Text(text.to_string())).await
+    }
+
+    /// Sends a binary message.
+    pub async fn send_binary(&self, data: &[u8]) -> Result<(), SendError> {
+        self.send(Message::Binary(data.to_vec())).await
+    }
+
+    async fn send(&self, message: Message) -> Result<(), SendError> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            return Err(SendError::Closed);
+        }
+        if let Some(conn) = self.connection() {
+            let sent = match &message {
+                Message::Text(t) => conn.send_text(t).await,
+                Message::Binary(b) => conn.send_binary(b).await,
+            };
+            match sent {
+                Err(SendError::NotOpen | SendError::Closed) => {}
+                other => return other,
+            }
+        }
+        if self.inner.queue_bytes == 0 {
+            return Err(SendError::NotOpen);
+        }
+        let mut q = self.inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.1 + message.len() > self.inner.queue_bytes {
+            return Err(SendError::BufferFull {
+                buffered: q.1,
+                limit: self.inner.queue_bytes,
+            });
+        }
+        q.1 += message.len();
+        q.0.push_back(message);
+        Ok(())
+    }
+
+    /// Stops reconnecting and closes the current connection with `code`.
+    pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+        if self.inner.stopped.swap(true, Ordering::AcqRel) {
+            return Err(SendError::Closed);
+        }
+        self.inner.stop.notify_one();
+        if let Some(conn) = self.connection() {
+            let _ = conn.close(code, reason);
+        }
+        Ok(())
+    }
+}
+
+async fn supervise(
+    inner: Arc<Inner>,
+    key: String,
+    url: String,
+    options: ConnectOptions,
+    policy: ReconnectPolicy,
+    tx: mpsc::Sender<PersistentEvent>,
+) {
+    let mut backoff = Backoff::new(policy);
+    loop {
+        if inner.stopped.load(Ordering::Acquire) {
+            break;
+        }
+        let Ok((conn, mut rx)) = open(key.clone(), &url, &options) else {
+            break;
+        };
+        *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        while let Some(event) = rx.next().await {
+            let forward = match event {
+                Event::Open { protocol, .. } => {
+                    backoff.opened(Instant::now());
+                    inner.set_state(PersistentState::Open);
+                    // What waited while disconnected goes first, in order.
+                    let queued: Vec<Message> = {
+                        let mut q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+                        q.1 = 0;
+                        q.0.drain(..).collect()
+                    };
+                    for m in queued {
+                        let _ = match &m {
+                            Message::Text(t) => conn.send_text(t).await,
+                            Message::Binary(b) => conn.send_binary(b).await,
+                        };
+                    }
+                    Some(PersistentEvent::Open { protocol })
+                }
+                Event::Message(m) => Some(PersistentEvent::Message(m)),
+                Event::Closed(c) => {
+                    *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    Some(PersistentEvent::Disconnected(c))
+                }
+                _ => None,
+            };
+            if let Some(e) = forward {
+                let _ = tx.send(e).await;
+            }
+        }
+        if inner.stopped.load(Ordering::Acquire) {
+            break;
+        }
+        inner.set_state(PersistentState::Reconnecting);
+        let Some((attempt, delay)) = backoff.next_delay(Instant::now()) else {
+            inner.set_state(PersistentState::Closed);
+            let _ = tx
+                .send(PersistentEvent::GaveUp {
+                    attempts: backoff.attempts(),
+                })
+                .await;
+            return;
+        };
+        let _ = tx
+            .send(PersistentEvent::Reconnecting { attempt, delay })
+            .await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = inner.stop.notified() => break,
+        }
+    }
+    inner.set_state(PersistentState::Closed);
+    inner
+        .queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+        .clear();
+    let _ = tx.send(PersistentEvent::Closed).await;
+}

@@ -1,0 +1,346 @@
+//! Persistent connections: a real server killed and restarted, a reconnect
+//! storm of 200 connections, sends while disconnected, and close.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tether::{
+    ConnectOptions, Message, Persistent, PersistentEvent, PersistentOptions, PersistentState,
+    ReconnectPolicy, SendError,
+};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio::time::timeout;
+
+const T: Duration = Duration::from_secs(15);
+
+fn options() -> ConnectOptions {
+    let mut o = ConnectOptions::new();
+    o.close_timeout(Duration::from_secs(1))
+        .keepalive(None, None);
+    o
+}
+
+fn fast_policy() -> ReconnectPolicy {
+    ReconnectPolicy {
+        initial_delay: Duration::from_millis(100),
+        max_delay: Duration::from_millis(400),
+        ..Default::default()
+    }
+}
+
+/// Waits for an event matching `pred`, returning it.
+async fn wait(
+    rx: &mut tether::PersistentReceiver,
+    pred: impl Fn(&PersistentEvent) -> bool,
+) -> PersistentEvent {
+    loop {
+        let e = timeout(T, rx.next())
+            .await
+            .expect("event timed out")
+            .expect("stream ended");
+        if pred(&e) {
+            return e;
+        }
+    }
+}
+
+struct Python(Child);
+impl Drop for Python {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn python_echo(port: u16) -> Python {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let py = root.join("target/peers/venv/bin/python");
+    assert!(py.exists(), "run scripts/install-peers.sh first");
+    let mut child = Command::new(py)
+        .arg(root.join("scripts/peers/echo_server.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert!(line.starts_with("ready"), "{line}");
+    Python(child)
+}
+
+#[tokio::test]
+async fn a_killed_and_restarted_server_is_reconnected() {
+    let port = support::peers::free_port();
+    let server = python_echo(port);
+    let (conn, mut rx) = Persistent::open(
+        "p",
+        &format!("ws://127.0.0.1:{port}/"),
+        &options(),
+        PersistentOptions {
+            policy: fast_policy(),
+            queue_bytes: 0,
+        },
+    )
+    .unwrap();
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+    conn.send_text("before").await.unwrap();
+    assert!(
+        matches!(wait(&mut rx, |e| matches!(e, PersistentEvent::Message(_))).await, PersistentEvent::Message(Message::Text(t)) if t == "before")
+    );
+
+    drop(server); // SIGKILL
+    let lost = wait(&mut rx, |e| matches!(e, PersistentEvent::Disconnected(_))).await;
+    let PersistentEvent::Disconnected(c) = lost else {
+        unreachable!()
+    };
+    assert!(!c.clean);
+    assert!(matches!(
+        wait(&mut rx, |e| matches!(
+            e,
+            PersistentEvent::Reconnecting { .. }
+        ))
+        .await,
+        PersistentEvent::Reconnecting { attempt: 1, .. }
+    ));
+    assert_eq!(conn.state(), PersistentState::Reconnecting);
+    // While it is down, sends fail fast.
+    assert_eq!(conn.send_text("lost").await, Err(SendError::NotOpen));
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _again = python_echo(port);
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+    assert_eq!(conn.state(), PersistentState::Open);
+    conn.send_text("after").await.unwrap();
+    assert!(
+        matches!(wait(&mut rx, |e| matches!(e, PersistentEvent::Message(_))).await, PersistentEvent::Message(Message::Text(t)) if t == "after")
+    );
+
+    conn.close(1000, "done").unwrap();
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Closed)).await;
+    assert_eq!(conn.state(), PersistentState::Closed);
+    assert_eq!(conn.send_text("x").await, Err(SendError::Closed));
+}
+
+/// A tungstenite echo server that can be stopped (dropping every
+/// connection) and started again on the same address.
+struct Restartable {
+    addr: SocketAddr,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Restartable {
+    async fn start(addr: SocketAddr) -> Restartable {
+        let listener = TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let tasks: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let inner = tasks.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                inner.lock().unwrap().push(tokio::spawn(async move {
+                    let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(m)) = ws.next().await {
+                        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                            return;
+                        }
+                    }
+                }));
+            }
+        });
+        tasks.lock().unwrap().push(accept);
+        Restartable { addr, tasks }
+    }
+
+    fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnect_storm_of_200_comes_back_spread_out() {
+    let server = Restartable::start("127.0.0.1:0".parse().unwrap()).await;
+    let addr = server.addr;
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_secs(2),
+        max_delay: Duration::from_secs(4),
+        ..Default::default()
+    };
+    let mut clients = Vec::new();
+    for i in 0..200 {
+        let (conn, rx) = Persistent::open(
+            format!("c{i}"),
+            &format!("ws://{addr}/"),
+            &options(),
+            PersistentOptions {
+                policy: policy.clone(),
+                queue_bytes: 0,
+            },
+        )
+        .unwrap();
+        clients.push((conn, rx));
+    }
+    for (_, rx) in clients.iter_mut() {
+        wait(rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+    }
+    server.stop();
+    let stopped = Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _restarted = Restartable::start(addr).await;
+    // Each client's reconnect time after the outage.
+    let mut waits = Vec::new();
+    for (_, mut rx) in clients.drain(..) {
+        waits.push(tokio::spawn(async move {
+            wait(&mut rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+            (stopped.elapsed(), rx)
+        }));
+    }
+    let mut times = Vec::new();
+    for w in waits {
+        times.push(
+            timeout(Duration::from_secs(20), w)
+                .await
+                .expect("a client never came back")
+                .unwrap()
+                .0,
+        );
+    }
+    times.sort();
+    assert_eq!(times.len(), 200, "all 200 came back");
+    let p10 = times[20];
+    let p90 = times[179];
+    // Full jitter over a 2 s window: the returns are spread, not one wave.
+    assert!(
+        p90 - p10 > Duration::from_millis(800),
+        "p10 {p10:?}, p90 {p90:?}"
+    );
+    assert!(
+        *times.last().unwrap() < Duration::from_secs(5),
+        "slowest {:?}",
+        times.last()
+    );
+}
+
+#[tokio::test]
+async fn queued_sends_are_delivered_after_the_reconnect() {
+    let server = Restartable::start("127.0.0.1:0".parse().unwrap()).await;
+    let addr = server.addr;
+    let (conn, mut rx) = Persistent::open(
+        "q",
+        &format!("ws://{addr}/"),
+        &options(),
+        PersistentOptions {
+            policy: fast_policy(),
+            queue_bytes: 10,
+        },
+    )
+    .unwrap();
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+    server.stop();
+    wait(&mut rx, |e| {
+        matches!(e, PersistentEvent::Reconnecting { .. })
+    })
+    .await;
+    conn.send_text("one").await.unwrap();
+    conn.send_text("two").await.unwrap();
+    assert!(matches!(
+        conn.send_text("overflowing").await,
+        Err(SendError::BufferFull { limit: 10, .. })
+    ));
+    let _again = Restartable::start(addr).await;
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        if let PersistentEvent::Message(Message::Text(t)) =
+            wait(&mut rx, |e| matches!(e, PersistentEvent::Message(_))).await
+        {
+            got.push(t);
+        }
+    }
+    assert_eq!(got, ["one", "two"], "in order");
+}
+
+#[tokio::test]
+async fn close_during_the_backoff_stops_reconnecting() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_secs(5),
+        ..Default::default()
+    };
+    let (conn, mut rx) = Persistent::open(
+        "c",
+        &format!("ws://{addr}/"),
+        &options(),
+        PersistentOptions {
+            policy,
+            queue_bytes: 0,
+        },
+    )
+    .unwrap();
+    wait(&mut rx, |e| {
+        matches!(e, PersistentEvent::Reconnecting { .. })
+    })
+    .await;
+    let started = Instant::now();
+    conn.close(1000, "").unwrap();
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Closed)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "close did not wait for the backoff"
+    );
+    assert!(
+        timeout(Duration::from_millis(200), rx.next())
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing after Closed"
+    );
+}
+
+#[tokio::test]
+async fn a_policy_with_max_attempts_gives_up() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let policy = ReconnectPolicy {
+        initial_delay: Duration::from_millis(20),
+        max_attempts: Some(3),
+        ..Default::default()
+    };
+    let (_conn, mut rx) = Persistent::open(
+        "g",
+        &format!("ws://{addr}/"),
+        &options(),
+        PersistentOptions {
+            policy,
+            queue_bytes: 0,
+        },
+    )
+    .unwrap();
+    let mut attempts = 0;
+    loop {
+        match timeout(T, rx.next()).await.unwrap() {
+            Some(PersistentEvent::Reconnecting { attempt, .. }) => attempts = attempt,
+            Some(PersistentEvent::GaveUp { attempts: n }) => {
+                assert_eq!((n, attempts), (3, 3));
+                break;
+            }
+            Some(_) => {}
+            None => panic!("ended without GaveUp"),
+        }
+    }
+}
