@@ -120,6 +120,10 @@ fn main() -> anyhow::Result<()> {
             "inflate (tether, raw) MB/s: {:?}",
             micro::inflate(&stream, budget)
         );
+        println!(
+            "heap per compressed connection (context takeover, receive only, none): {:?}",
+            micro::compressed_connection_heap(|| HEAP.allocated())
+        );
         let _ = server.kill();
         let _ = server.wait();
         return Ok(());
@@ -340,6 +344,27 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
         values: vec![(Imp::Tether, t), (Imp::Raw, raw)],
     });
     let (t, raw) = micro::inflate(&stream, budget);
+    let (ctx, receive_only, no_ctx) = micro::compressed_connection_heap(|| HEAP.allocated());
+    rows.push(Row {
+        scenario:
+            "engine heap per compressed connection, context takeover (after one message each way)"
+                .into(),
+        unit: "bytes",
+        higher_is_better: false,
+        values: vec![(Imp::Tether, ctx)],
+    });
+    rows.push(Row {
+        scenario: "engine heap per compressed connection, context takeover, receiving only".into(),
+        unit: "bytes",
+        higher_is_better: false,
+        values: vec![(Imp::Tether, receive_only)],
+    });
+    rows.push(Row {
+        scenario: "engine heap per compressed connection, no context takeover".into(),
+        unit: "bytes",
+        higher_is_better: false,
+        values: vec![(Imp::Tether, no_ctx)],
+    });
     rows.push(Row {
         scenario: "inflate JSON stream (tether receive path vs raw zlib-rs)".into(),
         unit: "MB/s",

@@ -173,3 +173,81 @@ pub fn inflate(messages: &[String], budget: Duration) -> (f64, f64) {
     }) * 1000.0;
     (tether, raw)
 }
+
+/// Heap bytes per compressed connection (engine only, no socket) after one
+/// compressed message each way, so both zlib streams exist; with context
+/// takeover (the default) and without it.
+pub fn compressed_connection_heap(heap: impl Fn() -> usize) -> (f64, f64, f64) {
+    let measure = |no_context: bool, send: bool| {
+        let n = 500;
+        let mut z = Compress::new(Compression::new(6), false);
+        let text =
+            "{\"symbol\":\"ACME\",\"bid\":101.25,\"ask\":101.30,\"venue\":\"XNAS\"}".repeat(4);
+        let mut payload = Vec::with_capacity(1024);
+        z.compress_vec(text.as_bytes(), &mut payload, FlushCompress::Sync)
+            .unwrap();
+        payload.truncate(payload.len() - 4);
+        let mut frame = vec![0xC1, payload.len() as u8];
+        frame.extend_from_slice(&payload);
+        let before = heap();
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut c = open_compressed_with(no_context);
+            if send {
+                c.send_text(&text).unwrap();
+            }
+            let mut out = Vec::new();
+            let _ = c.poll_transmit(&mut out);
+            c.receive_data(Instant::now(), &frame);
+            while c.poll_event().is_some() {}
+            c.shrink_buffers();
+            conns.push(c);
+        }
+        let per = (heap() - before - conns.capacity() * std::mem::size_of::<ClientConnection>())
+            as f64
+            / n as f64;
+        drop(conns);
+        per + std::mem::size_of::<ClientConnection>() as f64
+    };
+    (
+        measure(false, true),
+        measure(false, false),
+        measure(true, true),
+    )
+}
+
+fn open_compressed_with(no_context: bool) -> ClientConnection {
+    let deflate = tether_proto::DeflateConfig {
+        compression_threshold: 0,
+        client_no_context_takeover: no_context,
+        server_no_context_takeover: no_context,
+        ..Default::default()
+    };
+    let config = Config {
+        deflate: Some(deflate),
+        ping_interval: None,
+        ping_timeout: None,
+        ..Config::default()
+    };
+    let mut c =
+        ClientConnection::new(Arc::new(config), &Request::new("h", 80, false, "/")).unwrap();
+    let mut req = Vec::new();
+    let _ = c.poll_transmit(&mut req);
+    let text = String::from_utf8(req).unwrap();
+    let key = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+        .unwrap();
+    let ext = if no_context {
+        "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    } else {
+        "permessage-deflate"
+    };
+    let resp = format!(
+        "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: {ext}\r\n\r\n",
+        accept_for_key(key)
+    );
+    c.receive_data(Instant::now(), resp.as_bytes());
+    assert!(matches!(c.poll_event(), Some(Event::Open(o)) if o.compression));
+    c
+}
