@@ -70,33 +70,7 @@ pub fn json_stream(n: usize) -> Vec<String> {
 }
 
 fn open_compressed() -> ClientConnection {
-    // Threshold 0: every message is compressed, as the raw zlib-rs loop does.
-    let deflate = tether_proto::DeflateConfig {
-        compression_threshold: 0,
-        ..Default::default()
-    };
-    let config = Config {
-        deflate: Some(deflate),
-        ping_interval: None,
-        ping_timeout: None,
-        ..Config::default()
-    };
-    let mut c =
-        ClientConnection::new(Arc::new(config), &Request::new("h", 80, false, "/")).unwrap();
-    let mut req = Vec::new();
-    let _ = c.poll_transmit(&mut req);
-    let text = String::from_utf8(req).unwrap();
-    let key = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
-        .unwrap();
-    let resp = format!(
-        "HTTP/1.1 101 OK\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-        accept_for_key(key)
-    );
-    c.receive_data(Instant::now(), resp.as_bytes());
-    assert!(matches!(c.poll_event(), Some(Event::Open(o)) if o.compression));
-    c
+    open_compressed_with(false)
 }
 
 /// MB/s of JSON text compressed: Tether's send path (deflate + framing +

@@ -73,6 +73,24 @@ pub struct Status {
     pub errors: std::collections::BTreeMap<String, u64>,
 }
 
+impl Status {
+    /// A client that is closed and has done nothing yet.
+    pub fn closed() -> Self {
+        Status {
+            state: ClientState::Closed,
+            last_error: None,
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            reconnects: 0,
+            connected_since: None,
+            rtt_ms: None,
+            errors: Default::default(),
+        }
+    }
+}
+
 /// How to connect: the instance's settings merged with its type's.
 #[derive(Clone)]
 pub struct ClientSpec {
@@ -164,15 +182,7 @@ impl ClientRuntime {
             spec: Mutex::new(spec),
             status: Mutex::new(Status {
                 state: initial,
-                last_error: None,
-                messages_in: 0,
-                messages_out: 0,
-                bytes_in: 0,
-                bytes_out: 0,
-                reconnects: 0,
-                connected_since: None,
-                rtt_ms: None,
-                errors: Default::default(),
+                ..Status::closed()
             }),
             control,
             history: Mutex::new(VecDeque::new()),

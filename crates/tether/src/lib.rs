@@ -28,6 +28,7 @@
 #![warn(missing_docs)]
 
 mod connection;
+mod dial;
 mod driver;
 mod error;
 mod handlers;

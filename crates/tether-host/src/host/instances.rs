@@ -1,0 +1,216 @@
+//! Stored instances: create, change, delete, connect, disconnect, send.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::validate::{audit_detail, check_headers, check_key, check_timeout, masked};
+use super::{ClientView, Host, HostError, InstanceInput};
+use crate::client::ClientState;
+use crate::config::check_url;
+use crate::store::{now_ms, InstanceRecord, StoreError};
+
+impl Host {
+    /// Creates an instance and connects it when auto-connect is set.
+    pub async fn create_client(
+        self: &Arc<Self>,
+        input: InstanceInput,
+        actor: &str,
+    ) -> Result<ClientView, HostError> {
+        let type_name = input
+            .type_name
+            .clone()
+            .ok_or_else(|| HostError::Invalid("field \"type\" is required".into()))?;
+        let t = self
+            .types
+            .get(&type_name)
+            .ok_or_else(|| HostError::UnknownType(type_name.clone()))?;
+        if input.predefined == Some(true) {
+            return Err(HostError::Invalid("instances cannot be made predefined through the API; set predefined = true on the type in the config".into()));
+        }
+        let key = match input.key.clone() {
+            Some(k) => {
+                check_key(&k)?;
+                k
+            }
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        let url = input
+            .url
+            .clone()
+            .or_else(|| t.config.url.clone())
+            .ok_or_else(|| {
+                HostError::Invalid(format!(
+                    "field \"url\" is required: type {type_name:?} has no default URL"
+                ))
+            })?;
+        check_url(&url).map_err(HostError::Invalid)?;
+        let headers = input
+            .headers
+            .clone()
+            .unwrap_or_else(|| t.config.headers.clone());
+        check_headers(&headers)?;
+        let now = now_ms();
+        let record = InstanceRecord {
+            key: key.clone(),
+            type_name,
+            predefined: false,
+            url,
+            user: input.user.clone().filter(|u| !u.is_empty()),
+            password: input.password.clone().filter(|p| !p.is_empty()),
+            headers,
+            timeout_secs: check_timeout(input.timeout.unwrap_or(t.config.timeout))?,
+            auto_connect: input.auto_connect.unwrap_or(t.config.auto_connect),
+            use_env_proxy: input.use_env_proxy.unwrap_or(t.config.use_env_proxy),
+            created_ms: now,
+            updated_ms: now,
+        };
+        if self.dynamic_runtime(&key).is_ok() {
+            return Err(HostError::Duplicate(key));
+        }
+        self.store.insert(&record).await.map_err(|e| match e {
+            StoreError::Duplicate(k) => HostError::Duplicate(k),
+            other => other.into(),
+        })?;
+        self.store
+            .audit(actor, "create", &key, audit_detail(&record))
+            .await?;
+        self.start_instance(&record);
+        self.get_client(&key).await
+    }
+
+    /// Changes an instance. New settings apply from the next connection.
+    pub async fn update_client(
+        &self,
+        key: &str,
+        input: InstanceInput,
+        actor: &str,
+    ) -> Result<ClientView, HostError> {
+        let mut record = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| HostError::NotFound(key.to_string()))?;
+        if input.key.as_deref().is_some_and(|k| k != key) {
+            return Err(HostError::Invalid("the key cannot be changed".into()));
+        }
+        if input
+            .type_name
+            .as_deref()
+            .is_some_and(|t| t != record.type_name)
+        {
+            return Err(HostError::Invalid(
+                "the type cannot be changed; create a new instance".into(),
+            ));
+        }
+        if input.predefined.is_some_and(|p| p != record.predefined) {
+            return Err(HostError::Predefined(key.to_string()));
+        }
+        let mut changed = serde_json::Map::new();
+        if let Some(url) = input.url {
+            check_url(&url).map_err(HostError::Invalid)?;
+            changed.insert("url".into(), json!(tether::redact(&url)));
+            record.url = url;
+        }
+        if let Some(user) = input.user {
+            changed.insert("user".into(), json!(user));
+            record.user = Some(user).filter(|u| !u.is_empty());
+        }
+        if let Some(password) = input.password {
+            changed.insert(
+                "password".into(),
+                json!(if password.is_empty() {
+                    "cleared"
+                } else {
+                    "changed"
+                }),
+            );
+            record.password = Some(password).filter(|p| !p.is_empty());
+        }
+        if let Some(headers) = input.headers {
+            check_headers(&headers)?;
+            changed.insert("headers".into(), json!(masked(&headers)));
+            record.headers = headers;
+        }
+        if let Some(t) = input.timeout {
+            record.timeout_secs = check_timeout(t)?;
+            changed.insert("timeout".into(), json!(t));
+        }
+        if let Some(a) = input.auto_connect {
+            record.auto_connect = a;
+            changed.insert("auto_connect".into(), json!(a));
+        }
+        if let Some(p) = input.use_env_proxy {
+            record.use_env_proxy = p;
+            changed.insert("use_env_proxy".into(), json!(p));
+        }
+        record.updated_ms = now_ms();
+        if !self.store.update(&record).await? {
+            return Err(HostError::NotFound(key.to_string()));
+        }
+        self.store
+            .audit(actor, "update", key, serde_json::Value::Object(changed))
+            .await?;
+        if let Ok(rt) = self.runtime(key) {
+            rt.set_spec(self.spec_for(&record));
+        }
+        self.get_client(key).await
+    }
+
+    /// Deletes an instance (not a predefined one), closing its connection.
+    pub async fn delete_client(&self, key: &str, actor: &str) -> Result<(), HostError> {
+        let record = self
+            .store
+            .get(key)
+            .await?
+            .ok_or_else(|| HostError::NotFound(key.to_string()))?;
+        if record.predefined
+            && self
+                .types
+                .get(&record.type_name)
+                .is_some_and(|t| t.config.predefined)
+        {
+            return Err(HostError::Predefined(key.to_string()));
+        }
+        self.store.delete(key).await?;
+        self.store
+            .audit(actor, "delete", key, json!({"type": record.type_name}))
+            .await?;
+        if let Some(rt) = self
+            .clients
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+        {
+            rt.shutdown();
+        }
+        Ok(())
+    }
+
+    /// Connects an instance.
+    pub async fn connect_client(&self, key: &str, actor: &str) -> Result<ClientView, HostError> {
+        let rt = self.runtime(key)?;
+        if rt.status().state == ClientState::Disabled {
+            return Err(HostError::Invalid(format!(
+                "client {key:?} is disabled: its type is not in the config"
+            )));
+        }
+        rt.connect();
+        self.store.audit(actor, "connect", key, json!({})).await?;
+        self.get_client(key).await
+    }
+
+    /// Disconnects an instance and stops reconnecting it.
+    pub async fn disconnect_client(&self, key: &str, actor: &str) -> Result<ClientView, HostError> {
+        self.runtime(key)?.disconnect();
+        self.store
+            .audit(actor, "disconnect", key, json!({}))
+            .await?;
+        self.get_client(key).await
+    }
+
+    /// Sends a message on an open instance.
+    pub fn send(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
+        self.runtime(key)?.send(message).map_err(HostError::NotOpen)
+    }
+}

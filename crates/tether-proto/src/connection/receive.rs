@@ -1,0 +1,227 @@
+//! The receiving half of the state machine: frames in, messages and control
+//! frames out.
+
+use std::time::Instant;
+
+use super::{Assembly, ClientConnection, Inbound, State};
+use crate::close::{close_payload, parse_close_payload, CloseCode};
+use crate::error::ProtocolError;
+use crate::event::{CloseKind, Event, Message};
+use crate::frame::{FrameHeader, OpCode};
+use crate::utf8::Utf8Validator;
+
+impl ClientConnection {
+    pub(super) fn receive_frames(&mut self, now: Instant, mut data: &[u8]) {
+        while !data.is_empty() {
+            match self.inbound {
+                Inbound::Ignore => return,
+                Inbound::Header => {
+                    let allow_rsv1 = self.inflater.is_some();
+                    match self.header.feed(data, allow_rsv1) {
+                        Err(e) => return self.fail(e),
+                        Ok((used, header)) => {
+                            data = &data[used..];
+                            if let Some(h) = header {
+                                if let Err(e) = self.begin_frame(now, h) {
+                                    return self.fail(e);
+                                }
+                            }
+                        }
+                    }
+                }
+                Inbound::Data { remaining, fin } => {
+                    let n = remaining.min(data.len() as u64) as usize;
+                    let (chunk, rest) = data.split_at(n);
+                    data = rest;
+                    let remaining = remaining - n as u64;
+                    self.inbound = Inbound::Data { remaining, fin };
+                    if let Err(e) = self.message_data(chunk) {
+                        return self.fail(e);
+                    }
+                    if remaining == 0 {
+                        if let Err(e) = self.end_data_frame(fin) {
+                            return self.fail(e);
+                        }
+                    }
+                }
+                Inbound::Control { opcode, remaining } => {
+                    let n = remaining.min(data.len() as u64) as usize;
+                    self.control.extend_from_slice(&data[..n]);
+                    data = &data[n..];
+                    let remaining = remaining - n as u64;
+                    self.inbound = Inbound::Control { opcode, remaining };
+                    if remaining == 0 {
+                        if let Err(e) = self.end_control_frame(now, opcode) {
+                            return self.fail(e);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn begin_frame(&mut self, now: Instant, h: FrameHeader) -> Result<(), ProtocolError> {
+        let limit = self.config.max_message_size;
+        if h.len > self.config.max_frame_size as u64 {
+            return Err(ProtocolError::FrameTooBig {
+                size: h.len,
+                limit: self.config.max_frame_size,
+            });
+        }
+        match h.opcode {
+            OpCode::Close | OpCode::Ping | OpCode::Pong => {
+                if h.rsv1 {
+                    return Err(ProtocolError::CompressedNonFirstFrame("control"));
+                }
+                self.control.clear();
+                self.inbound = Inbound::Control {
+                    opcode: h.opcode,
+                    remaining: h.len,
+                };
+                if h.len == 0 {
+                    self.end_control_frame(now, h.opcode)?;
+                }
+                return Ok(());
+            }
+            OpCode::Continuation => {
+                let Some(msg) = self.assembly.as_mut() else {
+                    return Err(ProtocolError::OrphanContinuation);
+                };
+                if h.rsv1 {
+                    return Err(ProtocolError::CompressedNonFirstFrame("continuation"));
+                }
+                let size = msg.data.len() as u64 + h.len;
+                if !msg.compressed && size > limit as u64 {
+                    return Err(ProtocolError::MessageTooBig { size, limit });
+                }
+                if !msg.compressed {
+                    msg.data.reserve(h.len as usize);
+                }
+            }
+            OpCode::Text | OpCode::Binary => {
+                if self.assembly.is_some() {
+                    return Err(ProtocolError::ExpectedContinuation);
+                }
+                if !h.rsv1 && h.len > limit as u64 {
+                    return Err(ProtocolError::MessageTooBig { size: h.len, limit });
+                }
+                let capacity = if h.rsv1 { 0 } else { h.len as usize };
+                self.assembly = Some(Assembly {
+                    text: h.opcode == OpCode::Text,
+                    compressed: h.rsv1,
+                    data: Vec::with_capacity(capacity),
+                    utf8: Utf8Validator::new(),
+                    checked: 0,
+                });
+            }
+        }
+        self.inbound = Inbound::Data {
+            remaining: h.len,
+            fin: h.fin,
+        };
+        if h.len == 0 {
+            self.end_data_frame(h.fin)?;
+        }
+        Ok(())
+    }
+
+    fn message_data(&mut self, chunk: &[u8]) -> Result<(), ProtocolError> {
+        let Some(msg) = self.assembly.as_mut() else {
+            return Ok(());
+        };
+        if msg.compressed {
+            let inflater = self
+                .inflater
+                .as_mut()
+                .ok_or(ProtocolError::ReservedBits(0x40))?;
+            inflater.inflate(chunk, &mut msg.data, self.config.max_message_size)?;
+            if msg.text {
+                msg.utf8
+                    .feed(&msg.data[msg.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+                msg.checked = msg.data.len();
+            }
+        } else {
+            if msg.text {
+                msg.utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            msg.data.extend_from_slice(chunk);
+        }
+        Ok(())
+    }
+
+    fn end_data_frame(&mut self, fin: bool) -> Result<(), ProtocolError> {
+        self.inbound = Inbound::Header;
+        if !fin {
+            return Ok(());
+        }
+        let Some(mut msg) = self.assembly.take() else {
+            return Ok(());
+        };
+        if msg.compressed {
+            if let Some(inflater) = self.inflater.as_mut() {
+                inflater.finish_message(&mut msg.data, self.config.max_message_size)?;
+            }
+            if msg.text {
+                msg.utf8
+                    .feed(&msg.data[msg.checked..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
+        let message = if msg.text {
+            msg.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+            Message::Text(String::from_utf8(msg.data).map_err(|_| ProtocolError::InvalidUtf8)?)
+        } else {
+            Message::Binary(msg.data)
+        };
+        self.events.push_back(Event::Message(message));
+        Ok(())
+    }
+
+    fn end_control_frame(&mut self, now: Instant, opcode: OpCode) -> Result<(), ProtocolError> {
+        self.inbound = Inbound::Header;
+        let payload = std::mem::take(&mut self.control);
+        match opcode {
+            OpCode::Ping => {
+                if !self.close_sent && self.state == State::Open {
+                    self.write_control(OpCode::Pong, &payload);
+                }
+                self.events.push_back(Event::Ping(payload));
+            }
+            OpCode::Pong => {
+                let k = &mut self.keepalive;
+                let mut rtt = None;
+                if let Some(sent) = k.sent_at {
+                    if payload == k.seq.to_be_bytes() {
+                        rtt = Some(now.saturating_duration_since(sent));
+                        k.rtt = rtt;
+                        k.sent_at = None;
+                        k.deadline = None;
+                    }
+                }
+                self.events.push_back(Event::Pong { payload, rtt });
+            }
+            OpCode::Close => {
+                let (code, reason) = parse_close_payload(&payload)?;
+                let kind = if self.close_sent {
+                    CloseKind::Local
+                } else {
+                    // Echo the server's code (or an empty close when it sent none).
+                    let echo = if code == CloseCode::NO_STATUS {
+                        Vec::new()
+                    } else {
+                        close_payload(code, "")
+                    };
+                    self.write_control(OpCode::Close, &echo);
+                    self.close_sent = true;
+                    CloseKind::Remote
+                };
+                self.finish(code, reason, kind);
+            }
+            OpCode::Text | OpCode::Binary | OpCode::Continuation => {}
+        }
+        Ok(())
+    }
+}
