@@ -129,6 +129,14 @@ pub fn no_proxy_matches(list: &str, host: &str, port: u16) -> bool {
         })
 }
 
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The proxy to use for a target, if any.
 pub(crate) fn resolve(
     mode: &ProxyMode,
@@ -140,6 +148,10 @@ pub(crate) fn resolve(
         ProxyMode::None => Ok(None),
         ProxyMode::Url(u) => Proxy::parse(u).map(Some),
         ProxyMode::Environment => {
+            // Loopback is never sent through an environment proxy.
+            if is_loopback(host) {
+                return Ok(None);
+            }
             if let Some(list) = env(&["NO_PROXY", "no_proxy"]) {
                 if no_proxy_matches(&list, host, port) {
                     return Ok(None);
@@ -404,6 +416,11 @@ mod tests {
             None
         );
         assert_eq!(resolve(&env, "127.0.0.1", 80, false).unwrap(), None);
+        std::env::remove_var("NO_PROXY");
+        // Loopback never goes through an environment proxy.
+        assert_eq!(resolve(&env, "127.0.0.2", 80, false).unwrap(), None);
+        assert_eq!(resolve(&env, "localhost", 80, false).unwrap(), None);
+        assert_eq!(resolve(&env, "::1", 80, false).unwrap(), None);
         // An explicit proxy wins; None turns proxies off.
         let explicit = ProxyMode::Url("socks5://s:1080".into());
         assert_eq!(
