@@ -221,6 +221,24 @@ fn build_options(args: &ConnectArgs) -> Result<ConnectOptions, String> {
     Ok(options)
 }
 
+/// Takes one stdin line (without its line ending) out of `line` as the
+/// message to send, or says why it cannot be sent.
+fn take_line(line: &mut Vec<u8>, binary: bool, line_no: u64) -> Result<Message, String> {
+    let mut bytes = std::mem::take(line);
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    if bytes.last() == Some(&b'\r') {
+        bytes.pop();
+    }
+    if binary {
+        return Ok(Message::Binary(bytes));
+    }
+    String::from_utf8(bytes)
+        .map(Message::Text)
+        .map_err(|_| format!("stdin line {line_no} is not UTF-8; use --binary to send bytes"))
+}
+
 pub async fn run(args: ConnectArgs) -> i32 {
     if args.reconnect {
         return run_persistent(args).await;
@@ -273,24 +291,17 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     }
                     Ok(_) => {
                         line_no += 1;
-                        if line.last() == Some(&b'\n') { line.pop(); }
-                        if line.last() == Some(&b'\r') { line.pop(); }
-                        let sent = if args.binary {
-                            conn.send_binary(&line).await
-                        } else {
-                            match std::str::from_utf8(&line) {
-                                Ok(text) => conn.send_text(text).await,
-                                Err(_) => {
-                                    out.error("input", &format!("stdin line {line_no} is not UTF-8; use --binary to send bytes"), None);
-                                    line.clear();
-                                    continue;
-                                }
+                        let sent = match take_line(&mut line, args.binary, line_no) {
+                            Ok(Message::Text(t)) => conn.send_text(&t).await,
+                            Ok(Message::Binary(b)) => conn.send_binary(&b).await,
+                            Err(e) => {
+                                out.error("input", &e, None);
+                                continue;
                             }
                         };
                         if let Err(e) = sent {
                             out.error("send", &e.to_string(), None);
                         }
-                        line.clear();
                     }
                 }
             }
@@ -327,6 +338,7 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
     let mut line = Vec::new();
     // Input is read once the first connection is open.
     let mut input_open = false;
+    let mut line_no = 0u64;
     let mut started = false;
     let mut last_clean = false;
     loop {
@@ -367,24 +379,18 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
                     let _ = conn.close(1000, "");
                 }
                 Ok(_) => {
-                    if line.last() == Some(&b'\n') { line.pop(); }
-                    if line.last() == Some(&b'\r') { line.pop(); }
-                    let sent = if args.binary {
-                        conn.send_binary(&line).await
-                    } else {
-                        match std::str::from_utf8(&line) {
-                            Ok(text) => conn.send_text(text).await,
-                            Err(_) => {
-                                out.error("input", "stdin line is not UTF-8; use --binary to send bytes", None);
-                                line.clear();
-                                continue;
-                            }
+                    line_no += 1;
+                    let sent = match take_line(&mut line, args.binary, line_no) {
+                        Ok(Message::Text(t)) => conn.send_text(&t).await,
+                        Ok(Message::Binary(b)) => conn.send_binary(&b).await,
+                        Err(e) => {
+                            out.error("input", &e, None);
+                            continue;
                         }
                     };
                     if let Err(e) = sent {
                         out.error("send", &e.to_string(), None);
                     }
-                    line.clear();
                 }
             },
         }

@@ -59,23 +59,30 @@ pub fn open(
         options.tls = Some(options.tls_options.build()?);
     }
     let proxy = crate::proxy::resolve(&options.proxy, &target.host, target.port, target.secure)?;
+    let (shared, tx, conn, rx) = faces(key.into(), url, &options);
+    tokio::spawn(drive(shared, target, proxy, options, tx));
+    Ok((conn, rx))
+}
+
+/// The shared state, the event channel, and the two faces handed to the
+/// application.
+fn faces(
+    key: String,
+    url: &str,
+    options: &ConnectOptions,
+) -> (Arc<Shared>, mpsc::Sender<Event>, Connection, Receiver) {
     let shared = Arc::new(Shared::new(
-        key.into(),
+        key,
         redact(url),
         options.max_buffered,
         options.backpressure,
     ));
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
-    let shared_for_rx = shared.clone();
-    let conn = Connection::new(shared.clone());
-    tokio::spawn(drive(shared, target, proxy, options, tx));
-    Ok((
-        conn,
-        Receiver {
-            rx,
-            driver: shared_for_rx,
-        },
-    ))
+    let receiver = Receiver {
+        rx,
+        driver: shared.clone(),
+    };
+    (shared.clone(), tx, Connection::new(shared), receiver)
 }
 
 /// Opens a connection and waits until it is open (or fails).
@@ -106,15 +113,7 @@ pub fn open_on<T: Transport>(
     options: &ConnectOptions,
 ) -> Result<(Connection, Receiver), Error> {
     let target = Target::parse(url, options)?;
-    let shared = Arc::new(Shared::new(
-        key.into(),
-        redact(url),
-        options.max_buffered,
-        options.backpressure,
-    ));
-    let (tx, rx) = mpsc::channel(options.event_queue.max(1));
-    let shared_for_rx = shared.clone();
-    let conn = Connection::new(shared.clone());
+    let (shared, tx, conn, rx) = faces(key.into(), url, options);
     let options = options.clone();
     tokio::spawn(async move {
         let host = target.host.clone();
@@ -127,13 +126,7 @@ pub fn open_on<T: Transport>(
         let prepared = prepare(&shared, opened, host, timeout, tx);
         run(shared, prepared).await;
     });
-    Ok((
-        conn,
-        Receiver {
-            rx,
-            driver: shared_for_rx,
-        },
-    ))
+    Ok((conn, rx))
 }
 
 async fn drive(
