@@ -4,7 +4,7 @@
 # web UI test in headless Chromium, then the full Autobahn|Testsuite client
 # conformance suite.
 #
-#   scripts/test.sh           everything (about 15 minutes on 2 cores)
+#   scripts/test.sh           everything (about 25 minutes on 2 cores from a fresh clone)
 #   scripts/test.sh --quick   Autobahn without the compression groups 12 and 13
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
