@@ -1,0 +1,119 @@
+//! `tether connect` flags for TLS and proxies, against nginx and tinyproxy
+//! (the same helpers as the tether crate's peer tests).
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+#[path = "../../tether/tests/support/peers.rs"]
+mod peers;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+
+async fn echo_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+async fn tether(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+        let _ = stdin.write_all(b"via flags\n");
+        drop(stdin);
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn ca_insecure_and_proxy_flags() {
+    let pki = peers::Pki::new();
+    let echo = echo_server().await;
+    let nginx = peers::nginx_tls(&pki, echo.port(), false);
+    let proxy = peers::tinyproxy(Some(("u", "p")));
+    let url = format!("wss://localhost:{}/", nginx.port);
+    let ca = pki.path("ca.pem").display().to_string();
+
+    let out = tether(vec![
+        "connect".into(),
+        "--ca".into(),
+        ca.clone(),
+        url.clone(),
+    ])
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "via flags\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = tether(vec!["connect".into(), "--json".into(), url.clone()]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"kind\":\"tls\"") && text.contains("unknown issuer"),
+        "{text}"
+    );
+
+    let out = tether(vec!["connect".into(), "--insecure".into(), url.clone()]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: --insecure"));
+
+    let out = tether(vec![
+        "connect".into(),
+        "--ca".into(),
+        ca.clone(),
+        "--proxy".into(),
+        format!("http://u:p@127.0.0.1:{}", proxy.port),
+        url.clone(),
+    ])
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "via flags\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = tether(vec![
+        "connect".into(),
+        "--json".into(),
+        "--proxy".into(),
+        format!("http://127.0.0.1:{}", proxy.port),
+        format!("ws://127.0.0.1:{}/", echo.port()),
+    ])
+    .await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"kind\":\"proxy\"") && text.contains("\"status\":407"),
+        "{text}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}
