@@ -114,6 +114,8 @@ pub struct ClientSpec {
     pub compression: bool,
     /// Honour HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY.
     pub use_env_proxy: bool,
+    /// TLS options for `wss://`.
+    pub tls: tether::TlsOptions,
 }
 
 impl ClientSpec {
@@ -131,6 +133,7 @@ impl ClientSpec {
         if self.use_env_proxy {
             o.proxy(tether::ProxyMode::Environment);
         }
+        o.tls(self.tls.clone());
         o.connect_timeout(self.timeout)
             .keepalive(self.keepalive.0, self.keepalive.1)
             .compression(self.compression);

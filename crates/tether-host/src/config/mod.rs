@@ -117,6 +117,28 @@ pub struct TypeDefaults {
     /// Offer permessage-deflate. Default true.
     #[serde(default = "yes")]
     pub compression: bool,
+    /// TLS settings for `wss://` beyond the platform's roots.
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[client_type.defaults.tls]`. Paths are relative to the config file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Extra CA certificates (PEM) to trust.
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// Private key (PEM) of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// Skip server certificate verification. Dangerous; logged as a warning
+    /// at every connection.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 fn yes() -> bool {
@@ -236,6 +258,8 @@ pub struct ClientType {
     pub keepalive: KeepaliveConfig,
     /// Offer compression.
     pub compression: bool,
+    /// TLS options (paths resolved against the config file).
+    pub tls: tether::TlsOptions,
 }
 
 /// The loaded configuration.
@@ -358,6 +382,7 @@ impl Loaded {
                     reconnect: d.reconnect,
                     keepalive: d.keepalive,
                     compression: d.compression,
+                    tls: tls_options(&d.tls, base).map_err(|m| at(t.name.span(), m))?,
                 },
             );
         }
@@ -377,6 +402,31 @@ impl Loaded {
             types,
         })
     }
+}
+
+fn tls_options(t: &TlsConfig, base: &Path) -> Result<tether::TlsOptions, String> {
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+    let client_cert = match (&t.client_cert, &t.client_key) {
+        (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
+        (None, None) => None,
+        _ => return Err("defaults.tls needs both client_cert and client_key, or neither".into()),
+    };
+    let options = tether::TlsOptions {
+        ca_files: t.ca_files.iter().map(resolve).collect(),
+        client_cert,
+        insecure: t.insecure,
+    };
+    if !options.is_default() {
+        // Read the files now, so a bad path stops `serve` instead of every connection.
+        options.build().map_err(|e| e.to_string())?;
+    }
+    Ok(options)
 }
 
 /// A URL instances may use: `ws://` or `wss://` with a host.

@@ -247,6 +247,7 @@ impl Host {
             keepalive: (secs(keepalive.0), secs(keepalive.1)),
             compression: t.is_none_or(|t| t.compression),
             use_env_proxy: record.use_env_proxy,
+            tls: t.map(|t| t.tls.clone()).unwrap_or_default(),
         }
     }
 
