@@ -73,6 +73,9 @@ pub enum PersistentState {
 }
 
 struct Inner {
+    /// Live `Persistent` handles.
+    handles: std::sync::atomic::AtomicUsize,
+    receiver_gone: AtomicBool,
     current: Mutex<Option<Connection>>,
     queue: Mutex<(VecDeque<Message>, usize)>,
     queue_bytes: usize,
@@ -85,17 +88,67 @@ impl Inner {
     fn set_state(&self, s: PersistentState) {
         self.state.store(s as u8, Ordering::Release);
     }
+
+    /// Stops reconnecting and closes the current connection. False when it
+    /// was already stopped.
+    fn stop(&self, code: u16, reason: &str) -> bool {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.stop.notify_one();
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(conn) = current {
+            let _ = conn.close(code, reason);
+        }
+        true
+    }
+
+    /// Nobody can send or listen any more: close with 1001.
+    fn stop_if_abandoned(&self) {
+        if self.handles.load(Ordering::Acquire) == 0 && self.receiver_gone.load(Ordering::Acquire) {
+            self.stop(1001, "");
+        }
+    }
 }
 
-/// A connection that reconnects until closed. Clone it freely.
-#[derive(Clone)]
+/// A connection that reconnects until closed. Clone it freely. When every
+/// handle and the receiver are dropped, it closes with 1001.
 pub struct Persistent {
     inner: Arc<Inner>,
+}
+
+impl Clone for Persistent {
+    fn clone(&self) -> Self {
+        self.inner.handles.fetch_add(1, Ordering::AcqRel);
+        Persistent {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl Drop for Persistent {
+    fn drop(&mut self) {
+        if self.inner.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.inner.stop_if_abandoned();
+        }
+    }
 }
 
 /// The events of a persistent connection.
 pub struct PersistentReceiver {
     rx: mpsc::Receiver<PersistentEvent>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for PersistentReceiver {
+    fn drop(&mut self) {
+        self.inner.receiver_gone.store(true, Ordering::Release);
+        self.inner.stop_if_abandoned();
+    }
 }
 
 impl PersistentReceiver {
@@ -117,6 +170,8 @@ impl Persistent {
         // Check the URL and options now: a bad one fails every attempt.
         crate::target::Target::parse(url, options)?;
         let inner = Arc::new(Inner {
+            handles: std::sync::atomic::AtomicUsize::new(1),
+            receiver_gone: AtomicBool::new(false),
             current: Mutex::new(None),
             queue: Mutex::new((VecDeque::new(), 0)),
             queue_bytes: persistent.queue_bytes,
@@ -133,7 +188,11 @@ impl Persistent {
             persistent.policy,
             tx,
         ));
-        Ok((Persistent { inner }, PersistentReceiver { rx }))
+        let receiver = PersistentReceiver {
+            rx,
+            inner: inner.clone(),
+        };
+        Ok((Persistent { inner }, receiver))
     }
 
     /// The current state.
@@ -197,14 +256,11 @@ impl Persistent {
 
     /// Stops reconnecting and closes the current connection with `code`.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
-        if self.inner.stopped.swap(true, Ordering::AcqRel) {
-            return Err(SendError::Closed);
+        if self.inner.stop(code, reason) {
+            Ok(())
+        } else {
+            Err(SendError::Closed)
         }
-        self.inner.stop.notify_one();
-        if let Some(conn) = self.connection() {
-            let _ = conn.close(code, reason);
-        }
-        Ok(())
     }
 }
 
@@ -225,6 +281,10 @@ async fn supervise(
             break;
         };
         *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+        if inner.stopped.load(Ordering::Acquire) {
+            // Stopped while this attempt started: it must not stay open.
+            let _ = conn.close(1000, "");
+        }
         while let Some(event) = rx.next().await {
             let forward = match event {
                 Event::Open { protocol, .. } => {

@@ -344,3 +344,42 @@ async fn a_policy_with_max_attempts_gives_up() {
         }
     }
 }
+
+#[tokio::test]
+async fn dropping_the_handles_and_the_receiver_closes_with_1001() {
+    let (tx, mut codes) = tokio::sync::mpsc::unbounded_channel();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(m)) = ws.next().await {
+                    if let tokio_tungstenite::tungstenite::Message::Close(Some(f)) = m {
+                        let _ = tx.send(u16::from(f.code));
+                    }
+                }
+            });
+        }
+    });
+    let (conn, mut rx) = Persistent::open(
+        "d",
+        &format!("ws://{addr}/"),
+        &options(),
+        PersistentOptions::default(),
+    )
+    .unwrap();
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Open { .. })).await;
+    let other = conn.clone();
+    drop(conn);
+    drop(rx);
+    assert!(
+        timeout(Duration::from_millis(200), codes.recv())
+            .await
+            .is_err(),
+        "a handle is still alive"
+    );
+    drop(other);
+    assert_eq!(timeout(T, codes.recv()).await.unwrap(), Some(1001));
+}
