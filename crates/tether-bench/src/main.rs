@@ -109,6 +109,26 @@ fn main() -> anyhow::Result<()> {
     pin(0);
     let _ = rlimit::increase_nofile_limit(65_536);
 
+    if only.as_deref() == Some("zmem") {
+        for bits in [9u8, 10, 12, 15] {
+            let before = HEAP.allocated();
+            let mut c =
+                flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, bits);
+            let mut out = Vec::with_capacity(256);
+            let _ = c.compress_vec(b"{\"hello\":1}", &mut out, flate2::FlushCompress::Sync);
+            let deflate = HEAP.allocated() - before - out.capacity();
+            let before = HEAP.allocated();
+            let mut d = flate2::Decompress::new_with_window_bits(false, bits);
+            let mut o2 = Vec::with_capacity(256);
+            let _ = d.decompress_vec(&out, &mut o2, flate2::FlushDecompress::Sync);
+            let inflate = HEAP.allocated() - before - o2.capacity();
+            println!("window {bits}: deflate {deflate} B, inflate {inflate} B");
+            drop((c, d));
+        }
+        let _ = server.kill();
+        let _ = server.wait();
+        return Ok(());
+    }
     if only.as_deref() == Some("micro") {
         let budget = Duration::from_millis(1000);
         let stream = micro::json_stream(10_000);

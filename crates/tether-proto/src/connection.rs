@@ -184,8 +184,12 @@ impl ClientConnection {
                 } => {
                     self.opening = None;
                     if let Some(params) = accepted.deflate {
-                        let level = self.config.deflate.as_ref().map_or(6, |d| d.level);
-                        self.deflater = Some(Deflater::new(params, level));
+                        let (level, mem_level) = self
+                            .config
+                            .deflate
+                            .as_ref()
+                            .map_or((6, 5), |d| (d.level, d.mem_level));
+                        self.deflater = Some(Deflater::new(params, level, mem_level));
                         self.inflater = Some(Inflater::new(params));
                     }
                     self.state = State::Open;
