@@ -2,33 +2,15 @@
 //! against a tungstenite echo server on loopback.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+mod support;
+use support::echo_server;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-
-async fn echo_server() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_text() || msg.is_binary() {
-                        let _ = ws.send(msg).await;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// Runs `tether ARGS` with `input` on stdin, off the async runtime.
 async fn tether(args: Vec<String>, input: &'static [u8]) -> Output {

@@ -5,31 +5,11 @@ use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+mod support;
+use support::echo_server;
+
 #[path = "../../tether/tests/support/peers.rs"]
 mod peers;
-
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpListener;
-
-async fn echo_server() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 async fn tether(args: Vec<String>) -> Output {
     tokio::task::spawn_blocking(move || {
