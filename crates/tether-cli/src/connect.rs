@@ -239,6 +239,47 @@ fn take_line(line: &mut Vec<u8>, binary: bool, line_no: u64) -> Result<Message, 
         .map_err(|_| format!("stdin line {line_no} is not UTF-8; use --binary to send bytes"))
 }
 
+/// Where stdin lines go: a plain or a reconnecting connection.
+trait Outbox {
+    async fn send(&self, message: Message) -> Result<(), tether::SendError>;
+}
+
+impl Outbox for tether::Connection {
+    async fn send(&self, message: Message) -> Result<(), tether::SendError> {
+        match message {
+            Message::Text(t) => self.send_text(&t).await,
+            Message::Binary(b) => self.send_binary(&b).await,
+        }
+    }
+}
+
+impl Outbox for tether::Persistent {
+    async fn send(&self, message: Message) -> Result<(), tether::SendError> {
+        match message {
+            Message::Text(t) => self.send_text(&t).await,
+            Message::Binary(b) => self.send_binary(&b).await,
+        }
+    }
+}
+
+/// Sends one stdin line, reporting a line that cannot be sent or a failed send.
+async fn forward_line(
+    out: &Output,
+    to: &impl Outbox,
+    line: &mut Vec<u8>,
+    binary: bool,
+    line_no: u64,
+) {
+    match take_line(line, binary, line_no) {
+        Ok(message) => {
+            if let Err(e) = to.send(message).await {
+                out.error("send", &e.to_string(), None);
+            }
+        }
+        Err(e) => out.error("input", &e, None),
+    }
+}
+
 pub async fn run(args: ConnectArgs) -> i32 {
     if args.reconnect {
         return run_persistent(args).await;
@@ -291,17 +332,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
                     }
                     Ok(_) => {
                         line_no += 1;
-                        let sent = match take_line(&mut line, args.binary, line_no) {
-                            Ok(Message::Text(t)) => conn.send_text(&t).await,
-                            Ok(Message::Binary(b)) => conn.send_binary(&b).await,
-                            Err(e) => {
-                                out.error("input", &e, None);
-                                continue;
-                            }
-                        };
-                        if let Err(e) = sent {
-                            out.error("send", &e.to_string(), None);
-                        }
+                        forward_line(&out, &conn, &mut line, args.binary, line_no).await;
                     }
                 }
             }
@@ -375,22 +406,15 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
             },
             read = stdin.read_until(b'\n', &mut line), if input_open => match read {
                 Ok(0) | Err(_) => {
+                    if let Err(e) = read {
+                        out.error("stdin", &format!("cannot read stdin: {e}"), None);
+                    }
                     input_open = false;
                     let _ = conn.close(1000, "");
                 }
                 Ok(_) => {
                     line_no += 1;
-                    let sent = match take_line(&mut line, args.binary, line_no) {
-                        Ok(Message::Text(t)) => conn.send_text(&t).await,
-                        Ok(Message::Binary(b)) => conn.send_binary(&b).await,
-                        Err(e) => {
-                            out.error("input", &e, None);
-                            continue;
-                        }
-                    };
-                    if let Err(e) = sent {
-                        out.error("send", &e.to_string(), None);
-                    }
+                    forward_line(&out, &conn, &mut line, args.binary, line_no).await;
                 }
             },
         }
