@@ -12,25 +12,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-/// Runs `tether ARGS` with `input` on stdin, off the async runtime.
+/// Runs `tether ARGS` with `input` on stdin.
 async fn tether(args: Vec<String>, input: &'static [u8]) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        // Give the connection time to open before input ends.
-        std::thread::sleep(Duration::from_millis(300));
-        stdin.write_all(input).unwrap();
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    support::run_tether(args, input, Duration::from_millis(300)).await
 }
 
 fn lines(out: &Output) -> Vec<serde_json::Value> {

@@ -1,8 +1,7 @@
 //! `tether connect` flags for TLS and proxies, against nginx and tinyproxy
 //! (the same helpers as the tether crate's peer tests).
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 mod support;
@@ -12,22 +11,7 @@ use support::echo_server;
 mod peers;
 
 async fn tether(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        std::thread::sleep(Duration::from_millis(700));
-        let _ = stdin.write_all(b"via flags\n");
-        drop(stdin);
-        child.wait_with_output().unwrap()
-    })
-    .await
-    .unwrap()
+    support::run_tether(args, b"via flags\n", Duration::from_millis(700)).await
 }
 
 #[tokio::test]
