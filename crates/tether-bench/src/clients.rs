@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio_tungstenite_bench as tt;
 
@@ -51,7 +51,25 @@ pub enum Conn {
     Tether(tether::Connection, tether::Receiver),
     Tungstenite(tt::WebSocketStream<TcpStream>),
     Fastws(WebSocket<TcpStream>),
-    Raw(TcpStream),
+    Raw(RawConn),
+}
+
+/// Raw TCP done as well as it can be: one write per message (length prefix
+/// and payload together, vectored), reads through a 64 KiB buffer (large
+/// payloads bypass it), and queued messages written in one go by `flush`.
+pub struct RawConn {
+    pub stream: BufReader<TcpStream>,
+    queued: Vec<u8>,
+}
+
+impl RawConn {
+    async fn write_message(&mut self, data: &[u8]) -> std::io::Result<()> {
+        crate::server::write_message(self.stream.get_mut(), data).await
+    }
+
+    pub async fn write_u8(&mut self, b: u8) -> std::io::Result<()> {
+        self.stream.get_mut().write_u8(b).await
+    }
 }
 
 pub async fn open(imp: Imp, s: Servers, path: &str) -> anyhow::Result<Conn> {
@@ -90,7 +108,10 @@ pub async fn open(imp: Imp, s: Servers, path: &str) -> anyhow::Result<Conn> {
         Imp::Raw => {
             let tcp = TcpStream::connect(s.raw).await?;
             tcp.set_nodelay(true)?;
-            Conn::Raw(tcp)
+            Conn::Raw(RawConn {
+                stream: BufReader::with_capacity(64 << 10, tcp),
+                queued: Vec::new(),
+            })
         }
     })
 }
@@ -109,10 +130,7 @@ impl Conn {
                 ws.write_frame(Frame::binary(Payload::Owned(data.to_vec())))
                     .await?
             }
-            Conn::Raw(s) => {
-                s.write_all(&(data.len() as u32).to_be_bytes()).await?;
-                s.write_all(data).await?;
-            }
+            Conn::Raw(r) => r.write_message(data).await?,
         }
         Ok(())
     }
@@ -126,6 +144,11 @@ impl Conn {
                 ))
                 .await?
             }
+            Conn::Raw(r) => {
+                r.queued
+                    .extend_from_slice(&(data.len() as u32).to_be_bytes());
+                r.queued.extend_from_slice(data);
+            }
             other => other.send(data).await?,
         }
         Ok(())
@@ -134,7 +157,10 @@ impl Conn {
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         match self {
             Conn::Tungstenite(ws) => ws.flush().await?,
-            Conn::Raw(s) => s.flush().await?,
+            Conn::Raw(r) => {
+                r.stream.get_mut().write_all(&r.queued).await?;
+                r.queued.clear();
+            }
             _ => {}
         }
         Ok(())
@@ -163,10 +189,10 @@ impl Conn {
                     _ => continue,
                 }
             },
-            Conn::Raw(s) => {
-                let len = s.read_u32().await? as usize;
+            Conn::Raw(r) => {
+                let len = r.stream.read_u32().await? as usize;
                 scratch.resize(len, 0);
-                s.read_exact(scratch).await?;
+                r.stream.read_exact(scratch).await?;
                 Ok(len)
             }
         }
@@ -188,8 +214,8 @@ impl Conn {
             Conn::Fastws(mut ws) => {
                 let _ = ws.write_frame(Frame::close(1000, b"")).await;
             }
-            Conn::Raw(mut s) => {
-                let _ = s.shutdown().await;
+            Conn::Raw(mut r) => {
+                let _ = r.stream.get_mut().shutdown().await;
             }
         }
     }
@@ -259,14 +285,14 @@ pub async fn send_oneway(imp: Imp, s: Servers, size: usize, n: usize) -> anyhow:
     let start = Instant::now();
     if let Conn::Raw(t) = &mut conn {
         t.write_u8(b's').await?;
-        t.write_u32(n as u32).await?;
+        t.stream.get_mut().write_u32(n as u32).await?;
     }
     for _ in 0..n {
         conn.feed(&data).await?;
     }
     conn.flush().await?;
     if let Conn::Raw(t) = &mut conn {
-        anyhow::ensure!(t.read_u8().await? == b'd', "bad sink answer");
+        anyhow::ensure!(t.stream.read_u8().await? == b'd', "bad sink answer");
     } else {
         let mut scratch = Vec::new();
         conn.recv(&mut scratch).await?;
@@ -282,8 +308,8 @@ pub async fn recv_oneway(imp: Imp, s: Servers, size: usize, n: usize) -> anyhow:
     let start = Instant::now();
     if let Conn::Raw(t) = &mut conn {
         t.write_u8(b'o').await?;
-        t.write_u32(n as u32).await?;
-        t.write_u32(size as u32).await?;
+        t.stream.get_mut().write_u32(n as u32).await?;
+        t.stream.get_mut().write_u32(size as u32).await?;
     }
     let mut scratch = Vec::new();
     for _ in 0..n {

@@ -149,27 +149,39 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(only) = only {
-        // Profiling aid: one scenario, tether only, many times.
+        // Profiling aid: one scenario, many times, for the implementations
+        // named by `--imp` (comma-separated; tether by default).
+        let imps: Vec<Imp> = args
+            .iter()
+            .position(|a| a == "--imp")
+            .and_then(|i| args.get(i + 1))
+            .map_or(vec![Imp::Tether], |names| {
+                IMPS.into_iter()
+                    .filter(|i| names.split(',').any(|n| n == i.name()))
+                    .collect()
+            });
+        let size: usize = args
+            .iter()
+            .position(|a| a == "--size")
+            .and_then(|i| args.get(i + 1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(16);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        for _ in 0..20 {
-            let t = match only.as_str() {
-                "send" => rt.block_on(clients::send_oneway(Imp::Tether, s, 1 << 20, 200))?,
-                "recv" => rt.block_on(clients::recv_oneway(Imp::Tether, s, 1 << 20, 200))?,
-                "seq" | "seq-tt" => {
-                    let imp = if only == "seq" {
-                        Imp::Tether
-                    } else {
-                        Imp::Tungstenite
-                    };
-                    rt.block_on(clients::sequential(imp, s, 16, 20_000))?
+        for _ in 0..10 {
+            for &imp in &imps {
+                let t = match only.as_str() {
+                    "send" => rt.block_on(clients::send_oneway(imp, s, 1 << 20, 200))?,
+                    "recv" => rt.block_on(clients::recv_oneway(imp, s, 1 << 20, 200))?,
+                    "seq" => rt
+                        .block_on(clients::sequential(imp, s, size, 20_000))?
                         .iter()
-                        .sum()
-                }
-                _ => rt.block_on(clients::pipelined(Imp::Tether, s, 1024, 50_000, 64))?,
-            };
-            eprintln!("{only}: {t:?}");
+                        .sum(),
+                    _ => rt.block_on(clients::pipelined(imp, s, 1024, 50_000, 64))?,
+                };
+                eprintln!("{only} {}: {t:?}", imp.name());
+            }
         }
         let _ = server.kill();
         let _ = server.wait();

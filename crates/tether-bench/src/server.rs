@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 fn query(path: &str, key: &str) -> usize {
@@ -81,8 +81,11 @@ async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
     }
 }
 
-async fn raw_conn(mut s: TcpStream) -> anyhow::Result<()> {
+async fn raw_conn(s: TcpStream) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
+    // Reads go through a buffer (large payloads bypass it); each message
+    // goes out in one vectored write, as the raw client does.
+    let mut s = BufReader::with_capacity(64 << 10, s);
     let mode = s.read_u8().await?;
     match mode {
         b'e' => {
@@ -94,10 +97,7 @@ async fn raw_conn(mut s: TcpStream) -> anyhow::Result<()> {
                 };
                 buf.resize(len, 0);
                 s.read_exact(&mut buf).await?;
-                let mut out = Vec::with_capacity(4 + len);
-                out.extend_from_slice(&(len as u32).to_be_bytes());
-                out.extend_from_slice(&buf);
-                s.write_all(&out).await?;
+                write_message(s.get_mut(), &buf).await?;
             }
         }
         b's' => {
@@ -108,18 +108,35 @@ async fn raw_conn(mut s: TcpStream) -> anyhow::Result<()> {
                 buf.resize(len, 0);
                 s.read_exact(&mut buf).await?;
             }
-            s.write_u8(b'd').await?;
+            s.get_mut().write_u8(b'd').await?;
         }
         b'o' => {
             let n = s.read_u32().await?;
             let size = s.read_u32().await? as usize;
-            let mut frame = (size as u32).to_be_bytes().to_vec();
-            frame.resize(4 + size, 0x5A);
+            let data = vec![0x5Au8; size];
             for _ in 0..n {
-                s.write_all(&frame).await?;
+                write_message(s.get_mut(), &data).await?;
             }
         }
         _ => {}
+    }
+    Ok(())
+}
+
+/// A 4-byte big-endian length, then the payload, in one vectored write.
+pub async fn write_message(s: &mut TcpStream, data: &[u8]) -> std::io::Result<()> {
+    let prefix = (data.len() as u32).to_be_bytes();
+    let (mut head, mut body) = (&prefix[..], data);
+    while !head.is_empty() || !body.is_empty() {
+        let slices = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+        let mut n = s.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        let h = n.min(head.len());
+        head = &head[h..];
+        n -= h;
+        body = &body[n..];
     }
     Ok(())
 }
