@@ -29,6 +29,8 @@ use crate::utf8::Utf8Validator;
 
 mod receive;
 
+pub use receive::PayloadBuffer;
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {

@@ -50,7 +50,7 @@ pub mod utf8;
 
 pub use close::CloseCode;
 pub use config::Config;
-pub use connection::{ClientConnection, State};
+pub use connection::{ClientConnection, PayloadBuffer, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{HandshakeError, ProtocolError, SendError};
 pub use event::{CloseKind, Closed, Event, Message, Opened};

@@ -5,42 +5,8 @@ mod support;
 
 use flate2::{Compress, Compression, FlushCompress};
 use proptest::prelude::*;
-use support::{plain_config, server_frame, Pair};
+use support::{encode, expected, plain_config, server_frame, Pair};
 use tether_proto::{CloseKind, Config, Event, Message, ProtocolError, Request};
-
-/// Encodes `messages` as server frames, each split into `parts` fragments.
-fn encode(messages: &[(bool, Vec<u8>)], parts: usize) -> Vec<u8> {
-    let mut wire = Vec::new();
-    for (text, payload) in messages {
-        let opcode = if *text { 1 } else { 2 };
-        let n = parts.max(1);
-        let step = payload.len().div_ceil(n).max(1);
-        let chunks: Vec<&[u8]> = if payload.is_empty() {
-            vec![&[]]
-        } else {
-            payload.chunks(step).collect()
-        };
-        for (i, chunk) in chunks.iter().enumerate() {
-            let fin = i == chunks.len() - 1;
-            let op = if i == 0 { opcode } else { 0 };
-            wire.extend(server_frame(fin, false, op, chunk));
-        }
-    }
-    wire
-}
-
-fn expected(messages: &[(bool, Vec<u8>)]) -> Vec<Event> {
-    messages
-        .iter()
-        .map(|(text, p)| {
-            Event::Message(if *text {
-                Message::Text(String::from_utf8(p.clone()).unwrap())
-            } else {
-                Message::Binary(p.clone())
-            })
-        })
-        .collect()
-}
 
 fn message_strategy() -> impl Strategy<Value = (bool, Vec<u8>)> {
     prop_oneof![

@@ -16,7 +16,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
 
-use tether_proto::{ClientConnection, CloseKind};
+use bytes::BufMut;
+use tether_proto::{ClientConnection, CloseKind, PayloadBuffer};
 
 use crate::connection::{Closed, Connection, Event, Receiver, Shared, State};
 use crate::dial::{establish, handshake};
@@ -32,6 +33,10 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Transport for T {}
 /// Bytes read from the socket per call, on the stack: an idle connection
 /// holds no read buffer at all.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// A payload with at least this much left is read straight into the
+/// message buffer rather than through `READ_CHUNK`.
+const DIRECT_READ_MIN: usize = 4 * 1024;
 
 /// Buffers up to this size are kept while idle.
 const SMALL_BUFFER: usize = 16 << 10;
@@ -405,6 +410,15 @@ impl Driver {
         if self.read_closed || self.pending.is_some() || self.done {
             return false;
         }
+        let lent = self
+            .shared
+            .lock()
+            .engine
+            .as_mut()
+            .and_then(|e| e.lend_payload_buffer(DIRECT_READ_MIN));
+        if let Some(payload) = lent {
+            return self.poll_read_payload(cx, payload);
+        }
         let mut stack = [const { MaybeUninit::<u8>::uninit() }; READ_CHUNK];
         let mut buf = ReadBuf::uninit(&mut stack);
         match Pin::new(&mut self.io).poll_read(cx, &mut buf) {
@@ -422,6 +436,34 @@ impl Driver {
                 true
             }
             Poll::Ready(Err(e)) => {
+                self.fail_io(e);
+                true
+            }
+            Poll::Pending => false,
+        }
+    }
+
+    /// Reads the rest of a large payload straight into the message buffer
+    /// (without the lock: sends go on meanwhile), then hands it back.
+    fn poll_read_payload(&mut self, cx: &mut Context<'_>, mut payload: PayloadBuffer) -> bool {
+        let spare = payload.spare();
+        let mut limited = payload.buffer().limit(spare);
+        let result = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut limited);
+        let now = Instant::now();
+        let mut inner = self.shared.lock();
+        let Some(engine) = inner.engine.as_mut() else {
+            return false;
+        };
+        engine.receive_payload(now, payload);
+        match result {
+            Poll::Ready(Ok(0)) => {
+                self.read_closed = true;
+                engine.receive_eof(now);
+                true
+            }
+            Poll::Ready(Ok(_)) => true,
+            Poll::Ready(Err(e)) => {
+                drop(inner);
                 self.fail_io(e);
                 true
             }

@@ -10,7 +10,96 @@ use crate::event::{CloseKind, Event, Message};
 use crate::frame::{FrameHeader, OpCode};
 use crate::utf8::Utf8Validator;
 
+/// The buffer of a message being received, lent to the driver so that a
+/// large payload is read from the socket straight into it instead of being
+/// copied there from a read buffer. See
+/// [`ClientConnection::lend_payload_buffer`].
+#[derive(Debug)]
+pub struct PayloadBuffer {
+    data: Vec<u8>,
+    start: usize,
+    limit: usize,
+}
+
+impl PayloadBuffer {
+    /// The buffer to append to. Append only, and at most
+    /// [`spare`](Self::spare) bytes; it already has the capacity reserved.
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    /// How many more bytes belong to the current frame's payload.
+    pub fn spare(&self) -> usize {
+        (self.start + self.limit).saturating_sub(self.data.len())
+    }
+}
+
 impl ClientConnection {
+    /// When the next bytes from the server are the rest of an uncompressed
+    /// data frame with at least `min` bytes left, lends the message's buffer:
+    /// read up to [`PayloadBuffer::spare`] bytes into it, then hand it back
+    /// with [`receive_payload`](Self::receive_payload) before feeding
+    /// anything else. Otherwise `None`: read into your own buffer and call
+    /// [`receive_data`](Self::receive_data).
+    ///
+    /// This saves one copy per byte for large messages; it changes nothing
+    /// in what is validated or reported.
+    pub fn lend_payload_buffer(&mut self, min: usize) -> Option<PayloadBuffer> {
+        let Inbound::Data { remaining, .. } = self.inbound else {
+            return None;
+        };
+        let msg = self.assembly.as_mut().filter(|m| !m.compressed)?;
+        if remaining < min.max(1) as u64 {
+            return None;
+        }
+        let data = std::mem::take(&mut msg.data);
+        Some(PayloadBuffer {
+            start: data.len(),
+            limit: usize::try_from(remaining).unwrap_or(usize::MAX),
+            data,
+        })
+    }
+
+    /// Takes back a buffer from [`lend_payload_buffer`](Self::lend_payload_buffer)
+    /// with the bytes read into it, and processes them as
+    /// [`receive_data`](Self::receive_data) would. Bytes past the frame's
+    /// payload are not lost: they are fed on as ordinary input.
+    pub fn receive_payload(&mut self, now: Instant, mut payload: PayloadBuffer) {
+        let end = payload.start + payload.limit;
+        let excess = if payload.data.len() > end {
+            payload.data.split_off(end)
+        } else {
+            Vec::new()
+        };
+        let appended = payload.data.len().saturating_sub(payload.start);
+        match (self.inbound, self.assembly.as_mut()) {
+            (Inbound::Data { remaining, fin }, Some(msg)) if !msg.compressed => {
+                msg.data = payload.data;
+                if appended > 0 {
+                    if msg.text {
+                        let from = payload.start.min(msg.data.len());
+                        if msg.utf8.feed(&msg.data[from..]).is_err() {
+                            return self.fail(ProtocolError::InvalidUtf8);
+                        }
+                    }
+                    let remaining = remaining.saturating_sub(appended as u64);
+                    self.inbound = Inbound::Data { remaining, fin };
+                    if remaining == 0 {
+                        if let Err(e) = self.end_data_frame(fin) {
+                            return self.fail(e);
+                        }
+                    }
+                }
+            }
+            // The connection ended (a timeout) while the buffer was out:
+            // what was read no longer matters.
+            _ => return,
+        }
+        if !excess.is_empty() {
+            self.receive_frames(now, &excess);
+        }
+    }
+
     pub(super) fn receive_frames(&mut self, now: Instant, mut data: &[u8]) {
         while !data.is_empty() {
             match self.inbound {

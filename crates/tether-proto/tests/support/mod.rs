@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tether_proto::mask::apply_mask;
-use tether_proto::{accept_for_key, ClientConnection, Config, Event, Request};
+use tether_proto::{accept_for_key, ClientConnection, Config, Event, Message, Request};
 
 /// A frame the client sent, unmasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,4 +167,38 @@ impl Pair {
             .find(|f| f.opcode == 8)
             .map(|f| u16::from_be_bytes([f.payload[0], f.payload[1]]))
     }
+}
+
+/// Encodes `messages` as server frames, each split into `parts` fragments.
+pub fn encode(messages: &[(bool, Vec<u8>)], parts: usize) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for (text, payload) in messages {
+        let opcode = if *text { 1 } else { 2 };
+        let n = parts.max(1);
+        let step = payload.len().div_ceil(n).max(1);
+        let chunks: Vec<&[u8]> = if payload.is_empty() {
+            vec![&[]]
+        } else {
+            payload.chunks(step).collect()
+        };
+        for (i, chunk) in chunks.iter().enumerate() {
+            let fin = i == chunks.len() - 1;
+            let op = if i == 0 { opcode } else { 0 };
+            wire.extend(server_frame(fin, false, op, chunk));
+        }
+    }
+    wire
+}
+
+pub fn expected(messages: &[(bool, Vec<u8>)]) -> Vec<Event> {
+    messages
+        .iter()
+        .map(|(text, p)| {
+            Event::Message(if *text {
+                Message::Text(String::from_utf8(p.clone()).unwrap())
+            } else {
+                Message::Binary(p.clone())
+            })
+        })
+        .collect()
 }
