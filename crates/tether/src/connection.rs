@@ -330,14 +330,35 @@ impl Connection {
                     drained.await;
                 }
                 Ok(()) if self.buffered_amount() >= YIELD_AFTER => {
-                    // Let the driver write before more is queued: on a busy
-                    // runtime this keeps the buffer near one message instead
-                    // of letting it grow to the limit.
-                    tokio::task::yield_now().await;
+                    self.pace().await;
                     return Ok(());
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// After a send that left a lot queued: let the driver take it, and
+    /// under the `Wait` policy also wait while the driver is still writing
+    /// an earlier batch and another full one is queued behind it. The
+    /// application then encodes the next message while the driver writes
+    /// the last one (double buffering) instead of racing ahead to the limit:
+    /// memory stays near two messages and the buffers stay in cache.
+    async fn pace(&self) {
+        tokio::task::yield_now().await;
+        if self.shared.policy != BackpressurePolicy::Wait {
+            return;
+        }
+        loop {
+            let drained = self.shared.drained.notified();
+            let queued = match self.shared.lock().engine.as_ref() {
+                Some(e) if e.state() == tether_proto::State::Open => e.buffered_amount(),
+                _ => return,
+            };
+            if queued < YIELD_AFTER || self.shared.in_flight.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            drained.await;
         }
     }
 

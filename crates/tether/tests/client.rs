@@ -368,6 +368,46 @@ async fn backpressure_error_policy_bounds_the_buffer() {
 }
 
 #[tokio::test]
+async fn wait_policy_keeps_async_senders_near_two_messages() {
+    // A server that reads slowly: 64 KiB, then a pause.
+    const SIZE: usize = 512 << 10;
+    const COUNT: usize = 24;
+    let (total_tx, mut total_rx) = tokio::sync::mpsc::unbounded_channel();
+    let addr = serve(move |mut s| {
+        let total_tx = total_tx.clone();
+        async move {
+            raw_accept(&mut s).await;
+            let expected = COUNT * (SIZE + 14);
+            let (mut total, mut buf) = (0, vec![0u8; 64 << 10]);
+            while total < expected {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => total += n,
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let _ = total_tx.send(total);
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+    // The default policy is Wait, with a 16 MiB limit that all of it fits in.
+    let (conn, _rx) = connect(&format!("ws://{addr}/"), &options()).await.unwrap();
+    let data = vec![0x5Au8; SIZE];
+    let mut most = 0;
+    for _ in 0..COUNT {
+        timeout(T, conn.send_binary(&data)).await.unwrap().unwrap();
+        most = most.max(conn.buffered_amount());
+    }
+    assert!(most <= 2 * (SIZE + 14), "{most} bytes were queued at once");
+    // Nothing is lost on the way.
+    assert_eq!(
+        timeout(T, total_rx.recv()).await.unwrap(),
+        Some(COUNT * (SIZE + 14))
+    );
+}
+
+#[tokio::test]
 async fn backpressure_close_policy_closes_with_1001() {
     let addr = serve(|mut s| async move {
         raw_accept(&mut s).await;
