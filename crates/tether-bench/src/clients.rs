@@ -54,9 +54,12 @@ pub enum Conn {
     Raw(RawConn),
 }
 
+/// Raw TCP gathers queued messages up to this many bytes per write.
+const RAW_GATHER: usize = 64 << 10;
+
 /// Raw TCP done as well as it can be: one write per message (length prefix
 /// and payload together, vectored), reads through a 64 KiB buffer (large
-/// payloads bypass it), and queued messages written in one go by `flush`.
+/// payloads bypass it), and small queued messages gathered into one write.
 pub struct RawConn {
     pub stream: BufReader<TcpStream>,
     queued: Vec<u8>,
@@ -65,6 +68,12 @@ pub struct RawConn {
 impl RawConn {
     async fn write_message(&mut self, data: &[u8]) -> std::io::Result<()> {
         crate::server::write_message(self.stream.get_mut(), data).await
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        self.stream.get_mut().write_all(&self.queued).await?;
+        self.queued.clear();
+        Ok(())
     }
 
     pub async fn write_u8(&mut self, b: u8) -> std::io::Result<()> {
@@ -144,10 +153,19 @@ impl Conn {
                 ))
                 .await?
             }
-            Conn::Raw(r) => {
+            // Small messages are gathered for one write; a large one is
+            // written from where it is.
+            Conn::Raw(r) if data.len() < RAW_GATHER => {
                 r.queued
                     .extend_from_slice(&(data.len() as u32).to_be_bytes());
                 r.queued.extend_from_slice(data);
+                if r.queued.len() >= RAW_GATHER {
+                    r.flush().await?;
+                }
+            }
+            Conn::Raw(r) => {
+                r.flush().await?;
+                r.write_message(data).await?;
             }
             other => other.send(data).await?,
         }
@@ -157,10 +175,7 @@ impl Conn {
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         match self {
             Conn::Tungstenite(ws) => ws.flush().await?,
-            Conn::Raw(r) => {
-                r.stream.get_mut().write_all(&r.queued).await?;
-                r.queued.clear();
-            }
+            Conn::Raw(r) => r.flush().await?,
             _ => {}
         }
         Ok(())

@@ -158,6 +158,10 @@ fn main() -> anyhow::Result<()> {
     }
     if only.as_deref() == Some("micro") {
         let budget = Duration::from_millis(1000);
+        println!(
+            "masked copy (tether, memcpy) GB/s: {:?}",
+            micro::masked_copy(budget)
+        );
         let stream = micro::json_stream(10_000);
         println!(
             "deflate (tether, raw) MB/s: {:?}",
@@ -379,6 +383,13 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
         unit: "GB/s",
         higher_is_better: true,
         values: vec![(Imp::Tether, fast), (Imp::Raw, naive)],
+    });
+    let (masked, plain) = micro::masked_copy(budget);
+    rows.push(Row {
+        scenario: "masked copy of 1 MiB into the send buffer (tether vs plain memcpy)".into(),
+        unit: "GB/s",
+        higher_is_better: true,
+        values: vec![(Imp::Tether, masked), (Imp::Raw, plain)],
     });
     let (ascii, mixed) = micro::utf8(budget);
     rows.push(Row {

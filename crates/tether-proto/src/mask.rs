@@ -31,10 +31,31 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// Copies `src` onto the end of `dst`, masked with `key`, in one pass.
+/// Copies `src` onto the end of `dst`, masked with `key`, in one pass over
+/// memory: each block is masked into a small stack buffer (which stays in
+/// L1) and appended from there, so the payload is read once and the send
+/// buffer written once. Copying first and masking in place would read and
+/// write the send buffer twice.
 pub fn extend_masked(dst: &mut Vec<u8>, src: &[u8], key: [u8; 4]) {
+    const BLOCK: usize = 128;
+    dst.reserve(src.len());
+    let key64 = u64::from_ne_bytes([
+        key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
+    ]);
+    let mut blocks = src.chunks_exact(BLOCK);
+    let mut tmp = [0u8; BLOCK];
+    for block in &mut blocks {
+        for (out, word) in tmp.chunks_exact_mut(8).zip(block.chunks_exact(8)) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            out.copy_from_slice(&(u64::from_ne_bytes(w) ^ key64).to_ne_bytes());
+        }
+        dst.extend_from_slice(&tmp);
+    }
+    // Every block is a multiple of 4 bytes long, so the tail starts at key
+    // offset 0.
     let start = dst.len();
-    dst.extend_from_slice(src);
+    dst.extend_from_slice(blocks.remainder());
     apply_mask(&mut dst[start..], key);
 }
 
@@ -67,6 +88,20 @@ mod tests {
                 apply_mask_at(b, key, split);
                 assert_eq!(pieces, slow, "len {len} split {split}");
             }
+        }
+    }
+
+    #[test]
+    fn extend_masked_matches_copy_then_mask() {
+        let key = [0x9A, 0x0B, 0xFF, 0x01];
+        for len in [0, 1, 7, 8, 511, 512, 513, 1024, 1500, 4099] {
+            let src: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+            let mut expected = src.clone();
+            apply_mask_naive(&mut expected, key);
+            let mut dst = vec![0xEE; 3];
+            extend_masked(&mut dst, &src, key);
+            assert_eq!(&dst[..3], &[0xEE; 3]);
+            assert_eq!(&dst[3..], &expected[..], "len {len}");
         }
     }
 
