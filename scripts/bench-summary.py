@@ -8,7 +8,7 @@ import json
 import statistics
 import sys
 
-LOWER_IS_BETTER = ("RTT", "heap", "RSS")
+LOWER_IS_BETTER = ("RTT", "heap", "RSS", "CPU")
 runs = [json.load(open(p)) for p in sys.argv[1:]]
 order, values = [], {}
 for run in runs:

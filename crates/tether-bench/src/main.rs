@@ -253,39 +253,41 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
             higher_is_better: true,
             values: vec![],
         };
-        let mut p50 = Row {
-            scenario: format!("sequential echo {} B, p50 RTT", size),
+        let row = |what: &str| Row {
+            scenario: format!("sequential echo {size} B, {what}"),
             unit: "us",
             higher_is_better: false,
             values: vec![],
         };
-        let mut p99 = Row {
-            scenario: format!("sequential echo {} B, p99 RTT", size),
-            unit: "us",
-            higher_is_better: false,
-            values: vec![],
-        };
+        let (mut p50, mut p99, mut cpu) = (
+            row("p50 RTT"),
+            row("p99 RTT"),
+            row("client CPU per round trip"),
+        );
         // Implementations take turns within each repetition, so drift in
         // the machine's load hits them alike.
-        let mut samples: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> =
-            IMPS.iter().map(|_| Default::default()).collect();
+        let mut samples: Vec<[Vec<f64>; 4]> = IMPS.iter().map(|_| Default::default()).collect();
         for _ in 0..reps {
             for (i, imp) in IMPS.into_iter().enumerate() {
+                let used = thread_cpu();
                 let mut t = on_task(&rt, clients::sequential(imp, s, size, n))?;
+                let used = thread_cpu() - used;
                 let total: Duration = t.iter().sum();
-                samples[i].0.push(n as f64 / total.as_secs_f64());
+                samples[i][0].push(n as f64 / total.as_secs_f64());
                 t.sort();
-                samples[i].1.push(percentile(&t, 0.5));
-                samples[i].2.push(percentile(&t, 0.99));
+                samples[i][1].push(percentile(&t, 0.5));
+                samples[i][2].push(percentile(&t, 0.99));
+                samples[i][3].push(used.as_secs_f64() * 1e6 / n as f64);
             }
         }
-        for (imp, (r, a, b)) in IMPS.into_iter().zip(samples) {
+        for (imp, [r, a, b, c]) in IMPS.into_iter().zip(samples) {
             rate.values.push((imp, median(r)));
             p50.values.push((imp, median(a)));
             p99.values.push((imp, median(b)));
+            cpu.values.push((imp, median(c)));
         }
         note(&rate);
-        rows.extend([rate, p50, p99]);
+        rows.extend([rate, p50, p99, cpu]);
     }
 
     let n = if quick { 20_000 } else { 200_000 };
@@ -295,11 +297,23 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
         higher_is_better: true,
         values: vec![],
     };
-    row.values = interleaved(&IMPS, reps, |imp| {
-        Ok(n as f64 / on_task(&rt, clients::pipelined(imp, s, 1024, n, 64))?.as_secs_f64())
+    let mut cpu_row = Row {
+        scenario: "pipelined echo 1 KiB, client CPU per message".into(),
+        unit: "us",
+        higher_is_better: false,
+        values: vec![],
+    };
+    (row.values, cpu_row.values) = interleaved_cpu(&IMPS, reps, |imp| {
+        let cpu = thread_cpu();
+        let t = on_task(&rt, clients::pipelined(imp, s, 1024, n, 64))?;
+        let cpu = thread_cpu() - cpu;
+        Ok((
+            n as f64 / t.as_secs_f64(),
+            cpu.as_secs_f64() * 1e6 / n as f64,
+        ))
     })?;
     note(&row);
-    rows.push(row);
+    rows.extend([row, cpu_row]);
 
     let n = if quick { 200 } else { 2_000 };
     for (name, send) in [
@@ -312,16 +326,55 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
             higher_is_better: true,
             values: vec![],
         };
-        row.values = interleaved(&IMPS, reps, |imp| {
+        let mut cpu_row = Row {
+            scenario: format!("{name}, client CPU per MiB"),
+            unit: "us",
+            higher_is_better: false,
+            values: vec![],
+        };
+        (row.values, cpu_row.values) = interleaved_cpu(&IMPS, reps, |imp| {
+            let cpu = thread_cpu();
             let t = if send {
                 on_task(&rt, clients::send_oneway(imp, s, 1 << 20, n))?
             } else {
                 on_task(&rt, clients::recv_oneway(imp, s, 1 << 20, n))?
             };
-            Ok((n << 20) as f64 / t.as_secs_f64() / 1e6)
+            let cpu = thread_cpu() - cpu;
+            Ok((
+                (n << 20) as f64 / t.as_secs_f64() / 1e6,
+                cpu.as_secs_f64() * 1e6 / n as f64,
+            ))
         })?;
         note(&row);
-        rows.push(row);
+        rows.extend([row, cpu_row]);
+        if !send {
+            // The same for tether, without giving buffers back.
+            clients::TETHER_RECYCLES.store(false, std::sync::atomic::Ordering::Relaxed);
+            let mut row = Row {
+                scenario: format!("{name}, tether without Receiver::recycle"),
+                unit: "MB/s",
+                higher_is_better: true,
+                values: vec![],
+            };
+            let mut cpu_row = Row {
+                scenario: format!("{name}, tether without Receiver::recycle, client CPU per MiB"),
+                unit: "us",
+                higher_is_better: false,
+                values: vec![],
+            };
+            let result = interleaved_cpu(&[Imp::Tether], reps, |imp| {
+                let cpu = thread_cpu();
+                let t = on_task(&rt, clients::recv_oneway(imp, s, 1 << 20, n))?;
+                let cpu = thread_cpu() - cpu;
+                Ok((
+                    (n << 20) as f64 / t.as_secs_f64() / 1e6,
+                    cpu.as_secs_f64() * 1e6 / n as f64,
+                ))
+            });
+            clients::TETHER_RECYCLES.store(true, std::sync::atomic::Ordering::Relaxed);
+            (row.values, cpu_row.values) = result?;
+            rows.extend([row, cpu_row]);
+        }
     }
 
     let n = if quick { 500 } else { 3_000 };
@@ -460,6 +513,29 @@ fn interleaved(
         .copied()
         .zip(samples.into_iter().map(median))
         .collect())
+}
+
+/// Like [`interleaved`], for a measurement and the client CPU time it took.
+#[allow(clippy::type_complexity)]
+fn interleaved_cpu(
+    imps: &[Imp],
+    reps: usize,
+    mut f: impl FnMut(Imp) -> anyhow::Result<(f64, f64)>,
+) -> anyhow::Result<(Vec<(Imp, f64)>, Vec<(Imp, f64)>)> {
+    let mut cpu = Vec::new();
+    let values = interleaved(imps, reps, |imp| {
+        let (value, c) = f(imp)?;
+        cpu.push((imp, c));
+        Ok(value)
+    })?;
+    let cpu = imps
+        .iter()
+        .map(|&imp| {
+            let samples = cpu.iter().filter(|(i, _)| *i == imp).map(|(_, c)| *c);
+            (imp, median(samples.collect()))
+        })
+        .collect();
+    Ok((values, cpu))
 }
 
 fn print_table(rows: &[Row]) {

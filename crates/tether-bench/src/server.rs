@@ -85,7 +85,7 @@ async fn raw_conn(s: TcpStream) -> anyhow::Result<()> {
     s.set_nodelay(true)?;
     // Reads go through a buffer (large payloads bypass it); each message
     // goes out in one vectored write, as the raw client does.
-    let mut s = BufReader::with_capacity(64 << 10, s);
+    let mut s = BufReader::with_capacity(crate::clients::RAW_READ_BUFFER, s);
     let mode = s.read_u8().await?;
     match mode {
         b'e' => {

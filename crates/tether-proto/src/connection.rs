@@ -31,6 +31,9 @@ mod receive;
 
 pub use receive::PayloadBuffer;
 
+/// Message buffers smaller than this are not worth recycling.
+const RECYCLE_MIN: usize = 64 << 10;
+
 /// Where the connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -94,6 +97,8 @@ pub struct ClientConnection {
     deflater: Option<Deflater>,
     inflater: Option<Inflater>,
     scratch: Vec<u8>,
+    /// A message buffer the application gave back, for the next large message.
+    spare: Vec<u8>,
     close_sent: bool,
     close_deadline: Option<Instant>,
     keepalive: Keepalive,
@@ -123,6 +128,7 @@ impl ClientConnection {
             deflater: None,
             inflater: None,
             scratch: Vec::new(),
+            spare: Vec::new(),
             close_sent: false,
             close_deadline: None,
             keepalive: Keepalive::default(),
@@ -353,6 +359,31 @@ impl ClientConnection {
         }
         self.scratch = Vec::new();
         self.control = Vec::new();
+        self.spare = Vec::new();
+    }
+
+    /// Gives back the buffer of a message the application is done with, so
+    /// that the next message of a similar size reuses it instead of a fresh
+    /// allocation. Worth it for large messages at a high rate: with glibc's
+    /// malloc a fresh buffer of a megabyte or more is often mapped and
+    /// unmapped each time, and every page of it faulted in. One buffer is
+    /// kept (the largest); [`shrink_buffers`](Self::shrink_buffers) frees it.
+    pub fn recycle(&mut self, buffer: Vec<u8>) {
+        if buffer.capacity() >= RECYCLE_MIN && buffer.capacity() > self.spare.capacity() {
+            self.spare = buffer;
+            self.spare.clear();
+        }
+    }
+
+    /// A buffer for an uncompressed message of `len` bytes: the recycled one
+    /// when it fits and would not be mostly wasted, else a new one.
+    fn message_buffer(&mut self, len: usize) -> Vec<u8> {
+        let spare = self.spare.capacity();
+        if len >= RECYCLE_MIN && len <= spare && len >= spare / 2 {
+            std::mem::take(&mut self.spare)
+        } else {
+            Vec::with_capacity(len)
+        }
     }
 
     // ---- internals: sending ----

@@ -32,6 +32,14 @@ impl Message {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// The payload as bytes, without copying.
+    pub fn into_bytes(self) -> Vec<u8> {
+        match self {
+            Message::Text(s) => s.into_bytes(),
+            Message::Binary(b) => b,
+        }
+    }
 }
 
 /// The handshake succeeded.

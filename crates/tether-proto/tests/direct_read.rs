@@ -1,6 +1,7 @@
-//! Reading large payloads straight into the message buffer
+//! Message buffers: reading large payloads straight into them
 //! (`lend_payload_buffer` / `receive_payload`) delivers exactly what
-//! `receive_data` would, whatever the driver reads into the buffer.
+//! `receive_data` would, whatever the driver reads into the buffer; and a
+//! buffer given back with `recycle` carries the next large message.
 
 mod support;
 
@@ -134,4 +135,33 @@ fn a_buffer_returned_after_a_timeout_closed_the_connection_is_dropped() {
         matches!(&events[0], Event::Closed(c) if c.kind == CloseKind::CloseTimeout),
         "{events:?}"
     );
+}
+
+fn binary(event: Option<Event>) -> Vec<u8> {
+    match event {
+        Some(Event::Message(Message::Binary(b))) => b,
+        other => panic!("expected a binary message, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_recycled_buffer_carries_the_next_large_message() {
+    let mut pair = Pair::open(plain_config());
+    pair.feed(&server_frame(true, false, 2, &[1u8; 200_000]));
+    let first = binary(pair.client.poll_event());
+    let ptr = first.as_ptr();
+    pair.client.recycle(first);
+    pair.feed(&server_frame(true, false, 2, &[2u8; 150_000]));
+    let second = binary(pair.client.poll_event());
+    assert_eq!(second, vec![2u8; 150_000]);
+    assert_eq!(second.as_ptr(), ptr, "the recycled buffer was reused");
+    // A message under half its size gets a buffer of its own, and so does
+    // one larger than it.
+    pair.client.recycle(second);
+    pair.feed(&server_frame(true, false, 2, &[3u8; 70_000]));
+    let small = binary(pair.client.poll_event());
+    assert_ne!(small.as_ptr(), ptr);
+    assert!(small.capacity() < 100_000);
+    pair.feed(&server_frame(true, false, 2, &[4u8; 300_000]));
+    assert_eq!(binary(pair.client.poll_event()), vec![4u8; 300_000]);
 }

@@ -1,7 +1,7 @@
 //! The two faces of one connection: [`Connection`], a cloneable handle that
 //! sends and closes, and [`Receiver`], the stream of what arrives.
 
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,12 @@ pub use tether_proto::Message;
 
 /// Past this many queued bytes, an async send yields to the driver.
 const YIELD_AFTER: usize = 256 << 10;
+
+/// The driver stops reading from the socket while the application has
+/// this many bytes of messages (or `event_queue` events) not yet taken: the
+/// memory a slow application costs stays bounded, and the kernel's socket
+/// buffer and TCP flow control hold back the server.
+pub(crate) const RECEIVE_WINDOW: usize = 1 << 20;
 
 /// A connection's state, as the WebSocket API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,6 +128,12 @@ pub(crate) struct Shared {
     /// Live `Connection` handles; with none left and the receiver gone,
     /// nobody can use the connection and the driver closes it.
     pub handles: AtomicUsize,
+    /// The application gave a message buffer back; the driver frees it
+    /// once the connection idles.
+    pub recycled: AtomicBool,
+    /// Bytes of messages delivered to the channel and not yet taken by the
+    /// application; the driver stops reading at `RECEIVE_WINDOW`.
+    pub undelivered: AtomicUsize,
 }
 
 pub(crate) struct Inner {
@@ -150,6 +162,8 @@ impl Shared {
             policy,
             on_exit: Mutex::new(None),
             handles: AtomicUsize::new(0),
+            recycled: AtomicBool::new(false),
+            undelivered: AtomicUsize::new(0),
         }
     }
 
@@ -414,6 +428,9 @@ impl std::fmt::Debug for Receiver {
 impl Drop for Receiver {
     fn drop(&mut self) {
         self.rx.close();
+        // Nobody takes messages any more: the window must not stop the
+        // driver from reading the close handshake.
+        self.driver.undelivered.store(0, Ordering::Release);
         self.driver.driver.wake();
     }
 }
@@ -421,18 +438,56 @@ impl Drop for Receiver {
 impl Receiver {
     /// The next event; `None` after [`Event::Closed`] has been returned.
     pub async fn next(&mut self) -> Option<Event> {
-        self.rx.recv().await
+        let event = self.rx.recv().await;
+        self.taken(event.as_ref());
+        event
     }
 
     /// The next message, skipping other events; `Err` carries the close.
     pub async fn next_message(&mut self) -> Result<Message, Option<Closed>> {
         loop {
-            match self.rx.recv().await {
+            let event = self.rx.recv().await;
+            self.taken(event.as_ref());
+            match event {
                 Some(Event::Message(m)) => return Ok(m),
                 Some(Event::Closed(c)) => return Err(Some(*c)),
                 Some(_) => continue,
                 None => return Err(None),
             }
+        }
+    }
+}
+
+impl Receiver {
+    /// Bytes of messages received and waiting for you to take them. The
+    /// connection stops reading from the socket once this reaches 1 MiB
+    /// (or the event queue is full), until you catch up.
+    pub fn queued_bytes(&self) -> usize {
+        self.driver.undelivered.load(Ordering::Acquire)
+    }
+
+    /// Accounts for a message the application took: the driver, if it
+    /// stopped reading at the receive window, reads on.
+    fn taken(&self, event: Option<&Event>) {
+        if let Some(Event::Message(m)) = event {
+            let before = self.driver.undelivered.fetch_sub(m.len(), Ordering::AcqRel);
+            if before >= RECEIVE_WINDOW && before - m.len() < RECEIVE_WINDOW {
+                self.driver.driver.wake();
+            }
+        }
+    }
+
+    /// Gives a message you are done with back to the connection, so that
+    /// its buffer holds the next message of a similar size (64 KiB and up)
+    /// instead of a fresh allocation. Optional: worth it when large
+    /// messages arrive at a high rate. The connection keeps one such buffer
+    /// and frees it when it idles.
+    pub fn recycle(&self, message: Message) {
+        if let Some(engine) = self.driver.lock().engine.as_mut() {
+            engine.recycle(message.into_bytes());
+        }
+        if !self.driver.recycled.swap(true, Ordering::AcqRel) {
+            self.driver.driver.wake();
         }
     }
 }
@@ -443,6 +498,10 @@ impl futures_util::Stream for Receiver {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Event>> {
-        self.rx.poll_recv(cx)
+        let polled = self.rx.poll_recv(cx);
+        if let std::task::Poll::Ready(event) = &polled {
+            self.taken(event.as_ref());
+        }
+        polled
     }
 }

@@ -19,7 +19,7 @@ use tokio_util::sync::PollSender;
 use bytes::BufMut;
 use tether_proto::{ClientConnection, CloseKind, PayloadBuffer};
 
-use crate::connection::{Closed, Connection, Event, Receiver, Shared, State};
+use crate::connection::{Closed, Connection, Event, Receiver, Shared, State, RECEIVE_WINDOW};
 use crate::dial::{establish, handshake};
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -289,6 +289,10 @@ impl Driver {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.shared.driver.register(cx.waker());
         self.close_if_abandoned();
+        if self.shared.recycled.swap(false, Ordering::AcqRel) {
+            // A recycled buffer is kept while messages flow, freed on idle.
+            self.shrink_at = Some(Instant::now() + SHRINK_AFTER);
+        }
         loop {
             let mut progress = self.poll_write(cx);
             progress |= self.poll_deliver(cx);
@@ -391,6 +395,9 @@ impl Driver {
                         if matches!(event, Event::Closed(_)) {
                             self.done = true;
                         }
+                        if let Event::Message(m) = &event {
+                            self.shared.undelivered.fetch_add(m.len(), Ordering::AcqRel);
+                        }
                         let _ = self.tx.send_item(event);
                     }
                 }
@@ -406,8 +413,13 @@ impl Driver {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
-        // Backpressure: read only when the application has taken every event.
-        if self.read_closed || self.pending.is_some() || self.done {
+        // Backpressure: read only when the application has taken every
+        // event the engine produced, and keeps up within the receive window.
+        if self.read_closed
+            || self.pending.is_some()
+            || self.done
+            || self.shared.undelivered.load(Ordering::Acquire) >= RECEIVE_WINDOW
+        {
             return false;
         }
         let lent = self

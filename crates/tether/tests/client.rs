@@ -408,6 +408,33 @@ async fn wait_policy_keeps_async_senders_near_two_messages() {
 }
 
 #[tokio::test]
+async fn a_slow_reader_holds_about_one_receive_window() {
+    // A server that sends 64 messages of 256 KiB as fast as it can.
+    const SIZE: usize = 256 << 10;
+    let addr = serve(|mut s| async move {
+        raw_accept(&mut s).await;
+        for i in 0..64u8 {
+            if s.write_all(&frame(2, &vec![i; SIZE])).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    let (_conn, mut rx) = connect(&format!("ws://{addr}/"), &options()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not 64 × 256 KiB (the event queue): 1 MiB and the message that crossed it.
+    let queued = rx.queued_bytes();
+    assert!(queued <= (1 << 20) + SIZE, "{queued} bytes queued");
+    assert!(queued >= 1 << 20, "{queued} bytes queued");
+    for i in 0..64u8 {
+        let m = timeout(T, rx.next_message()).await.unwrap().unwrap();
+        assert_eq!(m, Message::Binary(vec![i; SIZE]));
+    }
+    assert_eq!(rx.queued_bytes(), 0);
+}
+
+#[tokio::test]
 async fn backpressure_close_policy_closes_with_1001() {
     let addr = serve(|mut s| async move {
         raw_accept(&mut s).await;

@@ -55,6 +55,18 @@ async fn nginx_tls_needs_the_private_ca() {
 }
 
 #[tokio::test]
+async fn expired_certificate_is_reported() {
+    let pki = Pki::new();
+    let echo = echo_server().await;
+    let nginx = nginx_tls_with(&pki, "expired", echo.port(), false);
+    let err = echo_once(&format!("wss://localhost:{}/", nginx.port), &with_ca(&pki))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "tls");
+    assert!(err.to_string().contains("expired"), "{err}");
+}
+
+#[tokio::test]
 async fn name_mismatch_is_reported() {
     let pki = Pki::new();
     let echo = echo_server().await;

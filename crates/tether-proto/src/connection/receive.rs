@@ -194,11 +194,15 @@ impl ClientConnection {
                 if !h.rsv1 && h.len > limit as u64 {
                     return Err(ProtocolError::MessageTooBig { size: h.len, limit });
                 }
-                let capacity = if h.rsv1 { 0 } else { h.len as usize };
+                let data = if h.rsv1 {
+                    Vec::new()
+                } else {
+                    self.message_buffer(h.len as usize)
+                };
                 self.assembly = Some(Assembly {
                     text: h.opcode == OpCode::Text,
                     compressed: h.rsv1,
-                    data: Vec::with_capacity(capacity),
+                    data,
                     utf8: Utf8Validator::new(),
                     checked: 0,
                 });

@@ -82,8 +82,17 @@ pub async fn raw_accept(stream: &mut TcpStream) -> String {
 /// An unmasked server frame.
 pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mut out = vec![0x80 | opcode];
-    assert!(payload.len() < 126);
-    out.push(payload.len() as u8);
+    match payload.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= 0xFFFF => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
     out.extend_from_slice(payload);
     out
 }

@@ -69,8 +69,9 @@ fn spawn(name: &str, mut cmd: Command, port: u16, dir: PathBuf) -> Peer {
     Peer { child, port, dir }
 }
 
-/// A private CA, a server certificate for localhost/127.0.0.1 and a client
-/// certificate, made with openssl.
+/// A private CA, a server certificate for localhost/127.0.0.1, one for
+/// another name, one that expired in 2020, and a client certificate, made
+/// with openssl.
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -156,6 +157,49 @@ impl Pki {
                 &format!("{who}.ext"),
             ]);
         }
+        // A server certificate that expired years ago: `openssl ca` is the
+        // one command in OpenSSL 3.0 that takes explicit dates.
+        std::fs::write(
+            dir.join("ca.cnf"),
+            "[ca]\ndefault_ca=test\n[test]\ndatabase=index.txt\nnew_certs_dir=.\n\
+             serial=serial\ndefault_md=sha256\npolicy=any\n[any]\ncommonName=supplied\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("index.txt"), "").unwrap();
+        std::fs::write(dir.join("serial"), "1000\n").unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "expired.key",
+            "-out",
+            "expired.csr",
+            "-subj",
+            "/CN=expired",
+        ]);
+        run(&[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.pem",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "expired.csr",
+            "-out",
+            "expired.pem",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+            "-extfile",
+            "server.ext",
+        ]);
         Pki { dir }
     }
 
