@@ -74,6 +74,18 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// User and system CPU time this thread has used so far.
+fn thread_user_sys() -> (Duration, Duration) {
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `usage` is valid and writable; getrusage writes only into it.
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } != 0 {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    (tv(usage.ru_utime), tv(usage.ru_stime))
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -212,7 +224,11 @@ fn main() -> anyhow::Result<()> {
                     _ => on_task(&rt, clients::pipelined(imp, s, 1024, 50_000, 64))?,
                 };
                 let cpu = thread_cpu() - cpu;
-                eprintln!("{only} {}: {t:?} (client CPU {cpu:?})", imp.name());
+                let (user, sys) = thread_user_sys();
+                eprintln!(
+                    "{only} {}: {t:?} (client CPU {cpu:?}; thread so far: user {user:?}, system {sys:?})",
+                    imp.name()
+                );
             }
         }
         let _ = server.kill();
