@@ -18,12 +18,6 @@ pub use tether_proto::Message;
 /// Past this many queued bytes, an async send yields to the driver.
 const YIELD_AFTER: usize = 256 << 10;
 
-/// The driver stops reading from the socket while the application has
-/// this many bytes of messages (or `event_queue` events) not yet taken: the
-/// memory a slow application costs stays bounded, and the kernel's socket
-/// buffer and TCP flow control hold back the server.
-pub(crate) const RECEIVE_WINDOW: usize = 1 << 20;
-
 /// A connection's state, as the WebSocket API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -132,8 +126,10 @@ pub(crate) struct Shared {
     /// once the connection idles.
     pub recycled: AtomicBool,
     /// Bytes of messages delivered to the channel and not yet taken by the
-    /// application; the driver stops reading at `RECEIVE_WINDOW`.
+    /// application; the driver stops reading at `receive_window`.
     pub undelivered: AtomicUsize,
+    /// See [`ConnectOptions::receive_window`](crate::ConnectOptions::receive_window).
+    pub receive_window: usize,
 }
 
 pub(crate) struct Inner {
@@ -144,7 +140,13 @@ pub(crate) struct Inner {
 }
 
 impl Shared {
-    pub fn new(key: String, url: String, max_buffered: usize, policy: BackpressurePolicy) -> Self {
+    pub fn new(
+        key: String,
+        url: String,
+        max_buffered: usize,
+        policy: BackpressurePolicy,
+        receive_window: usize,
+    ) -> Self {
         Shared {
             key,
             url,
@@ -164,6 +166,7 @@ impl Shared {
             handles: AtomicUsize::new(0),
             recycled: AtomicBool::new(false),
             undelivered: AtomicUsize::new(0),
+            receive_window: receive_window.max(1),
         }
     }
 
@@ -460,8 +463,8 @@ impl Receiver {
 
 impl Receiver {
     /// Bytes of messages received and waiting for you to take them. The
-    /// connection stops reading from the socket once this reaches 1 MiB
-    /// (or the event queue is full), until you catch up.
+    /// connection stops reading from the socket once this reaches the
+    /// receive window (1 MiB unless set), until you catch up.
     pub fn queued_bytes(&self) -> usize {
         self.driver.undelivered.load(Ordering::Acquire)
     }
@@ -471,7 +474,8 @@ impl Receiver {
     fn taken(&self, event: Option<&Event>) {
         if let Some(Event::Message(m)) = event {
             let before = self.driver.undelivered.fetch_sub(m.len(), Ordering::AcqRel);
-            if before >= RECEIVE_WINDOW && before - m.len() < RECEIVE_WINDOW {
+            let window = self.driver.receive_window;
+            if before >= window && before - m.len() < window {
                 self.driver.driver.wake();
             }
         }

@@ -19,7 +19,7 @@ use tokio_util::sync::PollSender;
 use bytes::BufMut;
 use tether_proto::{ClientConnection, CloseKind, PayloadBuffer};
 
-use crate::connection::{Closed, Connection, Event, Receiver, Shared, State, RECEIVE_WINDOW};
+use crate::connection::{Closed, Connection, Event, Receiver, Shared, State};
 use crate::dial::{establish, handshake};
 use crate::error::Error;
 use crate::options::ConnectOptions;
@@ -81,6 +81,7 @@ fn faces(
         redact(url),
         options.max_buffered,
         options.backpressure,
+        options.receive_window,
     ));
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
     let receiver = Receiver {
@@ -418,7 +419,7 @@ impl Driver {
         if self.read_closed
             || self.pending.is_some()
             || self.done
-            || self.shared.undelivered.load(Ordering::Acquire) >= RECEIVE_WINDOW
+            || self.shared.undelivered.load(Ordering::Acquire) >= self.shared.receive_window
         {
             return false;
         }

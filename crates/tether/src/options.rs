@@ -31,6 +31,7 @@ pub struct ConnectOptions {
     pub(crate) backpressure: BackpressurePolicy,
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
     pub(crate) event_queue: usize,
+    pub(crate) receive_window: usize,
     pub(crate) tls_options: crate::tls::TlsOptions,
     pub(crate) proxy: crate::proxy::ProxyMode,
 }
@@ -48,6 +49,7 @@ impl Default for ConnectOptions {
             backpressure: BackpressurePolicy::Wait,
             tls: None,
             event_queue: 64,
+            receive_window: 1 << 20,
             tls_options: crate::tls::TlsOptions::default(),
             proxy: crate::proxy::ProxyMode::None,
         }
@@ -153,6 +155,16 @@ impl ConnectOptions {
     pub fn backpressure(&mut self, max_buffered: usize, policy: BackpressurePolicy) -> &mut Self {
         self.max_buffered = max_buffered;
         self.backpressure = policy;
+        self
+    }
+
+    /// How many bytes of received messages may wait for the application
+    /// before the connection stops reading from the socket (default 1 MiB;
+    /// also at most 64 waiting events). The kernel's socket buffer and TCP
+    /// flow control then hold the server back, and a slow application costs
+    /// bounded memory. A message is always read whole, however large.
+    pub fn receive_window(&mut self, bytes: usize) -> &mut Self {
+        self.receive_window = bytes;
         self
     }
 
