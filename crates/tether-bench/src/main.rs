@@ -332,12 +332,10 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
     rows.extend([row, cpu_row]);
 
     let n = if quick { 200 } else { 2_000 };
-    for (name, send) in [
-        ("one-way 1 MiB, client sending", true),
-        ("one-way 1 MiB, client receiving", false),
-    ] {
+    // Rate and client CPU per MiB for one-way transfers of 1 MiB messages.
+    let one_way = |imps: &[Imp], send: bool, name: String| -> anyhow::Result<[Row; 2]> {
         let mut row = Row {
-            scenario: name.into(),
+            scenario: name.clone(),
             unit: "MB/s",
             higher_is_better: true,
             values: vec![],
@@ -348,7 +346,7 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
             higher_is_better: false,
             values: vec![],
         };
-        (row.values, cpu_row.values) = interleaved_cpu(&IMPS, reps, |imp| {
+        (row.values, cpu_row.values) = interleaved_cpu(imps, reps, |imp| {
             let cpu = thread_cpu();
             let t = if send {
                 on_task(&rt, clients::send_oneway(imp, s, 1 << 20, n))?
@@ -362,36 +360,27 @@ fn run(s: Servers, quick: bool, exe: &std::path::Path) -> anyhow::Result<Vec<Row
             ))
         })?;
         note(&row);
-        rows.extend([row, cpu_row]);
-        if !send {
-            // The same for tether, without giving buffers back.
-            clients::TETHER_RECYCLES.store(false, std::sync::atomic::Ordering::Relaxed);
-            let mut row = Row {
-                scenario: format!("{name}, tether without Receiver::recycle"),
-                unit: "MB/s",
-                higher_is_better: true,
-                values: vec![],
-            };
-            let mut cpu_row = Row {
-                scenario: format!("{name}, tether without Receiver::recycle, client CPU per MiB"),
-                unit: "us",
-                higher_is_better: false,
-                values: vec![],
-            };
-            let result = interleaved_cpu(&[Imp::Tether], reps, |imp| {
-                let cpu = thread_cpu();
-                let t = on_task(&rt, clients::recv_oneway(imp, s, 1 << 20, n))?;
-                let cpu = thread_cpu() - cpu;
-                Ok((
-                    (n << 20) as f64 / t.as_secs_f64() / 1e6,
-                    cpu.as_secs_f64() * 1e6 / n as f64,
-                ))
-            });
-            clients::TETHER_RECYCLES.store(true, std::sync::atomic::Ordering::Relaxed);
-            (row.values, cpu_row.values) = result?;
-            rows.extend([row, cpu_row]);
-        }
-    }
+        Ok([row, cpu_row])
+    };
+    rows.extend(one_way(
+        &IMPS,
+        true,
+        "one-way 1 MiB, client sending".into(),
+    )?);
+    rows.extend(one_way(
+        &IMPS,
+        false,
+        "one-way 1 MiB, client receiving".into(),
+    )?);
+    // The same for tether, without giving buffers back.
+    clients::TETHER_RECYCLES.store(false, std::sync::atomic::Ordering::Relaxed);
+    let without = one_way(
+        &[Imp::Tether],
+        false,
+        "one-way 1 MiB, client receiving, tether without Receiver::recycle".into(),
+    );
+    clients::TETHER_RECYCLES.store(true, std::sync::atomic::Ordering::Relaxed);
+    rows.extend(without?);
 
     let n = if quick { 500 } else { 3_000 };
     let mut row = Row {

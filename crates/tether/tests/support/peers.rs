@@ -126,7 +126,7 @@ impl Pki {
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ]);
-        for who in ["server", "client", "other"] {
+        let request = |who: &str| {
             run(&[
                 "req",
                 "-newkey",
@@ -138,7 +138,10 @@ impl Pki {
                 &format!("{who}.csr"),
                 "-subj",
                 &format!("/CN={who}"),
-            ]);
+            ])
+        };
+        for who in ["server", "client", "other"] {
+            request(who);
             run(&[
                 "x509",
                 "-req",
@@ -167,18 +170,7 @@ impl Pki {
         .unwrap();
         std::fs::write(dir.join("index.txt"), "").unwrap();
         std::fs::write(dir.join("serial"), "1000\n").unwrap();
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "expired.key",
-            "-out",
-            "expired.csr",
-            "-subj",
-            "/CN=expired",
-        ]);
+        request("expired");
         run(&[
             "ca",
             "-batch",
