@@ -368,11 +368,14 @@ impl ClientConnection {
     /// malloc a fresh buffer of a megabyte or more is often mapped and
     /// unmapped each time, and every page of it faulted in. One buffer is
     /// kept (the largest); [`shrink_buffers`](Self::shrink_buffers) frees it.
-    pub fn recycle(&mut self, buffer: Vec<u8>) {
+    /// Returns whether this one was kept (small buffers never are).
+    pub fn recycle(&mut self, buffer: Vec<u8>) -> bool {
         if buffer.capacity() >= RECYCLE_MIN && buffer.capacity() > self.spare.capacity() {
             self.spare = buffer;
             self.spare.clear();
+            return true;
         }
+        false
     }
 
     /// A buffer for an uncompressed message of `len` bytes: the recycled one

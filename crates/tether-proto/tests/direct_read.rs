@@ -150,14 +150,15 @@ fn a_recycled_buffer_carries_the_next_large_message() {
     pair.feed(&server_frame(true, false, 2, &[1u8; 200_000]));
     let first = binary(pair.client.poll_event());
     let ptr = first.as_ptr();
-    pair.client.recycle(first);
+    assert!(pair.client.recycle(first));
     pair.feed(&server_frame(true, false, 2, &[2u8; 150_000]));
     let second = binary(pair.client.poll_event());
     assert_eq!(second, vec![2u8; 150_000]);
     assert_eq!(second.as_ptr(), ptr, "the recycled buffer was reused");
     // A message under half its size gets a buffer of its own, and so does
     // one larger than it.
-    pair.client.recycle(second);
+    assert!(pair.client.recycle(second));
+    assert!(!pair.client.recycle(vec![0u8; 1000]), "small buffers are not kept");
     pair.feed(&server_frame(true, false, 2, &[3u8; 70_000]));
     let small = binary(pair.client.poll_event());
     assert_ne!(small.as_ptr(), ptr);

@@ -18,6 +18,10 @@ pub use tether_proto::Message;
 /// Past this many queued bytes, an async send yields to the driver.
 const YIELD_AFTER: usize = 256 << 10;
 
+/// Message buffers below this size are not worth recycling (the engine
+/// would not keep them either).
+const RECYCLE_MIN: usize = 64 << 10;
+
 /// A connection's state, as the WebSocket API names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum State {
@@ -487,10 +491,16 @@ impl Receiver {
     /// messages arrive at a high rate. The connection keeps one such buffer
     /// and frees it when it idles.
     pub fn recycle(&self, message: Message) {
-        if let Some(engine) = self.driver.lock().engine.as_mut() {
-            engine.recycle(message.into_bytes());
+        let buffer = message.into_bytes();
+        if buffer.capacity() < RECYCLE_MIN {
+            return; // not worth the lock
         }
-        if !self.driver.recycled.swap(true, Ordering::AcqRel) {
+        let kept = match self.driver.lock().engine.as_mut() {
+            Some(engine) => engine.recycle(buffer),
+            None => false,
+        };
+        // The driver frees a kept buffer when the connection idles.
+        if kept && !self.driver.recycled.swap(true, Ordering::AcqRel) {
             self.driver.driver.wake();
         }
     }
