@@ -158,7 +158,10 @@ fn a_recycled_buffer_carries_the_next_large_message() {
     // A message under half its size gets a buffer of its own, and so does
     // one larger than it.
     assert!(pair.client.recycle(second));
-    assert!(!pair.client.recycle(vec![0u8; 1000]), "small buffers are not kept");
+    assert!(
+        !pair.client.recycle(vec![0u8; 1000]),
+        "small buffers are not kept"
+    );
     pair.feed(&server_frame(true, false, 2, &[3u8; 70_000]));
     let small = binary(pair.client.poll_event());
     assert_ne!(small.as_ptr(), ptr);

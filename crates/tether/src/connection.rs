@@ -134,6 +134,8 @@ pub(crate) struct Shared {
     pub undelivered: AtomicUsize,
     /// See [`ConnectOptions::receive_window`](crate::ConnectOptions::receive_window).
     pub receive_window: usize,
+    /// The driver stopped reading until the application takes events.
+    pub read_stalled: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -171,6 +173,7 @@ impl Shared {
             recycled: AtomicBool::new(false),
             undelivered: AtomicUsize::new(0),
             receive_window: receive_window.max(1),
+            read_stalled: AtomicBool::new(false),
         }
     }
 
@@ -376,7 +379,13 @@ impl Connection {
                 Some(e) if e.state() == tether_proto::State::Open => e.buffered_amount(),
                 _ => return,
             };
-            if queued < YIELD_AFTER || self.shared.in_flight.load(Ordering::Acquire) == 0 {
+            // Waiting on writes while reading waits for the application
+            // could deadlock (the server may not read until it can write):
+            // then the buffer limit alone applies.
+            if queued < YIELD_AFTER
+                || self.shared.in_flight.load(Ordering::Acquire) == 0
+                || self.shared.read_stalled.load(Ordering::Acquire)
+            {
                 return;
             }
             drained.await;

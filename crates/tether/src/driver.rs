@@ -416,12 +416,21 @@ impl Driver {
     fn poll_read(&mut self, cx: &mut Context<'_>) -> bool {
         // Backpressure: read only when the application has taken every
         // event the engine produced, and keeps up within the receive window.
-        if self.read_closed
-            || self.pending.is_some()
-            || self.done
+        if self.read_closed || self.done {
+            return false;
+        }
+        if self.pending.is_some()
             || self.shared.undelivered.load(Ordering::Acquire) >= self.shared.receive_window
         {
+            if !self.shared.read_stalled.swap(true, Ordering::AcqRel) {
+                // A sender pacing itself must not wait for writes that may
+                // need the application to read first: let it re-check.
+                self.shared.drained.notify_waiters();
+            }
             return false;
+        }
+        if self.shared.read_stalled.load(Ordering::Acquire) {
+            self.shared.read_stalled.store(false, Ordering::Release);
         }
         let lent = self
             .shared

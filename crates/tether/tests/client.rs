@@ -438,6 +438,32 @@ async fn a_slow_reader_holds_about_one_receive_window_of_messages() {
 }
 
 #[tokio::test]
+async fn a_burst_sent_before_reading_its_echoes_does_not_hang() {
+    // Pacing waits for the socket, the receive window stops reading: neither
+    // may stall a task that sends everything first and reads afterwards,
+    // as long as it fits the send buffer limit.
+    let addr = echo_server().await;
+    let mut o = options();
+    o.backpressure(64 << 20, BackpressurePolicy::Wait);
+    let (conn, mut rx) = connect(&format!("ws://{addr}/"), &o).await.unwrap();
+    // Large messages fill the receive window, small ones the event queue.
+    for (size, count) in [(512 << 10, 64), (1 << 10, 32_000)] {
+        let data = vec![7u8; size];
+        timeout(T, async {
+            for _ in 0..count {
+                conn.send_binary(&data).await.unwrap();
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("sending {size} B messages hung while the echoes waited"));
+        for _ in 0..count {
+            let m = timeout(T, rx.next_message()).await.unwrap().unwrap();
+            assert_eq!(m.len(), size);
+        }
+    }
+}
+
+#[tokio::test]
 async fn backpressure_close_policy_closes_with_1001() {
     let addr = serve(|mut s| async move {
         raw_accept(&mut s).await;
