@@ -8,7 +8,13 @@ use tether_proto::{Config, DeflateConfig};
 /// What to do when a send would push the outgoing buffer past its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackpressurePolicy {
-    /// `send_*` waits until the buffer drains below the limit.
+    /// `send_*` waits until the buffer drains below the limit. Below the
+    /// limit, a send that leaves a lot queued also waits while the previous
+    /// batch is written, unless reading is held up by messages you have not
+    /// taken yet. A task that both sends and receives should keep taking
+    /// messages: a server that stops reading until it can write to you
+    /// would otherwise leave a send waiting at the limit for good; use
+    /// `Error` or a separate receiving task if that can happen.
     #[default]
     Wait,
     /// `send_*` fails with [`SendError::BufferFull`](crate::SendError::BufferFull).
