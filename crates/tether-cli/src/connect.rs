@@ -242,6 +242,7 @@ fn take_line(line: &mut Vec<u8>, binary: bool, line_no: u64) -> Result<Message, 
 /// Where stdin lines go: a plain or a reconnecting connection.
 trait Outbox {
     async fn send(&self, message: Message) -> Result<(), tether::SendError>;
+    fn close(&self, code: u16, reason: &str) -> Result<(), tether::SendError>;
 }
 
 impl Outbox for tether::Connection {
@@ -250,6 +251,9 @@ impl Outbox for tether::Connection {
             Message::Text(t) => self.send_text(&t).await,
             Message::Binary(b) => self.send_binary(&b).await,
         }
+    }
+    fn close(&self, code: u16, reason: &str) -> Result<(), tether::SendError> {
+        tether::Connection::close(self, code, reason)
     }
 }
 
@@ -260,23 +264,42 @@ impl Outbox for tether::Persistent {
             Message::Binary(b) => self.send_binary(&b).await,
         }
     }
+    fn close(&self, code: u16, reason: &str) -> Result<(), tether::SendError> {
+        tether::Persistent::close(self, code, reason)
+    }
 }
 
-/// Sends one stdin line, reporting a line that cannot be sent or a failed send.
-async fn forward_line(
+/// Handles one read from stdin: sends the line (reporting a line that
+/// cannot be sent or a failed send), or at the end of input (or a read
+/// error, reported) closes with 1000. Returns whether input is still open.
+async fn on_stdin(
     out: &Output,
     to: &impl Outbox,
+    read: std::io::Result<usize>,
     line: &mut Vec<u8>,
     binary: bool,
-    line_no: u64,
-) {
-    match take_line(line, binary, line_no) {
-        Ok(message) => {
-            if let Err(e) = to.send(message).await {
-                out.error("send", &e.to_string(), None);
+    line_no: &mut u64,
+) -> bool {
+    match read {
+        Ok(0) | Err(_) => {
+            if let Err(e) = read {
+                out.error("stdin", &format!("cannot read stdin: {e}"), None);
             }
+            let _ = to.close(1000, "");
+            false
         }
-        Err(e) => out.error("input", &e, None),
+        Ok(_) => {
+            *line_no += 1;
+            match take_line(line, binary, *line_no) {
+                Ok(message) => {
+                    if let Err(e) = to.send(message).await {
+                        out.error("send", &e.to_string(), None);
+                    }
+                }
+                Err(e) => out.error("input", &e, None),
+            }
+            true
+        }
     }
 }
 
@@ -322,19 +345,8 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 }
             }
             read = stdin.read_until(b'\n', &mut line), if input_open => {
-                match read {
-                    Ok(0) | Err(_) => {
-                        if let Err(e) = read {
-                            out.error("stdin", &format!("cannot read stdin: {e}"), None);
-                        }
-                        input_open = false;
-                        let _ = conn.close(1000, "");
-                    }
-                    Ok(_) => {
-                        line_no += 1;
-                        forward_line(&out, &conn, &mut line, args.binary, line_no).await;
-                    }
-                }
+                input_open =
+                    on_stdin(&out, &conn, read, &mut line, args.binary, &mut line_no).await;
             }
         }
     }
@@ -404,19 +416,10 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
                 Some(PersistentEvent::Closed) | None => return if last_clean { 0 } else { 1 },
                 Some(_) => {}
             },
-            read = stdin.read_until(b'\n', &mut line), if input_open => match read {
-                Ok(0) | Err(_) => {
-                    if let Err(e) = read {
-                        out.error("stdin", &format!("cannot read stdin: {e}"), None);
-                    }
-                    input_open = false;
-                    let _ = conn.close(1000, "");
-                }
-                Ok(_) => {
-                    line_no += 1;
-                    forward_line(&out, &conn, &mut line, args.binary, line_no).await;
-                }
-            },
+            read = stdin.read_until(b'\n', &mut line), if input_open => {
+                input_open =
+                    on_stdin(&out, &conn, read, &mut line, args.binary, &mut line_no).await;
+            }
         }
     }
 }
