@@ -438,14 +438,13 @@ mod browser_session {
         let session = cookie.split(';').next().unwrap().to_string();
         let csrf = v["csrf"].as_str().unwrap().to_string();
 
-        let (s, _, _) = send(
-            &app,
+        let list = || {
             Request::get("/api/clients")
                 .header("cookie", &session)
                 .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+                .unwrap()
+        };
+        let (s, _, _) = send(&app, list()).await;
         assert_eq!(s, StatusCode::OK, "a session authenticates reads");
         let create = |csrf: Option<&str>| {
             let mut r = Request::post("/api/clients")
@@ -479,14 +478,7 @@ mod browser_session {
             .to_str()
             .unwrap()
             .contains("Max-Age=0"));
-        let (s, _, _) = send(
-            &app,
-            Request::get("/api/clients")
-                .header("cookie", &session)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+        let (s, _, _) = send(&app, list()).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "the session is gone");
     }
 

@@ -272,25 +272,24 @@ async fn queued_sends_are_delivered_after_the_reconnect() {
     assert_eq!(got, ["one", "two"], "in order");
 }
 
-#[tokio::test]
-async fn close_during_the_backoff_stops_reconnecting() {
+/// A persistent connection to a port nobody listens on.
+fn open_to_nothing(policy: ReconnectPolicy) -> (Persistent, tether::PersistentReceiver) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let policy = ReconnectPolicy {
+    let persistent = PersistentOptions {
+        policy,
+        queue_bytes: 0,
+    };
+    Persistent::open("nothing", &format!("ws://{addr}/"), &options(), persistent).unwrap()
+}
+
+#[tokio::test]
+async fn close_during_the_backoff_stops_reconnecting() {
+    let (conn, mut rx) = open_to_nothing(ReconnectPolicy {
         initial_delay: Duration::from_secs(5),
         ..Default::default()
-    };
-    let (conn, mut rx) = Persistent::open(
-        "c",
-        &format!("ws://{addr}/"),
-        &options(),
-        PersistentOptions {
-            policy,
-            queue_bytes: 0,
-        },
-    )
-    .unwrap();
+    });
     wait(&mut rx, |e| {
         matches!(e, PersistentEvent::Reconnecting { .. })
     })
@@ -313,24 +312,11 @@ async fn close_during_the_backoff_stops_reconnecting() {
 
 #[tokio::test]
 async fn a_policy_with_max_attempts_gives_up() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    let policy = ReconnectPolicy {
+    let (_conn, mut rx) = open_to_nothing(ReconnectPolicy {
         initial_delay: Duration::from_millis(20),
         max_attempts: Some(3),
         ..Default::default()
-    };
-    let (_conn, mut rx) = Persistent::open(
-        "g",
-        &format!("ws://{addr}/"),
-        &options(),
-        PersistentOptions {
-            policy,
-            queue_bytes: 0,
-        },
-    )
-    .unwrap();
+    });
     let mut attempts = 0;
     loop {
         match timeout(T, rx.next()).await.unwrap() {
