@@ -81,6 +81,14 @@ pub struct ClientTypeConfig {
     /// updated from the defaults at every start. It cannot be deleted.
     #[serde(default)]
     pub predefined: bool,
+    /// Environment variables the module may read with `env(NAME)`. Nothing
+    /// else is readable, and names starting with `TETHER_` are refused.
+    #[serde(default)]
+    pub env: Vec<Spanned<String>>,
+    /// CPU time one hook call of the Lua module may take, in milliseconds.
+    /// Default 1000; at most 60000.
+    #[serde(default)]
+    pub cpu_limit_ms: Option<Spanned<u64>>,
     /// Defaults for the type's instances.
     #[serde(default)]
     pub defaults: TypeDefaults,
@@ -238,6 +246,10 @@ pub struct ClientType {
     pub module: Option<PathBuf>,
     /// The module's source, read at load time.
     pub module_source: Option<String>,
+    /// Environment variables the module may read.
+    pub env: Vec<String>,
+    /// CPU time per hook call.
+    pub cpu_limit: Duration,
     /// Whether exactly one instance exists with key = name.
     pub predefined: bool,
     /// Default URL.
@@ -365,6 +377,32 @@ impl Loaded {
                     (Some(path), Some(source))
                 }
             };
+            let mut env = Vec::new();
+            for name in &t.env {
+                let n = name.get_ref();
+                if n.starts_with(crate::modules::lua::RESERVED_ENV_PREFIX) {
+                    return Err(at(
+                        name.span(),
+                        format!("env {n:?}: variables named TETHER_* belong to the host and cannot be given to modules"),
+                    ));
+                }
+                if n.is_empty() || n.contains('=') {
+                    return Err(at(name.span(), format!("env {n:?} is not a variable name")));
+                }
+                env.push(n.clone());
+            }
+            let cpu_limit = match &t.cpu_limit_ms {
+                None => crate::modules::lua::DEFAULT_CPU_LIMIT,
+                Some(ms) if (1..=60_000).contains(ms.get_ref()) => {
+                    Duration::from_millis(*ms.get_ref())
+                }
+                Some(ms) => {
+                    return Err(at(
+                        ms.span(),
+                        format!("cpu_limit_ms = {} is out of range: use 1 to 60000", ms.get_ref()),
+                    ))
+                }
+            };
             let d = t.defaults;
             types.insert(
                 name.clone(),
@@ -372,6 +410,8 @@ impl Loaded {
                     name,
                     module,
                     module_source,
+                    env,
+                    cpu_limit,
                     predefined: t.predefined,
                     url: d.url.map(Spanned::into_inner),
                     headers: d.headers,

@@ -146,7 +146,10 @@ impl Host {
                 let factory = rust_modules.remove(&t.name).or_else(|| {
                     let source = t.module_source.clone()?;
                     let path = t.module.clone()?;
-                    Some(Arc::new(LuaFactory::new(source, path)) as Arc<dyn ModuleFactory>)
+                    Some(Arc::new(LuaFactory::new(source, path)
+                        .env(t.env.clone())
+                        .cpu_limit(t.cpu_limit))
+                        as Arc<dyn ModuleFactory>)
                 });
                 (
                     t.name.clone(),
@@ -304,6 +307,10 @@ impl Host {
         let factory = type_name
             .and_then(|t| self.types.get(t))
             .and_then(|t| t.factory.clone());
+        let call_limit = factory
+            .as_ref()
+            .and_then(|f| f.call_limit())
+            .unwrap_or(crate::modules::DEFAULT_CALL_LIMIT);
         let lookup = self.lookup();
         let host = self.clone();
         ClientRuntime::spawn(
@@ -312,9 +319,10 @@ impl Host {
             spec,
             initial,
             self.bus.clone(),
+            call_limit,
             move |rt, timers| {
                 let Some(factory) = factory else {
-                    return Box::new(NoModule);
+                    return Box::new(NoModule) as Box<dyn crate::modules::ClientModule>;
                 };
                 match factory.create(host.module_context(rt, timers, lookup)) {
                     Ok(m) => m,

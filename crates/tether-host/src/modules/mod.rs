@@ -174,7 +174,18 @@ pub trait ClientModule: Send {
 pub trait ModuleFactory: Send + Sync {
     /// A fresh module (for Lua: a fresh Lua state) for one instance.
     fn create(&self, ctx: ModuleContext) -> Result<Box<dyn ClientModule>, ModuleError>;
+
+    /// How long one hook call may take. The host stops waiting for a call
+    /// that runs a second past it, and fails the client: its connection is
+    /// closed and its hooks never run again until it is connected anew.
+    fn call_limit(&self) -> Option<Duration> {
+        None
+    }
 }
+
+/// How long the host waits for a hook call of a module that sets no
+/// [`ModuleFactory::call_limit`].
+pub const DEFAULT_CALL_LIMIT: Duration = Duration::from_secs(10);
 
 /// The module of a type without one: every hook does nothing.
 pub struct NoModule;

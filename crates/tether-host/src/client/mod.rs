@@ -1,0 +1,307 @@
+//! One client (a stored instance or a dynamic connection) at run time: its
+//! connection, its module, its state and counters, and the worker task that
+//! runs them. Socket → connection → event → module hooks, one at a time.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use tether::{ConnectOptions, ReconnectPolicy};
+
+use crate::events::{body, EventBus, HostEvent};
+use crate::modules::{ClientModule, ConnHandle, TimerRequest};
+use crate::store::{now_ms, rfc3339};
+
+/// A client's state as the API reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientState {
+    /// Not connected and not trying.
+    Closed,
+    /// Connecting (TCP, TLS, handshake).
+    Connecting,
+    /// Open.
+    Open,
+    /// Close handshake in progress.
+    Closing,
+    /// Lost; waiting for the next attempt.
+    Reconnecting,
+    /// Its type is gone from the config: kept, never connected.
+    Disabled,
+    /// A hook call overran its limit: closed, no hooks run, not reconnected
+    /// until an operator connects it again.
+    Failed,
+}
+
+impl ClientState {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientState::Closed => "closed",
+            ClientState::Connecting => "connecting",
+            ClientState::Open => "open",
+            ClientState::Closing => "closing",
+            ClientState::Reconnecting => "reconnecting",
+            ClientState::Disabled => "disabled",
+            ClientState::Failed => "failed",
+        }
+    }
+}
+
+/// Counters and live facts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// The state.
+    pub state: ClientState,
+    /// The last error, if any.
+    pub last_error: Option<String>,
+    /// Messages received.
+    pub messages_in: u64,
+    /// Messages sent.
+    pub messages_out: u64,
+    /// Payload bytes received.
+    pub bytes_in: u64,
+    /// Payload bytes sent.
+    pub bytes_out: u64,
+    /// Reconnect attempts made.
+    pub reconnects: u64,
+    /// When the current connection opened, RFC 3339.
+    pub connected_since: Option<String>,
+    /// Last keepalive round trip in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Errors seen, by kind.
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+impl Status {
+    /// A client that is closed and has done nothing yet.
+    pub fn closed() -> Self {
+        Status {
+            state: ClientState::Closed,
+            last_error: None,
+            messages_in: 0,
+            messages_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            reconnects: 0,
+            connected_since: None,
+            rtt_ms: None,
+            errors: Default::default(),
+        }
+    }
+}
+
+/// How to connect: the instance's settings merged with its type's.
+#[derive(Clone)]
+pub struct ClientSpec {
+    /// URL.
+    pub url: String,
+    /// Basic-auth user and password.
+    pub credentials: Option<(String, String)>,
+    /// Headers.
+    pub headers: BTreeMap<String, String>,
+    /// Subprotocols.
+    pub protocols: Vec<String>,
+    /// Connect timeout.
+    pub timeout: Duration,
+    /// Reconnect when the link is lost.
+    pub reconnect: bool,
+    /// Reconnect timing.
+    pub policy: ReconnectPolicy,
+    /// Keepalive interval and timeout (`None` = off).
+    pub keepalive: (Option<Duration>, Option<Duration>),
+    /// Offer compression.
+    pub compression: bool,
+    /// Honour HTTP_PROXY / HTTPS_PROXY / ALL_PROXY / NO_PROXY.
+    pub use_env_proxy: bool,
+    /// TLS options for `wss://`.
+    pub tls: tether::TlsOptions,
+}
+
+impl ClientSpec {
+    fn options(&self, headers: &BTreeMap<String, String>) -> ConnectOptions {
+        let mut o = ConnectOptions::new();
+        for (n, v) in headers {
+            o.header(n.clone(), v.clone());
+        }
+        for p in &self.protocols {
+            o.protocol(p.clone());
+        }
+        if let Some((u, p)) = &self.credentials {
+            o.basic_auth(u.clone(), p.clone());
+        }
+        if self.use_env_proxy {
+            o.proxy(tether::ProxyMode::Environment);
+        }
+        o.tls(self.tls.clone());
+        o.connect_timeout(self.timeout)
+            .keepalive(self.keepalive.0, self.keepalive.1)
+            .compression(self.compression);
+        o
+    }
+}
+
+mod worker;
+use worker::Worker;
+
+enum Control {
+    Connect,
+    Disconnect,
+    Shutdown,
+    Timer(u64),
+}
+
+/// A client at run time. Cheap to share; the worker task does the work.
+pub struct ClientRuntime {
+    /// The key.
+    pub key: String,
+    /// Not stored: lives until closed.
+    pub dynamic: bool,
+    spec: Mutex<ClientSpec>,
+    status: Mutex<Status>,
+    handle: ConnHandle,
+    control: mpsc::UnboundedSender<Control>,
+    history: Mutex<VecDeque<Arc<HostEvent>>>,
+    bus: EventBus,
+}
+
+impl ClientRuntime {
+    /// Starts the worker for a client. `make_module` builds its module once
+    /// the runtime exists (it needs the handle and the event bus).
+    pub fn spawn(
+        key: String,
+        dynamic: bool,
+        spec: ClientSpec,
+        initial: ClientState,
+        bus: EventBus,
+        call_limit: Duration,
+        make_module: impl FnOnce(
+            &Arc<ClientRuntime>,
+            mpsc::UnboundedSender<TimerRequest>,
+        ) -> Box<dyn ClientModule>,
+    ) -> Arc<ClientRuntime> {
+        let (control, control_rx) = mpsc::unbounded_channel();
+        let (timers_tx, timers_rx) = mpsc::unbounded_channel();
+        let rt = Arc::new(ClientRuntime {
+            handle: ConnHandle::new(key.clone()),
+            key,
+            dynamic,
+            spec: Mutex::new(spec),
+            status: Mutex::new(Status {
+                state: initial,
+                ..Status::closed()
+            }),
+            control,
+            history: Mutex::new(VecDeque::new()),
+            bus,
+        });
+        let module = make_module(&rt, timers_tx);
+        tokio::spawn(Worker::new(rt.clone(), module, call_limit, control_rx, timers_rx).run());
+        rt
+    }
+
+    /// The connection handle modules and other clients use.
+    pub fn handle(&self) -> ConnHandle {
+        self.handle.clone()
+    }
+
+    /// A copy of the status, with the live round-trip time.
+    pub fn status(&self) -> Status {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(rtt) = self.handle.connection().and_then(|c| c.rtt()) {
+            s.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+        }
+        s
+    }
+
+    /// The last events, oldest first.
+    pub fn history(&self) -> Vec<Arc<HostEvent>> {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Replaces the settings used by the next connection attempt.
+    pub fn set_spec(&self, spec: ClientSpec) {
+        *self.spec.lock().unwrap_or_else(|e| e.into_inner()) = spec;
+    }
+
+    /// Connects (no-op when connected or connecting).
+    pub fn connect(&self) {
+        let _ = self.control.send(Control::Connect);
+    }
+
+    /// Disconnects and stops reconnecting.
+    pub fn disconnect(&self) {
+        let _ = self.control.send(Control::Disconnect);
+    }
+
+    /// Closes and ends the worker.
+    pub fn shutdown(&self) {
+        let _ = self.control.send(Control::Shutdown);
+    }
+
+    /// Sends a message; fails when not open.
+    pub fn send(&self, message: &tether::Message) -> Result<(), String> {
+        if self.status().state != ClientState::Open {
+            return Err(format!("client {:?} is not open", self.key));
+        }
+        let result = match message {
+            tether::Message::Text(t) => self.handle.send_text(t),
+            tether::Message::Binary(b) => self.handle.send_binary(b),
+        };
+        if result.is_ok() {
+            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            s.messages_out += 1;
+            s.bytes_out += message.len() as u64;
+        }
+        result
+    }
+
+    /// Publishes an event for this client.
+    pub fn publish(&self, body: serde_json::Value) {
+        let event = HostEvent {
+            client: self.key.clone(),
+            dynamic: self.dynamic,
+            at: rfc3339(now_ms()),
+            body,
+        };
+        self.bus.publish(&self.history, event);
+    }
+
+    /// Publishes an error event and counts it by kind.
+    pub(crate) fn publish_error(&self, kind: &str, message: &str) {
+        self.update(|s| *s.errors.entry(kind.to_string()).or_default() += 1);
+        self.publish(body::error(kind, message));
+    }
+
+    fn set_state(&self, state: ClientState) {
+        let changed = {
+            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            let changed = s.state != state;
+            s.state = state;
+            if state != ClientState::Open {
+                s.connected_since = None;
+            }
+            changed
+        };
+        if changed {
+            self.publish(body::state(state.as_str()));
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+}
+

@@ -1,0 +1,427 @@
+//! The task behind one client: it owns the connection's event stream and
+//! the module, and runs the hooks one at a time, in event order, on the
+//! blocking pool. A hook call that overruns its limit fails the client
+//! instead of freezing it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use tether::{Backoff, Event};
+
+use super::{ClientRuntime, ClientSpec, ClientState, Control};
+use crate::events::body;
+use crate::modules::{ClientModule, ConnHandle, ConnectRequest, ModuleError, NoModule, TimerRequest};
+use crate::store::{now_ms, rfc3339};
+
+/// Past a hook's call limit, how long the worker still waits before it
+/// gives the call up (the Lua budget stops Lua code well inside this).
+const CALL_GRACE: Duration = Duration::from_secs(1);
+
+/// The task behind one client.
+pub(super) struct Worker {
+    rt: Arc<ClientRuntime>,
+    /// `None` while a hook call runs, and after one overran its limit.
+    module: Option<Box<dyn ClientModule>>,
+    /// A hook call given up on: it still owns the module until it returns.
+    stuck: Option<JoinHandle<Box<dyn ClientModule>>>,
+    call_limit: Duration,
+    control: mpsc::UnboundedReceiver<Control>,
+    timers: mpsc::UnboundedReceiver<TimerRequest>,
+    timer_tasks: HashMap<u64, (JoinHandle<()>, Arc<AtomicBool>)>,
+    events: Option<tether::Receiver>,
+    want: bool,
+    backoff: Option<Backoff>,
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl Worker {
+    pub(super) fn new(
+        rt: Arc<ClientRuntime>,
+        module: Box<dyn ClientModule>,
+        call_limit: Duration,
+        control: mpsc::UnboundedReceiver<Control>,
+        timers: mpsc::UnboundedReceiver<TimerRequest>,
+    ) -> Self {
+        Worker {
+            rt,
+            module: Some(module),
+            stuck: None,
+            call_limit,
+            control,
+            timers,
+            timer_tasks: HashMap::new(),
+            events: None,
+            want: false,
+            backoff: None,
+            retry_at: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        loop {
+            tokio::select! {
+                c = self.control.recv() => match c {
+                    Some(Control::Connect) => {
+                        if !self.recover() {
+                            continue;
+                        }
+                        self.want = true;
+                        if self.events.is_none() {
+                            self.retry_at = None;
+                            self.attempt().await;
+                        }
+                    }
+                    Some(Control::Disconnect) => self.stop(1000, "disconnected by operator"),
+                    Some(Control::Timer(id)) => self.timer(id).await,
+                    Some(Control::Shutdown) | None => {
+                        self.stop(1001, "host shutting down");
+                        self.drain_until_closed().await;
+                        break;
+                    }
+                },
+                Some(t) = self.timers.recv() => self.schedule(t),
+                event = next_event(&mut self.events) => match event {
+                    Some(e) => self.handle_event(e).await,
+                    None => self.events = None,
+                },
+                _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
+                    self.retry_at = None;
+                    self.attempt().await;
+                }
+            }
+        }
+        self.cancel_timers();
+    }
+
+    fn cancel_timers(&mut self) {
+        for (_, (t, _)) in self.timer_tasks.drain() {
+            t.abort();
+        }
+    }
+
+    /// Runs a hook on a blocking thread, keeping hooks in order. Without a
+    /// module (one failed) nothing runs.
+    async fn hook<R: Send + 'static>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce(&mut dyn ClientModule, &ConnHandle) -> Result<R, ModuleError> + Send + 'static,
+    ) -> Option<R> {
+        let mut module = self.module.take()?;
+        let handle = self.rt.handle();
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        let mut task = tokio::task::spawn_blocking(move || {
+            let _ = started_tx.send(());
+            let started = Instant::now();
+            let r = f(module.as_mut(), &handle);
+            crate::metrics::HANDLER_DURATION.observe(started.elapsed());
+            (module, r)
+        });
+        // The limit counts from when the call starts, not while it queues
+        // for a blocking thread.
+        let _ = started_rx.await;
+        let joined = match tokio::time::timeout(self.call_limit + CALL_GRACE, &mut task).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                self.give_up(name, task);
+                return None;
+            }
+        };
+        match joined {
+            Ok((module, result)) => {
+                self.module = Some(module);
+                match result {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::warn!(client = %self.rt.key, error = %e, "handler failed");
+                        self.rt.publish_error("module", &e.message);
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                // A panicking Rust module: keep the client running without it.
+                self.rt
+                    .publish_error("module", &format!("{name} panicked: {e}; module disabled"));
+                self.module = Some(Box::new(NoModule));
+                None
+            }
+        }
+    }
+
+    /// A hook call overran its limit and cannot be interrupted (a Lua C
+    /// function, a Rust module that blocks): the client fails. Its
+    /// connection closes and no hook runs until the call has returned and
+    /// an operator connects it again.
+    fn give_up(
+        &mut self,
+        name: &'static str,
+        task: JoinHandle<(Box<dyn ClientModule>, Result<impl Send + 'static, ModuleError>)>,
+    ) {
+        let message = format!(
+            "{name} did not return within its limit of {} ms (stuck inside one call that cannot be interrupted); the client is stopped until it is connected again",
+            self.call_limit.as_millis()
+        );
+        tracing::error!(client = %self.rt.key, hook = name, "{message}");
+        self.stuck = Some(tokio::spawn(async move {
+            match task.await {
+                Ok((module, _)) => module,
+                Err(_) => Box::new(NoModule) as Box<dyn ClientModule>,
+            }
+        }));
+        self.cancel_timers();
+        self.want = false;
+        self.retry_at = None;
+        self.backoff = None;
+        self.rt.update(|s| s.last_error = Some(message.clone()));
+        self.rt.publish_error("module", &message);
+        if let Some(conn) = self.rt.handle.connection() {
+            let _ = conn.close(1011, "handler stuck");
+        }
+        self.rt.set_state(ClientState::Failed);
+    }
+
+    /// Before connecting a failed client: takes the module back if its stuck
+    /// call has returned. False (with an error event) while it still runs.
+    fn recover(&mut self) -> bool {
+        let Some(stuck) = self.stuck.as_mut() else {
+            return true;
+        };
+        if !stuck.is_finished() {
+            self.rt.publish_error(
+                "module",
+                "cannot connect: a hook call of this client is still running past its limit",
+            );
+            return false;
+        }
+        let stuck = self.stuck.take();
+        if let Some(Ok(module)) = stuck.and_then(|t| futures_util::FutureExt::now_or_never(t)) {
+            self.module = Some(module);
+        }
+        true
+    }
+
+    async fn attempt(&mut self) {
+        let spec = self
+            .rt
+            .spec
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if self.backoff.is_none() {
+            self.backoff = Some(Backoff::new(spec.policy.clone()));
+        }
+        self.rt.set_state(ClientState::Connecting);
+        let request = ConnectRequest {
+            key: self.rt.key.clone(),
+            url: spec.url.clone(),
+            headers: spec.headers.clone(),
+        };
+        let prepared = self
+            .hook("before_connect", move |m, _| {
+                let mut r = request;
+                m.before_connect(&mut r).map(|()| r)
+            })
+            .await;
+        let Some(request) = prepared else {
+            return self.lost(&spec, "before_connect failed".into());
+        };
+        match tether::open(
+            self.rt.key.clone(),
+            &request.url,
+            &spec.options(&request.headers),
+        ) {
+            Ok((conn, rx)) => {
+                self.rt.handle.set(Some(conn));
+                self.events = Some(rx);
+            }
+            Err(e) => {
+                // The URL or headers are unusable: retrying cannot help.
+                self.rt.publish_error(e.kind(), &e.to_string());
+                self.rt.update(|s| s.last_error = Some(e.to_string()));
+                self.want = false;
+                self.rt.set_state(ClientState::Closed);
+            }
+        }
+    }
+
+    async fn handle_event(&mut self, event: Event) {
+        match event {
+            Event::Open { protocol, .. } => {
+                if let Some(b) = self.backoff.as_mut() {
+                    b.opened(Instant::now());
+                }
+                self.rt.set_state(ClientState::Open);
+                self.rt
+                    .update(|s| s.connected_since = Some(rfc3339(now_ms())));
+                self.rt.publish(body::open(protocol.as_deref()));
+                self.hook("on_open", |m, c| m.on_open(c)).await;
+            }
+            Event::Message(message) => {
+                self.rt.update(|s| {
+                    s.messages_in += 1;
+                    s.bytes_in += message.len() as u64;
+                });
+                self.rt.publish(body::message(&message));
+                self.hook("on_message", move |m, c| m.on_message(c, &message))
+                    .await;
+            }
+            Event::Closed(closed) => {
+                self.rt.handle.set(None);
+                self.events = None;
+                let error = closed
+                    .error
+                    .as_ref()
+                    .map(|e| (e.kind().to_string(), e.to_string()));
+                if let Some((kind, message)) = error.clone() {
+                    self.rt.update(|s| s.last_error = Some(message.clone()));
+                    self.rt.publish_error(&kind, &message);
+                    self.hook("on_error", move |m, c| m.on_error(c, &kind, &message))
+                        .await;
+                }
+                let (code, reason) = (closed.code, closed.reason.clone());
+                self.rt.publish(body::close(code, &reason));
+                self.hook("on_close", move |m, c| m.on_close(c, code, &reason))
+                    .await;
+                let spec = self
+                    .rt
+                    .spec
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                let why = error.map_or_else(|| format!("closed with {}", closed.code), |(_, m)| m);
+                self.lost(&spec, why);
+            }
+            _ => {}
+        }
+    }
+
+    /// The link is down: retry later, or settle as closed.
+    fn lost(&mut self, spec: &ClientSpec, why: String) {
+        if self.rt.status().state == ClientState::Failed {
+            return;
+        }
+        if !(self.want && spec.reconnect) {
+            self.want = false;
+            self.rt.set_state(ClientState::Closed);
+            return;
+        }
+        let backoff = self
+            .backoff
+            .get_or_insert_with(|| Backoff::new(spec.policy.clone()));
+        match backoff.next_delay(Instant::now()) {
+            Some((attempt, delay)) => {
+                self.rt.update(|s| s.reconnects += 1);
+                self.rt.set_state(ClientState::Reconnecting);
+                self.rt
+                    .publish(body::reconnecting(attempt, delay.as_millis()));
+                self.retry_at = Some(tokio::time::Instant::now() + delay);
+            }
+            None => {
+                let attempts = backoff.attempts();
+                self.rt.update(|s| {
+                    s.last_error = Some(format!("gave up after {attempts} attempts: {why}"))
+                });
+                self.want = false;
+                self.rt.set_state(ClientState::Closed);
+            }
+        }
+    }
+
+    /// Closes the connection with `code` and stops reconnecting. A failed
+    /// client stays failed.
+    fn stop(&mut self, code: u16, reason: &str) {
+        self.want = false;
+        self.retry_at = None;
+        self.backoff = None;
+        let state = self.rt.status().state;
+        match self.rt.handle.connection() {
+            Some(conn) => {
+                if conn.close(code, reason).is_ok() && state != ClientState::Failed {
+                    self.rt.set_state(ClientState::Closing);
+                }
+            }
+            None => {
+                if !matches!(state, ClientState::Disabled | ClientState::Failed) {
+                    self.rt.set_state(ClientState::Closed);
+                }
+            }
+        }
+    }
+
+    async fn drain_until_closed(&mut self) {
+        let deadline = tokio::time::sleep(Duration::from_secs(6));
+        tokio::pin!(deadline);
+        while self.events.is_some() {
+            tokio::select! {
+                e = next_event(&mut self.events) => match e {
+                    Some(e) => self.handle_event(e).await,
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+    }
+
+    /// Starts a module's timer. A firing that finds the previous one of the
+    /// same timer still waiting for its hook is skipped, so a slow handler
+    /// never builds up a queue of firings.
+    fn schedule(&mut self, t: TimerRequest) {
+        let tx = self.rt.control.clone();
+        let pending = Arc::new(AtomicBool::new(false));
+        let flag = pending.clone();
+        let fire = move || {
+            if flag.swap(true, Ordering::AcqRel) {
+                return true;
+            }
+            tx.send(Control::Timer(t.id)).is_ok()
+        };
+        let task = tokio::spawn(async move {
+            tokio::time::sleep(t.delay).await;
+            if !fire() {
+                return;
+            }
+            if let Some(every) = t.every {
+                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    if !fire() {
+                        return;
+                    }
+                }
+            }
+        });
+        self.timer_tasks.insert(t.id, (task, pending));
+    }
+
+    async fn timer(&mut self, id: u64) {
+        if let Some((_, pending)) = self.timer_tasks.get(&id) {
+            pending.store(false, Ordering::Release);
+        }
+        let keep = self.hook("timer", move |m, c| m.on_timer(c, id)).await;
+        if keep != Some(true) {
+            if let Some((t, _)) = self.timer_tasks.remove(&id) {
+                t.abort();
+            }
+        }
+    }
+}
+
+async fn next_event(rx: &mut Option<tether::Receiver>) -> Option<Event> {
+    match rx {
+        Some(rx) => rx.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

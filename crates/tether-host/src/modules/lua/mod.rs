@@ -1,0 +1,288 @@
+//! Lua 5.4 handler modules, sandboxed.
+//!
+//! Each instance gets its own Lua state. The state has the `string`, `table`,
+//! `math`, `utf8` and `coroutine` libraries, an `os` with only `time`,
+//! `clock`, `date` and `difftime`, and no `io`, `debug`, `load`, `dofile` or
+//! `loadfile`. `require` loads `NAME.lua` from the module's own folder only;
+//! `env` reads only the variables the type's config lists. Every hook call
+//! runs under a CPU budget that covers coroutines and cannot be swallowed by
+//! `pcall` (see [`sandbox`]), and the state under a memory limit.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mlua::{Function, Lua, LuaOptions, StdLib, Table, UserData, Value};
+
+use super::{
+    ClientModule, ConnHandle, ConnectRequest, Message, ModuleContext, ModuleError, ModuleFactory,
+};
+
+mod globals;
+mod sandbox;
+
+pub use globals::RESERVED_ENV_PREFIX;
+use globals::TIMERS;
+use sandbox::Budget;
+
+/// CPU time one hook call may take.
+pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_millis(1000);
+/// Memory one Lua state may use.
+pub const MEMORY_LIMIT: usize = 64 << 20;
+
+/// What one Lua module may use.
+#[derive(Debug, Clone)]
+pub struct LuaLimits {
+    /// CPU time per hook call (Lua code; see [`sandbox`] for C functions).
+    pub cpu: Duration,
+    /// Memory of the whole state.
+    pub memory: usize,
+    /// Timers alive at once (`timer.after` not yet fired, `timer.every` not cancelled).
+    pub max_timers: usize,
+    /// The shortest `timer.after` delay and `timer.every` interval.
+    pub min_timer_interval: Duration,
+}
+
+impl Default for LuaLimits {
+    fn default() -> Self {
+        LuaLimits {
+            cpu: DEFAULT_CPU_LIMIT,
+            memory: MEMORY_LIMIT,
+            max_timers: 32,
+            min_timer_interval: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Checks that `source` compiles; the error names the file and line.
+pub fn check_syntax(source: &str, path: &Path) -> Result<(), String> {
+    let lua = Lua::new_with(StdLib::NONE, LuaOptions::new()).map_err(|e| e.to_string())?;
+    lua.load(source)
+        .set_name(format!("@{}", path.display()))
+        .into_function()
+        .map(|_| ())
+        .map_err(|e| format!("Lua syntax error: {}", describe(&e)))
+}
+
+/// The first line of the innermost Lua error message.
+pub fn describe(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::CallbackError { cause, .. } => describe(cause),
+        mlua::Error::SyntaxError { message, .. } => {
+            message.lines().next().unwrap_or("").to_string()
+        }
+        mlua::Error::RuntimeError(m) => m.lines().next().unwrap_or("").to_string(),
+        mlua::Error::MemoryError(m) => format!("out of memory: {m}"),
+        other => other.to_string().lines().next().unwrap_or("").to_string(),
+    }
+}
+
+/// Makes Lua modules from one source file.
+pub struct LuaFactory {
+    source: String,
+    path: PathBuf,
+    limits: LuaLimits,
+    env: Vec<String>,
+}
+
+impl LuaFactory {
+    /// A factory for the module at `path` with this source.
+    pub fn new(source: String, path: PathBuf) -> Self {
+        LuaFactory {
+            source,
+            path,
+            limits: LuaLimits::default(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Sets the CPU limit per hook call.
+    pub fn cpu_limit(mut self, limit: Duration) -> Self {
+        self.limits.cpu = limit;
+        self
+    }
+
+    /// Sets every limit.
+    pub fn limits(mut self, limits: LuaLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The environment variables `env(NAME)` may read (never `TETHER_*`).
+    pub fn env(mut self, names: Vec<String>) -> Self {
+        self.env = names;
+        self
+    }
+}
+
+impl ModuleFactory for LuaFactory {
+    fn create(&self, ctx: ModuleContext) -> Result<Box<dyn ClientModule>, ModuleError> {
+        LuaModule::new(self, ctx)
+            .map(|m| Box::new(m) as Box<dyn ClientModule>)
+            .map_err(|e| ModuleError::new(describe(&e)))
+    }
+
+    fn call_limit(&self) -> Option<Duration> {
+        Some(self.limits.cpu)
+    }
+}
+
+/// A connection handle as Lua userdata: `conn.key`, `conn.state`,
+/// `conn:send(text)`, `conn:send_binary(bytes)`, `conn:close(code, reason)`.
+pub(super) struct LuaConn(pub(super) ConnHandle);
+
+impl UserData for LuaConn {
+    fn add_fields<F: mlua::UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("key", |_, this| Ok(this.0.key().to_string()));
+        fields.add_field_method_get("state", |_, this| Ok(this.0.state()));
+    }
+
+    fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method("send", |_, this, text: mlua::String| {
+            let text = text.to_str()?.to_string();
+            this.0.send_text(&text).map_err(mlua::Error::RuntimeError)
+        });
+        methods.add_method("send_binary", |_, this, data: mlua::String| {
+            this.0
+                .send_binary(&data.as_bytes())
+                .map_err(mlua::Error::RuntimeError)
+        });
+        methods.add_method(
+            "close",
+            |_, this, (code, reason): (Option<u16>, Option<String>)| {
+                this.0
+                    .close(code.unwrap_or(1000), reason.as_deref().unwrap_or(""))
+                    .map_err(mlua::Error::RuntimeError)
+            },
+        );
+    }
+}
+
+struct LuaModule {
+    lua: Lua,
+    conn: mlua::AnyUserData,
+    budget: Arc<Budget>,
+}
+
+impl LuaModule {
+    fn new(factory: &LuaFactory, ctx: ModuleContext) -> mlua::Result<Self> {
+        let libs = StdLib::TABLE
+            | StdLib::STRING
+            | StdLib::MATH
+            | StdLib::UTF8
+            | StdLib::COROUTINE
+            | StdLib::OS;
+        let lua = Lua::new_with(libs, LuaOptions::new())?;
+        lua.set_memory_limit(factory.limits.memory)?;
+        let budget = Budget::new(factory.limits.cpu);
+        sandbox::install_budget(&lua, &budget)?;
+        sandbox::install(&lua, sandbox::module_dir(&factory.path), &budget)?;
+        globals::install(&lua, &ctx, &factory.env, &factory.limits)?;
+        let conn = lua.create_userdata(LuaConn(ctx.conn.clone()))?;
+        let module = LuaModule { lua, conn, budget };
+        module.guarded(|lua| {
+            lua.load(&factory.source)
+                .set_name(format!("@{}", factory.path.display()))
+                .exec()
+        })?;
+        Ok(module)
+    }
+
+    /// Runs `f` under the CPU budget.
+    fn guarded<R>(&self, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> mlua::Result<R> {
+        self.budget.start();
+        let result = f(&self.lua);
+        self.budget.stop();
+        result
+    }
+
+    /// Calls the global `name` if the module defines it.
+    fn call(&self, name: &str, args: impl mlua::IntoLuaMulti) -> Result<(), ModuleError> {
+        let f: Option<Function> = self
+            .lua
+            .globals()
+            .get(name)
+            .map_err(|e| ModuleError::new(describe(&e)))?;
+        let Some(f) = f else { return Ok(()) };
+        self.guarded(|_| f.call::<()>(args))
+            .map_err(|e| ModuleError::new(format!("{name}: {}", describe(&e))))
+    }
+}
+
+impl ClientModule for LuaModule {
+    fn before_connect(&mut self, request: &mut ConnectRequest) -> Result<(), ModuleError> {
+        let f: Option<Function> = self
+            .lua
+            .globals()
+            .get("before_connect")
+            .map_err(|e| ModuleError::new(describe(&e)))?;
+        let Some(f) = f else { return Ok(()) };
+        let err = |e: mlua::Error| ModuleError::new(format!("before_connect: {}", describe(&e)));
+        let client = self.lua.create_table().map_err(err)?;
+        let headers = self.lua.create_table().map_err(err)?;
+        for (k, v) in &request.headers {
+            headers.set(k.as_str(), v.as_str()).map_err(err)?;
+        }
+        client.set("key", request.key.as_str()).map_err(err)?;
+        client.set("url", request.url.as_str()).map_err(err)?;
+        client.set("headers", headers).map_err(err)?;
+        self.guarded(|_| f.call::<()>(client.clone()))
+            .map_err(err)?;
+        request.url = client.get::<String>("url").map_err(err)?;
+        let headers: Table = client.get("headers").map_err(err)?;
+        request.headers.clear();
+        for pair in headers.pairs::<String, String>() {
+            let (k, v) = pair.map_err(err)?;
+            request.headers.insert(k, v);
+        }
+        Ok(())
+    }
+
+    fn on_open(&mut self, _conn: &ConnHandle) -> Result<(), ModuleError> {
+        self.call("on_open", self.conn.clone())
+    }
+
+    fn on_message(&mut self, _conn: &ConnHandle, message: &Message) -> Result<(), ModuleError> {
+        let err = |e: mlua::Error| ModuleError::new(describe(&e));
+        let msg = self.lua.create_table().map_err(err)?;
+        let (kind, data) = match message {
+            Message::Text(t) => ("text", t.as_bytes()),
+            Message::Binary(b) => ("binary", b.as_slice()),
+        };
+        msg.set("type", kind).map_err(err)?;
+        msg.set("data", self.lua.create_string(data).map_err(err)?)
+            .map_err(err)?;
+        self.call("on_message", (self.conn.clone(), msg))
+    }
+
+    fn on_error(
+        &mut self,
+        _conn: &ConnHandle,
+        kind: &str,
+        description: &str,
+    ) -> Result<(), ModuleError> {
+        self.call(
+            "on_error",
+            (self.conn.clone(), kind.to_string(), description.to_string()),
+        )
+    }
+
+    fn on_close(&mut self, _conn: &ConnHandle, code: u16, reason: &str) -> Result<(), ModuleError> {
+        self.call("on_close", (self.conn.clone(), code, reason.to_string()))
+    }
+
+    fn on_timer(&mut self, _conn: &ConnHandle, id: u64) -> Result<bool, ModuleError> {
+        let err = |e: mlua::Error| ModuleError::new(describe(&e));
+        let timers: Table = self.lua.named_registry_value(TIMERS).map_err(err)?;
+        let entry: Option<Table> = timers.get(id).map_err(err)?;
+        let Some(entry) = entry else { return Ok(false) };
+        let f: Function = entry.get("f").map_err(err)?;
+        let once: bool = entry.get("once").map_err(err)?;
+        if once {
+            timers.set(id, Value::Nil).map_err(err)?;
+        }
+        self.guarded(|_| f.call::<()>(()))
+            .map_err(|e| ModuleError::new(format!("timer: {}", describe(&e))))?;
+        Ok(!once)
+    }
+}
