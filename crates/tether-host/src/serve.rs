@@ -1,7 +1,13 @@
 //! `tether serve`: load the config, open the store, settle the admin token,
 //! start the host, serve the API until Ctrl-C or SIGTERM.
+//!
+//! On the first signal the host stops accepting requests, ends the live
+//! event streams, closes every client with 1001, and closes the store,
+//! all within the grace period (`[host] shutdown_grace_secs`, default 10);
+//! then `run` returns. A second signal exits the process at once.
 
 use std::net::SocketAddr;
+use std::future::IntoFuture;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -113,14 +119,43 @@ pub async fn run(
     on_ready(addr);
     let mut state = AppState::new(host.clone(), token);
     state.metrics_public = config.metrics_public;
+    let stopping = state.stopping.clone();
     let app = router(state);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    host.shutdown().await;
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(stopping.clone().cancelled_owned())
+        .into_future();
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        result = &mut server => {
+            // The server ended by itself: an accept error.
+            host.shutdown().await;
+            return match result {
+                Ok(r) => r.map_err(ServeError::from),
+                Err(e) => Err(ServeError::Io(std::io::Error::other(e))),
+            };
+        }
+    }
+    tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down: closing clients (a second signal exits at once)");
+    tokio::spawn(async {
+        shutdown_signal().await;
+        eprintln!("tether: second signal: exiting now");
+        std::process::exit(1);
+    });
+    stopping.cancel();
+    let graceful = async {
+        host.shutdown().await;
+        let _ = server.await;
+        host.store().close().await;
+    };
+    if tokio::time::timeout(config.shutdown_grace, graceful).await.is_err() {
+        tracing::warn!(
+            grace_secs = config.shutdown_grace.as_secs(),
+            "shutdown grace period passed: exiting with what is still open"
+        );
+    }
     Ok(())
 }
-
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

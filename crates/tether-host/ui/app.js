@@ -232,7 +232,9 @@ function listen() {
   source.onopen = () => { $('#live').textContent = 'live'; };
   source.onerror = () => { $('#live').textContent = 'reconnecting to the event stream…'; };
   const onEvent = (msg) => {
-    const e = JSON.parse(msg.data);
+    if (typeof msg.data !== 'string' || msg.data === '') return;
+    let e;
+    try { e = JSON.parse(msg.data); } catch { return; }
     if (eventsKey === e.client && $('#events-dialog').open) {
       const list = $('#events');
       list.append(eventLine(e));
@@ -245,7 +247,7 @@ function listen() {
       if (!$('#connections-view').hidden) refreshConnections();
     }, 150);
   };
-  for (const name of ['open', 'message', 'error', 'close', 'state', 'module', 'reconnecting']) source.addEventListener(name, onEvent);
+  for (const name of ['open', 'message', 'client-error', 'close', 'state', 'module', 'reconnecting']) source.addEventListener(name, onEvent);
 }
 
 document.addEventListener('DOMContentLoaded', async () => {

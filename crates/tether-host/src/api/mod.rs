@@ -81,6 +81,8 @@ pub struct AppState {
     pub sessions: session::Sessions,
     /// Serve `/metrics` without a token (only allowed on loopback).
     pub metrics_public: bool,
+    /// Cancelled when the host begins to shut down: live event streams end.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl AppState {
             token,
             sessions: session::Sessions::default(),
             metrics_public: false,
+            stopping: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Live events as Server-Sent Events. Each SSE event is named after the
-//! Tether event (`open`, `message`, `error`, `close`, `state`, `module`,
-//! `reconnecting`) and its data is the event's JSON.
+//! Tether event (`open`, `message`, `close`, `state`, `module`,
+//! `reconnecting`; errors are `client-error`) and its data is the event's JSON. Streams end when the
+//! host begins to shut down.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -14,7 +15,10 @@ use super::{ApiError, AppState};
 use crate::host::HostError;
 
 fn stream(s: &AppState, key: Option<String>) -> impl Stream<Item = Result<Event, Infallible>> {
-    BroadcastStream::new(s.host.events().subscribe()).filter_map(move |item| {
+    let stopping = s.stopping.clone().cancelled_owned();
+    BroadcastStream::new(s.host.events().subscribe())
+        .take_until(stopping)
+        .filter_map(move |item| {
         let key = key.clone();
         async move {
             let event = match item {
@@ -30,9 +34,20 @@ fn stream(s: &AppState, key: Option<String>) -> impl Stream<Item = Result<Event,
                 return None;
             }
             let data = serde_json::to_string(&*event).unwrap_or_default();
-            Some(Ok(Event::default().event(event.name()).data(data)))
+            Some(Ok(Event::default().event(sse_name(event.name())).data(data)))
         }
     })
+}
+
+/// The SSE event name of a Tether event: its own name, except that client
+/// errors are `client-error`, because a browser's `EventSource` fires its
+/// own `error` event (a lost stream) at the listeners of `error`.
+fn sse_name(name: &str) -> &str {
+    if name == "error" {
+        "client-error"
+    } else {
+        name
+    }
 }
 
 pub(super) async fn client_events(

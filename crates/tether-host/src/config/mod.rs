@@ -46,6 +46,14 @@ pub struct HostSection {
     /// loopback address. Default false.
     #[serde(default)]
     pub metrics_public: bool,
+    /// Seconds a shutdown may take (closing clients, flushing the store)
+    /// before the process exits anyway. Default 10.
+    #[serde(default = "ten")]
+    pub shutdown_grace_secs: u64,
+}
+
+const fn ten() -> u64 {
+    10
 }
 
 impl Default for HostSection {
@@ -55,6 +63,7 @@ impl Default for HostSection {
             store: default_store(),
             admin_token: None,
             metrics_public: false,
+            shutdown_grace_secs: ten(),
         }
     }
 }
@@ -285,6 +294,8 @@ pub struct Loaded {
     pub admin_token: Option<String>,
     /// Serve `/metrics` without the token (loopback only).
     pub metrics_public: bool,
+    /// How long a shutdown may take.
+    pub shutdown_grace: Duration,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
 }
@@ -439,6 +450,7 @@ impl Loaded {
             store,
             admin_token: config.host.admin_token,
             metrics_public: config.host.metrics_public,
+            shutdown_grace: Duration::from_secs(config.host.shutdown_grace_secs.clamp(1, 3600)),
             types,
         })
     }

@@ -98,6 +98,9 @@ pub trait Store: Send + Sync {
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Sets a host setting.
     async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Writes everything out and closes (the SQLite store checkpoints its
+    /// write-ahead log).
+    async fn close(&self);
 }
 
 /// Now, in Unix milliseconds.

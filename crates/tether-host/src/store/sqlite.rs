@@ -192,4 +192,11 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
+
+    async fn close(&self) {
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
 }
