@@ -81,9 +81,14 @@ pub enum ClientsCommand {
         #[command(flatten)]
         fields: Fields,
     },
-    /// Change a client.
+    /// Change a client. The change applies only to the version read just
+    /// before (or the one given with --version): if someone else changed the
+    /// client meanwhile, it is refused instead of overwriting theirs.
     Edit {
         key: String,
+        /// Apply only to this version (the `version` that `show` printed).
+        #[arg(long)]
+        version: Option<i64>,
         #[command(flatten)]
         fields: Fields,
     },
@@ -130,39 +135,39 @@ impl Api {
     }
 
     fn request(&self, method: &str, path: &str, body: Option<Value>) -> Result<Value, String> {
+        self.request_if(method, path, body, None)
+    }
+
+    /// A request; with `version`, sent with `If-Match` so that it applies
+    /// only to that version of the instance.
+    fn request_if(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        version: Option<i64>,
+    ) -> Result<Value, String> {
         let url = format!("{}{}", self.base, path);
-        let auth = format!("Bearer {}", self.token.as_deref().unwrap_or(""));
-        let result = match (method, body) {
-            ("GET", _) => self
-                .agent
-                .get(&url)
-                .header("Authorization", &auth)
-                .header("X-Tether-Actor", "cli")
-                .call(),
-            ("DELETE", _) => self
-                .agent
-                .delete(&url)
-                .header("Authorization", &auth)
-                .header("X-Tether-Actor", "cli")
-                .call(),
-            ("POST", Some(b)) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("X-Tether-Actor", "cli")
-                .send_json(b),
-            ("POST", None) => self
-                .agent
-                .post(&url)
-                .header("Authorization", &auth)
-                .header("X-Tether-Actor", "cli")
-                .send_empty(),
-            (_, b) => self
-                .agent
-                .patch(&url)
-                .header("Authorization", &auth)
-                .header("X-Tether-Actor", "cli")
-                .send_json(b.unwrap_or(json!({}))),
+        let mut builder = ureq::http::Request::builder()
+            .method(method)
+            .uri(&url)
+            .header(
+                "Authorization",
+                format!("Bearer {}", self.token.as_deref().unwrap_or("")),
+            )
+            .header("X-Tether-Actor", "cli");
+        if let Some(v) = version {
+            builder = builder.header("If-Match", format!("\"{v}\""));
+        }
+        let bad = |e: ureq::http::Error| format!("cannot build the request for {url}: {e}");
+        let result = match body {
+            Some(b) => self.agent.run(
+                builder
+                    .header("Content-Type", "application/json")
+                    .body(b.to_string())
+                    .map_err(bad)?,
+            ),
+            None => self.agent.run(builder.body(()).map_err(bad)?),
         };
         let mut response =
             result.map_err(|e| format!("cannot reach the Tether API at {}: {e}", self.base))?;
@@ -348,13 +353,20 @@ pub fn run(args: ClientsArgs) -> i32 {
             api.request("POST", "/api/clients", Some(Value::Object(body)))
                 .map(|v| print_value(&v, json_out))
         }),
-        ClientsCommand::Edit { key, fields } => fields_body(fields).and_then(|body| {
-            api.request(
-                "PATCH",
-                &format!("/api/clients/{}", enc(&key)),
-                Some(Value::Object(body)),
-            )
-            .map(|v| print_value(&v, json_out))
+        ClientsCommand::Edit {
+            key,
+            version,
+            fields,
+        } => fields_body(fields).and_then(|body| {
+            let path = format!("/api/clients/{}", enc(&key));
+            let version = match version {
+                Some(v) => v,
+                None => api.request("GET", &path, None)?["version"]
+                    .as_i64()
+                    .ok_or_else(|| format!("the API sent no version for {key:?}"))?,
+            };
+            api.request_if("PATCH", &path, Some(Value::Object(body)), Some(version))
+                .map(|v| print_value(&v, json_out))
         }),
         ClientsCommand::Rm { key } => api
             .request("DELETE", &format!("/api/clients/{}", enc(&key)), None)

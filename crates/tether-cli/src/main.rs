@@ -28,6 +28,64 @@ enum Command {
     },
     /// Manage client instances through the management API.
     Clients(clients::ClientsArgs),
+    /// Manage the key that encrypts stored secrets.
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Re-encrypt every stored secret under a new key. Stop the host first;
+    /// the current key comes from TETHER_SECRET_KEY (or secret_key_file),
+    /// the new one from TETHER_NEW_SECRET_KEY or --new-key-file. Then start
+    /// the host with the new key.
+    Rotate {
+        /// The host's config file.
+        #[arg(long, short)]
+        config: std::path::PathBuf,
+        /// A file with the new key (base64 of 32 bytes).
+        #[arg(long)]
+        new_key_file: Option<std::path::PathBuf>,
+    },
+    /// Print a fresh random key (base64 of 32 bytes).
+    Generate,
+}
+
+async fn secrets(command: SecretsCommand) -> i32 {
+    match command {
+        SecretsCommand::Generate => {
+            println!("{}", tether_host::store::SecretKey::generate().to_base64());
+            0
+        }
+        SecretsCommand::Rotate {
+            config,
+            new_key_file,
+        } => {
+            let new_key = match new_key_file {
+                Some(path) => std::fs::read_to_string(&path)
+                    .map_err(|e| format!("cannot read {}: {e}", path.display())),
+                None => std::env::var("TETHER_NEW_SECRET_KEY").map_err(|_| {
+                    "give the new key in TETHER_NEW_SECRET_KEY or --new-key-file".to_string()
+                }),
+            };
+            let result = match new_key {
+                Ok(key) => tether_host::serve::rotate(&config, &key)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(n) => {
+                    eprintln!("tether secrets: re-encrypted the secrets of {n} instances; start the host with the new key");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("tether secrets rotate: {e}");
+                    1
+                }
+            }
+        }
+    }
 }
 
 fn main() {
@@ -69,6 +127,7 @@ fn main() {
                 }
             }
             Command::Clients(args) => clients::run(args),
+            Command::Secrets(command) => secrets(command).await,
         }
     });
     // Exit at once: a blocking stdin read must not hold the process open.

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::api::{router, AppState, TokenCheck};
-use crate::config::{ConfigError, Loaded};
+use crate::config::{ConfigError, Loaded, SecretsMode};
 use crate::host::{Host, HostError};
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{SecretKey, Secrets, SqliteStore, Store, StoreError};
 
 /// Why the host could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +41,53 @@ pub enum ServeError {
         /// The socket error.
         source: std::io::Error,
     },
+    /// The secret key is unusable.
+    #[error("secret key: {0}")]
+    SecretKey(String),
     /// The server failed.
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// How the store treats secrets, from `TETHER_SECRET_KEY`, the key file
+/// and `[host] secrets`.
+pub fn secrets(config: &Loaded) -> Result<Secrets, ServeError> {
+    let text = match std::env::var("TETHER_SECRET_KEY").ok().filter(|k| !k.trim().is_empty()) {
+        Some(k) => Some(k),
+        None => match &config.secret_key_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ServeError::SecretKey(format!("cannot read secret_key_file {}: {e}", path.display()))
+            })?),
+            None => None,
+        },
+    };
+    match text {
+        Some(t) => SecretKey::from_base64(&t)
+            .map(Secrets::Sealed)
+            .map_err(|e| ServeError::SecretKey(e.to_string())),
+        None if config.secrets == SecretsMode::Plaintext => {
+            tracing::warn!("secrets = \"plaintext\": passwords and secret headers are stored unencrypted; set TETHER_SECRET_KEY to encrypt them");
+            Ok(Secrets::Plaintext)
+        }
+        None => Ok(Secrets::Refused),
+    }
+}
+
+/// `tether secrets rotate`: re-seals every secret of the config's store
+/// under `new_key`. Run it while the host is stopped, then start the host
+/// with the new key.
+pub async fn rotate(config_path: &Path, new_key: &str) -> Result<usize, ServeError> {
+    let config = Loaded::load(config_path)?;
+    let new_key = SecretKey::from_base64(new_key).map_err(|e| ServeError::SecretKey(e.to_string()))?;
+    let Secrets::Sealed(current) = secrets(&config)? else {
+        return Err(ServeError::SecretKey(
+            "rotating needs the current key in TETHER_SECRET_KEY (or secret_key_file)".into(),
+        ));
+    };
+    let store = SqliteStore::open_with(&config.store, Secrets::Sealed(current)).await?;
+    let n = store.rotate(&new_key).await?;
+    store.close().await;
+    Ok(n)
 }
 
 /// Where the admin token came from.
@@ -99,7 +143,8 @@ pub async fn run(
         // Checked before a token is generated: one nobody saw would lock people out.
         return Err(ServeError::UnsafeBind(config.listen));
     }
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.store).await?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_with(&config.store, secrets(&config)?).await?);
     let token = match admin_token(&config, store.as_ref()).await? {
         TokenSource::Explicit(c) | TokenSource::Stored(c) => c,
         TokenSource::Generated(c, token) => {

@@ -34,7 +34,8 @@ fn load(ws: &Workspace, source: &str) -> Result<Harness, String> {
         timers: tx,
     };
     let factory = LuaFactory::new(source.to_string(), ws.dir.join("modules/m.lua"))
-        .cpu_limit(Duration::from_millis(200));
+        .cpu_limit(Duration::from_millis(200))
+        .env(vec!["MODULE_TEST_SECRET".into(), "MODULE_TEST_UNSET".into()]);
     let module = factory.create(ctx).map_err(|e| e.message)?;
     Ok(Harness {
         emitted,
@@ -79,17 +80,17 @@ fn require_stays_in_the_module_folder() {
 #[test]
 fn json_log_env_clients_and_before_connect() {
     let ws = Workspace::new("globals");
-    std::env::set_var("TETHER_TEST_SECRET", "s3");
+    std::env::set_var("MODULE_TEST_SECRET", "s3");
     let mut h = load(
         &ws,
         r#"
         local v = json.decode('{"a":[1,2,{"b":true}]}')
         emit({ a2 = v.a[2], b = v.a[3].b, text = json.encode({ x = 1 }) })
         log.info("hello from lua")
-        emit({ secret = env("TETHER_TEST_SECRET"), missing = env("TETHER_NOPE") == nil })
+        emit({ secret = env("MODULE_TEST_SECRET"), missing = env("MODULE_TEST_UNSET") == nil })
         emit({ other = clients.get("other").key, none = clients.get("ghost") == nil })
         function before_connect(client)
-          client.url = client.url .. "?token=" .. env("TETHER_TEST_SECRET")
+          client.url = client.url .. "?token=" .. env("MODULE_TEST_SECRET")
           client.headers["X-Key"] = client.key
           client.headers["Drop"] = nil
         end
@@ -125,7 +126,12 @@ fn handlers_report_errors_with_lines_and_limits() {
     assert!(e.message.contains("m.lua:2: closing 1001"), "{}", e.message);
     let started = std::time::Instant::now();
     let e = h.module.on_open(&h.conn).unwrap_err();
-    assert!(e.message.contains("CPU limit of 200 ms"), "{}", e.message);
+    assert!(
+        e.message
+            .contains("CPU limit exceeded: a hook call may run for 200 ms"),
+        "{}",
+        e.message
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
     // The module is still usable afterwards.
     let e = h.module.on_close(&h.conn, 1000, "").unwrap_err();

@@ -1,7 +1,7 @@
 //! `/api/types`, `/api/clients…` and `/api/audit`.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use base64::Engine as _;
@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{actor, ApiError, ApiJson, AppState};
-use crate::host::InstanceInput;
+use crate::host::{ClientView, InstanceInput};
 
 pub(super) async fn types(State(s): State<AppState>) -> Json<Value> {
     Json(Value::Array(s.host.types()))
@@ -19,20 +19,47 @@ pub(super) async fn list(State(s): State<AppState>) -> Result<Json<Value>, ApiEr
     Ok(Json(json!(s.host.list_clients().await?)))
 }
 
+/// An instance as JSON with its version as the ETag.
+fn with_etag(status: StatusCode, view: &ClientView) -> impl IntoResponse {
+    (
+        status,
+        [(header::ETAG, format!("\"{}\"", view.version))],
+        Json(json!(view)),
+    )
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` and
+/// no header mean any version.
+fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
+    let Some(value) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    tag.parse().map(Some).map_err(|_| {
+        ApiError::invalid(format!(
+            "If-Match {text:?} is not a version this API sent: use the ETag of a GET, like \"3\""
+        ))
+    })
+}
+
 pub(super) async fn create(
     State(s): State<AppState>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<InstanceInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let view = s.host.create_client(input, &actor(&headers)).await?;
-    Ok((StatusCode::CREATED, Json(json!(view))))
+    Ok(with_etag(StatusCode::CREATED, &view))
 }
 
 pub(super) async fn show(
     State(s): State<AppState>,
     Path(key): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(s.host.get_client(&key).await?)))
+) -> Result<impl IntoResponse, ApiError> {
+    Ok(with_etag(StatusCode::OK, &s.host.get_client(&key).await?))
 }
 
 pub(super) async fn update(
@@ -40,10 +67,13 @@ pub(super) async fn update(
     Path(key): Path<String>,
     headers: HeaderMap,
     ApiJson(input): ApiJson<InstanceInput>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!(
-        s.host.update_client(&key, input, &actor(&headers)).await?
-    )))
+) -> Result<impl IntoResponse, ApiError> {
+    let expected = if_match(&headers)?;
+    let view = s
+        .host
+        .update_client(&key, input, expected, &actor(&headers))
+        .await?;
+    Ok(with_etag(StatusCode::OK, &view))
 }
 
 pub(super) async fn delete(
@@ -51,7 +81,10 @@ pub(super) async fn delete(
     Path(key): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    s.host.delete_client(&key, &actor(&headers)).await?;
+    let expected = if_match(&headers)?;
+    s.host
+        .delete_client(&key, expected, &actor(&headers))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::host::HostError;
-use crate::store::StoreError;
+use crate::store::{SecretError, StoreError};
 
 /// An API error.
 #[derive(Debug)]
@@ -19,6 +19,8 @@ pub struct ApiError {
     pub code: &'static str,
     /// Human-readable detail.
     pub detail: String,
+    /// More fields for the body (`current_version`, `request_id`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -28,7 +30,34 @@ impl ApiError {
             status,
             code,
             detail: detail.into(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// Adds a field to the body.
+    pub fn with(mut self, name: &str, value: serde_json::Value) -> Self {
+        self.extra.insert(name.to_string(), value);
+        self
+    }
+
+    /// 500 for a failure inside the host: the cause goes to the log under a
+    /// fresh request id, and only the id goes to the caller.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut chain = cause.to_string();
+        let mut source = cause.source();
+        while let Some(s) = source {
+            chain.push_str(": ");
+            chain.push_str(&s.to_string());
+            source = s.source();
+        }
+        tracing::error!(request_id = %id, error = %chain, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("the host failed; its log has the cause under request id {id}"),
+        )
+        .with("request_id", json!(id))
     }
 
     /// 401.
@@ -44,11 +73,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (
-            self.status,
-            Json(json!({"error": self.code, "detail": self.detail})),
-        )
-            .into_response();
+        let mut body = self.extra;
+        body.insert("error".into(), json!(self.code));
+        body.insert("detail".into(), json!(self.detail));
+        let mut response = (self.status, Json(serde_json::Value::Object(body))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 "www-authenticate",
@@ -72,10 +100,17 @@ impl From<HostError> for ApiError {
             HostError::Store(StoreError::Duplicate(_)) => {
                 Self::new(StatusCode::CONFLICT, "duplicate_key", detail)
             }
-            HostError::Store(_) => {
-                tracing::error!(error = %detail, "store failure");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "store", detail)
+            HostError::Store(StoreError::NotFound(_)) => {
+                Self::new(StatusCode::NOT_FOUND, "not_found", detail)
             }
+            HostError::Store(StoreError::Conflict { current, .. }) => {
+                Self::new(StatusCode::PRECONDITION_FAILED, "version_conflict", detail)
+                    .with("current_version", json!(current))
+            }
+            HostError::Store(StoreError::Secret(SecretError::NoKey { .. })) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_secret_key", detail)
+            }
+            HostError::Store(e) => Self::internal(&e),
         }
     }
 }

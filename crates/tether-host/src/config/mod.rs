@@ -50,6 +50,26 @@ pub struct HostSection {
     /// before the process exits anyway. Default 10.
     #[serde(default = "ten")]
     pub shutdown_grace_secs: u64,
+    /// How passwords and secret header values are stored: `"encrypted"`
+    /// (the default: needs `TETHER_SECRET_KEY` or `secret_key_file` before
+    /// any secret can be stored) or `"plaintext"` (warned about at every start).
+    #[serde(default)]
+    pub secrets: SecretsMode,
+    /// A file holding the secret key as base64, relative to the config file.
+    /// `TETHER_SECRET_KEY` wins over it.
+    #[serde(default)]
+    pub secret_key_file: Option<PathBuf>,
+}
+
+/// `[host] secrets`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretsMode {
+    /// Sealed under the secret key; refused without one.
+    #[default]
+    Encrypted,
+    /// Stored as they are.
+    Plaintext,
 }
 
 const fn ten() -> u64 {
@@ -64,6 +84,8 @@ impl Default for HostSection {
             admin_token: None,
             metrics_public: false,
             shutdown_grace_secs: ten(),
+            secrets: SecretsMode::default(),
+            secret_key_file: None,
         }
     }
 }
@@ -296,6 +318,10 @@ pub struct Loaded {
     pub metrics_public: bool,
     /// How long a shutdown may take.
     pub shutdown_grace: Duration,
+    /// How secrets are stored.
+    pub secrets: SecretsMode,
+    /// The key file, resolved against the config file.
+    pub secret_key_file: Option<PathBuf>,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
 }
@@ -451,6 +477,8 @@ impl Loaded {
             admin_token: config.host.admin_token,
             metrics_public: config.host.metrics_public,
             shutdown_grace: Duration::from_secs(config.host.shutdown_grace_secs.clamp(1, 3600)),
+            secrets: config.host.secrets,
+            secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
             types,
         })
     }

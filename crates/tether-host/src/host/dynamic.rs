@@ -64,6 +64,7 @@ impl Host {
             use_env_proxy: false,
             created_ms: now_ms(),
             updated_ms: now_ms(),
+            version: 0,
         };
         let mut spec = self.spec_for(&record);
         spec.reconnect = false;

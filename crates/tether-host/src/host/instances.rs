@@ -8,7 +8,7 @@ use super::validate::{audit_detail, check_headers, check_key, check_timeout, mas
 use super::{ClientView, Host, HostError, InstanceInput};
 use crate::client::ClientState;
 use crate::config::check_url;
-use crate::store::{now_ms, InstanceRecord, StoreError};
+use crate::store::{now_ms, Change, InstanceRecord, StoreError};
 
 impl Host {
     /// Creates an instance and connects it when auto-connect is set.
@@ -64,26 +64,34 @@ impl Host {
             use_env_proxy: input.use_env_proxy.unwrap_or(t.config.use_env_proxy),
             created_ms: now,
             updated_ms: now,
+            version: 1,
         };
         if self.dynamic_runtime(&key).is_ok() {
             return Err(HostError::Duplicate(key));
         }
-        self.store.insert(&record).await.map_err(|e| match e {
-            StoreError::Duplicate(k) => HostError::Duplicate(k),
-            other => other.into(),
-        })?;
+        let change = Change {
+            actor,
+            action: "create",
+            detail: audit_detail(&record),
+        };
         self.store
-            .audit(actor, "create", &key, audit_detail(&record))
-            .await?;
+            .insert(&record, change)
+            .await
+            .map_err(|e| match e {
+                StoreError::Duplicate(k) => HostError::Duplicate(k),
+                other => other.into(),
+            })?;
         self.start_instance(&record);
         self.get_client(&key).await
     }
 
     /// Changes an instance. New settings apply from the next connection.
+    /// With `expected`, the change applies only to that version.
     pub async fn update_client(
         &self,
         key: &str,
         input: InstanceInput,
+        expected: Option<i64>,
         actor: &str,
     ) -> Result<ClientView, HostError> {
         let mut record = self
@@ -145,12 +153,12 @@ impl Host {
             changed.insert("use_env_proxy".into(), json!(p));
         }
         record.updated_ms = now_ms();
-        if !self.store.update(&record).await? {
-            return Err(HostError::NotFound(key.to_string()));
-        }
-        self.store
-            .audit(actor, "update", key, serde_json::Value::Object(changed))
-            .await?;
+        let change = Change {
+            actor,
+            action: "update",
+            detail: serde_json::Value::Object(changed),
+        };
+        record.version = self.store.update(&record, expected, change).await?;
         if let Ok(rt) = self.runtime(key) {
             rt.set_spec(self.spec_for(&record));
         }
@@ -158,7 +166,13 @@ impl Host {
     }
 
     /// Deletes an instance (not a predefined one), closing its connection.
-    pub async fn delete_client(&self, key: &str, actor: &str) -> Result<(), HostError> {
+    /// With `expected`, only that version is deleted.
+    pub async fn delete_client(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        actor: &str,
+    ) -> Result<(), HostError> {
         let record = self
             .store
             .get(key)
@@ -172,10 +186,12 @@ impl Host {
         {
             return Err(HostError::Predefined(key.to_string()));
         }
-        self.store.delete(key).await?;
-        self.store
-            .audit(actor, "delete", key, json!({"type": record.type_name}))
-            .await?;
+        let change = Change {
+            actor,
+            action: "delete",
+            detail: json!({"type": record.type_name}),
+        };
+        self.store.delete(key, expected, change).await?;
         if let Some(rt) = self
             .clients
             .write()

@@ -13,7 +13,7 @@ use crate::config::{ClientType, Loaded};
 use crate::events::{body, EventBus};
 use crate::modules::lua::LuaFactory;
 use crate::modules::{ClientLookup, ConnHandle, ModuleContext, ModuleFactory, NoModule};
-use crate::store::{now_ms, rfc3339, InstanceRecord, Store, StoreError};
+use crate::store::{now_ms, rfc3339, Change, InstanceRecord, Store, StoreError};
 
 mod dynamic;
 mod instances;
@@ -87,6 +87,8 @@ pub struct ClientView {
     pub created_at: Option<String>,
     /// Last change.
     pub updated_at: Option<String>,
+    /// Bumped by every change; sent as the ETag, checked against If-Match.
+    pub version: i64,
 }
 
 /// Fields for creating or changing an instance (the API's JSON body).
@@ -194,16 +196,14 @@ impl Host {
                         use_env_proxy: c.use_env_proxy,
                         created_ms: now,
                         updated_ms: now,
+                        version: 1,
                     };
-                    self.store.insert(&record).await?;
-                    self.store
-                        .audit(
-                            "host",
-                            "create",
-                            &c.name,
-                            json!({"predefined": true, "url": record.url}),
-                        )
-                        .await?;
+                    let change = Change {
+                        actor: "host",
+                        action: "create",
+                        detail: json!({"predefined": true, "url": tether::redact(&record.url)}),
+                    };
+                    self.store.insert(&record, change).await?;
                 }
                 Some(mut record) => {
                     let before = record.clone();
@@ -216,10 +216,12 @@ impl Host {
                     record.use_env_proxy = c.use_env_proxy;
                     if record != before {
                         record.updated_ms = now;
-                        self.store.update(&record).await?;
-                        self.store
-                            .audit("host", "update", &c.name, json!({"from": "config"}))
-                            .await?;
+                        let change = Change {
+                            actor: "host",
+                            action: "update",
+                            detail: json!({"from": "config"}),
+                        };
+                        self.store.update(&record, None, change).await?;
                     }
                 }
             }
@@ -431,6 +433,7 @@ impl Host {
             status: rt.map(|r| r.status()).unwrap_or_else(Status::closed),
             created_at: Some(rfc3339(record.created_ms)),
             updated_at: Some(rfc3339(record.updated_ms)),
+            version: record.version,
         }
     }
 

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod secrets;
 mod sqlite;
+pub use secrets::{SecretError, SecretKey, Secrets};
 pub use sqlite::SqliteStore;
 
 /// A stored client instance.
@@ -35,6 +37,19 @@ pub struct InstanceRecord {
     pub created_ms: i64,
     /// Last change, Unix milliseconds.
     pub updated_ms: i64,
+    /// Bumped by every change; the API's ETag.
+    pub version: i64,
+}
+
+/// The audit row written in the same transaction as a change.
+#[derive(Debug, Clone)]
+pub struct Change<'a> {
+    /// Who: `api`, `cli`, `host` (start-up), …
+    pub actor: &'a str,
+    /// What: `create`, `update`, `delete`.
+    pub action: &'a str,
+    /// The change, secrets redacted.
+    pub detail: serde_json::Value,
 }
 
 /// One audit log entry. `detail` never holds secrets.
@@ -60,14 +75,42 @@ pub enum StoreError {
     /// An instance with this key exists already.
     #[error("an instance with key {0:?} already exists")]
     Duplicate(String),
+    /// No instance with this key.
+    #[error("no instance with key {0:?}")]
+    NotFound(String),
+    /// The instance changed since the version the caller read.
+    #[error("instance {key:?} is at version {current}, not {expected}: it was changed meanwhile; read it again and reapply your change")]
+    Conflict {
+        /// The key.
+        key: String,
+        /// The version the caller expected.
+        expected: i64,
+        /// The version stored.
+        current: i64,
+    },
+    /// A secret could not be sealed or opened.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
     /// The database failed.
-    #[error("store error: {0}")]
-    Database(String),
+    #[error("{context}: {source}")]
+    Database {
+        /// What the store was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A stored value is not what the schema says.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
 }
 
 impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        StoreError::Database(e.to_string())
+    fn from(source: sqlx::Error) -> Self {
+        StoreError::Database {
+            context: "the store failed".into(),
+            source,
+        }
     }
 }
 
@@ -78,12 +121,26 @@ pub trait Store: Send + Sync {
     async fn list(&self) -> Result<Vec<InstanceRecord>, StoreError>;
     /// One instance.
     async fn get(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError>;
-    /// Adds an instance; [`StoreError::Duplicate`] when the key is taken.
-    async fn insert(&self, record: &InstanceRecord) -> Result<(), StoreError>;
-    /// Replaces an instance; false when there is none with that key.
-    async fn update(&self, record: &InstanceRecord) -> Result<bool, StoreError>;
-    /// Removes an instance; false when there was none.
-    async fn delete(&self, key: &str) -> Result<bool, StoreError>;
+    /// Adds an instance (at version 1) and its audit row, in one
+    /// transaction; [`StoreError::Duplicate`] when the key is taken.
+    async fn insert(&self, record: &InstanceRecord, change: Change<'_>)
+        -> Result<(), StoreError>;
+    /// Replaces an instance and writes its audit row, in one transaction;
+    /// returns the new version. With `expected`, the stored version must be
+    /// that one ([`StoreError::Conflict`] otherwise).
+    async fn update(
+        &self,
+        record: &InstanceRecord,
+        expected: Option<i64>,
+        change: Change<'_>,
+    ) -> Result<i64, StoreError>;
+    /// Removes an instance and writes its audit row, in one transaction.
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        change: Change<'_>,
+    ) -> Result<(), StoreError>;
     /// Appends to the audit log.
     async fn audit(
         &self,

@@ -1,25 +1,48 @@
 //! The SQLite store: sqlx, WAL journal, migrations embedded in the binary.
+//! Every change to an instance and its audit row share one transaction;
+//! secrets are sealed on the way in and opened on the way out.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, SqlitePool};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use super::{now_ms, AuditEntry, InstanceRecord, Store, StoreError};
+use super::secrets::{seal_with, SecretKey, Secrets};
+use super::{now_ms, AuditEntry, Change, InstanceRecord, Store, StoreError};
+use crate::host::is_secret_header;
+
+/// The setting that proves which key sealed the store.
+const KEY_CHECK: &str = "secret_key_check";
+const KEY_CHECK_TEXT: &str = "tether secret key check";
 
 /// Instances and audit log in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    secrets: Secrets,
+}
+
+fn database(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
+    let context = context.into();
+    move |source| StoreError::Database { context, source }
 }
 
 impl SqliteStore {
     /// Opens (creating when missing) and migrates `sqlite://PATH` or
-    /// `sqlite::memory:`.
+    /// `sqlite::memory:`, storing secrets in plaintext. For tests and tools;
+    /// the host uses [`open_with`](Self::open_with).
     pub async fn open(url: &str) -> Result<Self, StoreError> {
+        Self::open_with(url, Secrets::Plaintext).await
+    }
+
+    /// Opens the store with this treatment of secrets. With a key, it checks
+    /// that the key is the one the store was sealed with, and seals any
+    /// secret still stored in plaintext (a store from before encryption).
+    pub async fn open_with(url: &str, secrets: Secrets) -> Result<Self, StoreError> {
         let memory = url.contains(":memory:");
         let options = SqliteConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Database(format!("invalid store {url:?}: {e}")))?
+            .map_err(database(format!("invalid store {url:?}")))?
             .create_if_missing(true)
             .journal_mode(if memory {
                 SqliteJournalMode::Memory
@@ -32,36 +55,217 @@ impl SqliteStore {
             .max_connections(if memory { 1 } else { 4 })
             .connect_with(options)
             .await
-            .map_err(|e| StoreError::Database(format!("cannot open store {url:?}: {e}")))?;
+            .map_err(database(format!("cannot open store {url:?}")))?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
-            .map_err(|e| StoreError::Database(format!("cannot migrate store {url:?}: {e}")))?;
-        Ok(SqliteStore { pool })
+            .map_err(|e| StoreError::Corrupt(format!("cannot migrate store {url:?}: {e}")))?;
+        let store = SqliteStore { pool, secrets };
+        store.check_key().await?;
+        if let Secrets::Sealed(key) = &store.secrets {
+            let sealed = store.reseal(None, key).await?;
+            if sealed > 0 {
+                tracing::info!(instances = sealed, "sealed secrets that were stored in plaintext");
+            }
+        }
+        Ok(store)
+    }
+
+    /// Checks the key against the one the store was sealed with (recording
+    /// it on first use).
+    async fn check_key(&self) -> Result<(), StoreError> {
+        let check = self.setting(KEY_CHECK).await?;
+        match (&self.secrets, check) {
+            (Secrets::Sealed(key), None) => {
+                self.set_setting(KEY_CHECK, &seal_with(key, KEY_CHECK_TEXT))
+                    .await
+            }
+            (Secrets::Sealed(_), Some(check)) => {
+                self.secrets.open(&check).map_err(|_| {
+                    StoreError::Secret(super::SecretError::WrongKey(
+                        "TETHER_SECRET_KEY is not the key this store was sealed with".into(),
+                    ))
+                })?;
+                Ok(())
+            }
+            (_, Some(_)) => Err(StoreError::Secret(super::SecretError::WrongKey(
+                "this store holds encrypted secrets: set TETHER_SECRET_KEY (or secret_key_file) to its key".into(),
+            ))),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// Re-seals every secret under `to`: values sealed under `from` (or in
+    /// plaintext, when `from` is `None`) are opened and sealed again, in one
+    /// transaction. Returns how many instances changed.
+    async fn reseal(&self, from: Option<&SecretKey>, to: &SecretKey) -> Result<usize, StoreError> {
+        let old = from.map_or(Secrets::Plaintext, |k| Secrets::Sealed(k.clone()));
+        let new = Secrets::Sealed(to.clone());
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query("SELECT key, url, password, headers FROM instances")
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut changed = 0;
+        for row in &rows {
+            let key: String = row.try_get("key")?;
+            let url: String = row.try_get("url")?;
+            let password: Option<String> = row.try_get("password")?;
+            let headers: String = row.try_get("headers")?;
+            let needs = |v: &str| from.is_some() || !Secrets::is_sealed(v);
+            let url_secret = url_has_password(&old.open(&url)?);
+            let touch = (url_secret && needs(&url))
+                || password.as_deref().is_some_and(needs)
+                || parse_headers(&headers)?
+                    .iter()
+                    .any(|(n, v)| is_secret_header(n) && needs(v));
+            if !touch {
+                continue;
+            }
+            let url = self::reseal_value(&old, &new, &url, url_secret)?;
+            let password = password
+                .map(|p| self::reseal_value(&old, &new, &p, true))
+                .transpose()?;
+            let headers: BTreeMap<String, String> = parse_headers(&headers)?
+                .into_iter()
+                .map(|(n, v)| {
+                    let secret = is_secret_header(&n);
+                    Ok((n, self::reseal_value(&old, &new, &v, secret)?))
+                })
+                .collect::<Result<_, StoreError>>()?;
+            sqlx::query("UPDATE instances SET url = ?, password = ?, headers = ? WHERE key = ?")
+                .bind(url)
+                .bind(password)
+                .bind(headers_text(&headers))
+                .bind(&key)
+                .execute(&mut *tx)
+                .await?;
+            changed += 1;
+        }
+        sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
+            .bind(KEY_CHECK)
+            .bind(seal_with(to, KEY_CHECK_TEXT))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+
+    /// `tether secrets rotate`: re-seals everything under `new`. The store
+    /// must have been opened with its current key.
+    pub async fn rotate(&self, new: &SecretKey) -> Result<usize, StoreError> {
+        let Secrets::Sealed(current) = &self.secrets else {
+            return Err(StoreError::Secret(super::SecretError::WrongKey(
+                "rotating needs the current key in TETHER_SECRET_KEY".into(),
+            )));
+        };
+        self.reseal(Some(current), new).await
+    }
+
+    fn record(&self, row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
+        let headers: String = row.try_get("headers")?;
+        let password: Option<String> = row.try_get("password")?;
+        Ok(InstanceRecord {
+            key: row.try_get("key")?,
+            type_name: row.try_get("type_name")?,
+            predefined: row.try_get("predefined")?,
+            url: self.secrets.open(&row.try_get::<String, _>("url")?)?,
+            user: row.try_get("user")?,
+            password: password.map(|p| self.secrets.open(&p)).transpose()?,
+            headers: parse_headers(&headers)?
+                .into_iter()
+                .map(|(n, v)| Ok((n, self.secrets.open(&v)?)))
+                .collect::<Result<_, StoreError>>()?,
+            timeout_secs: row.try_get::<i64, _>("timeout_secs")?.max(0) as u64,
+            auto_connect: row.try_get("auto_connect")?,
+            use_env_proxy: row.try_get("use_env_proxy")?,
+            created_ms: row.try_get("created_ms")?,
+            updated_ms: row.try_get("updated_ms")?,
+            version: row.try_get("version")?,
+        })
+    }
+
+    /// The stored forms of a record's secret-bearing columns.
+    fn sealed(&self, r: &InstanceRecord) -> Result<(String, Option<String>, String), StoreError> {
+        let url = if url_has_password(&r.url) {
+            self.secrets
+                .seal(&r.url, &format!("the URL password of {:?}", r.key))?
+        } else {
+            r.url.clone()
+        };
+        let password = r
+            .password
+            .as_deref()
+            .map(|p| self.secrets.seal(p, &format!("the password of {:?}", r.key)))
+            .transpose()?;
+        let mut headers = BTreeMap::new();
+        for (n, v) in &r.headers {
+            let v = if is_secret_header(n) {
+                self.secrets
+                    .seal(v, &format!("header {n:?} of {:?}", r.key))?
+            } else {
+                v.clone()
+            };
+            headers.insert(n.clone(), v);
+        }
+        Ok((url, password, headers_text(&headers)))
+    }
+
+    async fn current_version(
+        tx: &mut Transaction<'_, Sqlite>,
+        key: &str,
+    ) -> Result<i64, StoreError> {
+        sqlx::query("SELECT version FROM instances WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?
+            .map(|r| r.try_get::<i64, _>("version"))
+            .transpose()?
+            .ok_or_else(|| StoreError::NotFound(key.to_string()))
     }
 }
 
-fn record(row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
-    let headers: String = row.try_get("headers")?;
-    Ok(InstanceRecord {
-        key: row.try_get("key")?,
-        type_name: row.try_get("type_name")?,
-        predefined: row.try_get("predefined")?,
-        url: row.try_get("url")?,
-        user: row.try_get("user")?,
-        password: row.try_get("password")?,
-        headers: serde_json::from_str(&headers)
-            .map_err(|e| StoreError::Database(format!("bad headers column: {e}")))?,
-        timeout_secs: row.try_get::<i64, _>("timeout_secs")?.max(0) as u64,
-        auto_connect: row.try_get("auto_connect")?,
-        use_env_proxy: row.try_get("use_env_proxy")?,
-        created_ms: row.try_get("created_ms")?,
-        updated_ms: row.try_get("updated_ms")?,
-    })
+fn reseal_value(old: &Secrets, new: &Secrets, stored: &str, secret: bool) -> Result<String, StoreError> {
+    let value = old.open(stored)?;
+    Ok(if secret { new.seal(&value, "a secret")? } else { value })
 }
 
-fn headers_json(r: &InstanceRecord) -> String {
-    serde_json::to_string(&r.headers).unwrap_or_else(|_| "{}".into())
+fn url_has_password(url: &str) -> bool {
+    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
+}
+
+fn parse_headers(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad headers column: {e}")))
+}
+
+fn headers_text(h: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(h).unwrap_or_else(|_| "{}".into())
+}
+
+async fn audit_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    key: &str,
+    change: Change<'_>,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO audit (at_ms, actor, action, key, detail) VALUES (?, ?, ?, ?, ?)")
+        .bind(now_ms())
+        .bind(change.actor)
+        .bind(change.action)
+        .bind(key)
+        .bind(change.detail.to_string())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+fn check_version(key: &str, expected: Option<i64>, current: i64) -> Result<(), StoreError> {
+    match expected {
+        Some(expected) if expected != current => Err(StoreError::Conflict {
+            key: key.to_string(),
+            expected,
+            current,
+        }),
+        _ => Ok(()),
+    }
 }
 
 #[async_trait::async_trait]
@@ -70,7 +274,7 @@ impl Store for SqliteStore {
         let rows = sqlx::query("SELECT * FROM instances ORDER BY key")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(record).collect()
+        rows.iter().map(|r| self.record(r)).collect()
     }
 
     async fn get(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError> {
@@ -78,64 +282,91 @@ impl Store for SqliteStore {
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(record).transpose()
+        row.as_ref().map(|r| self.record(r)).transpose()
     }
 
-    async fn insert(&self, r: &InstanceRecord) -> Result<(), StoreError> {
+    async fn insert(&self, r: &InstanceRecord, change: Change<'_>) -> Result<(), StoreError> {
+        let (url, password, headers) = self.sealed(r)?;
+        let mut tx = self.pool.begin().await?;
         let result = sqlx::query(
             "INSERT INTO instances (key, type_name, predefined, url, user, password, headers, timeout_secs, \
-             auto_connect, use_env_proxy, created_ms, updated_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             auto_connect, use_env_proxy, created_ms, updated_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         )
         .bind(&r.key)
         .bind(&r.type_name)
         .bind(r.predefined)
-        .bind(&r.url)
+        .bind(url)
         .bind(&r.user)
-        .bind(&r.password)
-        .bind(headers_json(r))
+        .bind(password)
+        .bind(headers)
         .bind(r.timeout_secs as i64)
         .bind(r.auto_connect)
         .bind(r.use_env_proxy)
         .bind(r.created_ms)
         .bind(r.updated_ms)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await;
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Duplicate(r.key.clone()))
+                return Err(StoreError::Duplicate(r.key.clone()))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => return Err(e.into()),
         }
+        audit_in(&mut tx, &r.key, change).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
-    async fn update(&self, r: &InstanceRecord) -> Result<bool, StoreError> {
-        let done = sqlx::query(
+    async fn update(
+        &self,
+        r: &InstanceRecord,
+        expected: Option<i64>,
+        change: Change<'_>,
+    ) -> Result<i64, StoreError> {
+        let (url, password, headers) = self.sealed(r)?;
+        let mut tx = self.pool.begin().await?;
+        let current = Self::current_version(&mut tx, &r.key).await?;
+        check_version(&r.key, expected, current)?;
+        sqlx::query(
             "UPDATE instances SET type_name = ?, predefined = ?, url = ?, user = ?, password = ?, headers = ?, \
-             timeout_secs = ?, auto_connect = ?, use_env_proxy = ?, updated_ms = ? WHERE key = ?",
+             timeout_secs = ?, auto_connect = ?, use_env_proxy = ?, updated_ms = ?, version = ? WHERE key = ?",
         )
         .bind(&r.type_name)
         .bind(r.predefined)
-        .bind(&r.url)
+        .bind(url)
         .bind(&r.user)
-        .bind(&r.password)
-        .bind(headers_json(r))
+        .bind(password)
+        .bind(headers)
         .bind(r.timeout_secs as i64)
         .bind(r.auto_connect)
         .bind(r.use_env_proxy)
         .bind(r.updated_ms)
+        .bind(current + 1)
         .bind(&r.key)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        audit_in(&mut tx, &r.key, change).await?;
+        tx.commit().await?;
+        Ok(current + 1)
     }
 
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM instances WHERE key = ?")
+    async fn delete(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        change: Change<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let current = Self::current_version(&mut tx, key).await?;
+        check_version(key, expected, current)?;
+        sqlx::query("DELETE FROM instances WHERE key = ?")
             .bind(key)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
-        Ok(done.rows_affected() > 0)
+        audit_in(&mut tx, key, change).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn audit(
@@ -145,14 +376,9 @@ impl Store for SqliteStore {
         key: &str,
         detail: serde_json::Value,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO audit (at_ms, actor, action, key, detail) VALUES (?, ?, ?, ?, ?)")
-            .bind(now_ms())
-            .bind(actor)
-            .bind(action)
-            .bind(key)
-            .bind(detail.to_string())
-            .execute(&self.pool)
-            .await?;
+        let mut tx = self.pool.begin().await?;
+        audit_in(&mut tx, key, Change { actor, action, detail }).await?;
+        tx.commit().await?;
         Ok(())
     }
 
