@@ -49,7 +49,10 @@ impl SqliteStore {
             } else {
                 SqliteJournalMode::Wal
             })
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // Freed pages are zeroed: a secret sealed after the fact leaves
+            // no plaintext copy behind in the file.
+            .pragma("secure_delete", "ON");
         // One connection for an in-memory database: each would be a new one.
         let pool = SqlitePoolOptions::new()
             .max_connections(if memory { 1 } else { 4 })
@@ -99,7 +102,9 @@ impl SqliteStore {
     /// plaintext, when `from` is `None`) are opened and sealed again, in one
     /// transaction. Returns how many instances changed.
     async fn reseal(&self, from: Option<&SecretKey>, to: &SecretKey) -> Result<usize, StoreError> {
-        let old = from.map_or(Secrets::Plaintext, |k| Secrets::Sealed(k.clone()));
+        // Plaintext values pass through `open`; sealed ones open under
+        // `from`, or, when sealing a plaintext store, under `to` itself.
+        let old = Secrets::Sealed(from.unwrap_or(to).clone());
         let new = Secrets::Sealed(to.clone());
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query("SELECT key, url, password, headers FROM instances")
