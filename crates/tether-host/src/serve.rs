@@ -143,8 +143,8 @@ pub async fn run(
         // Checked before a token is generated: one nobody saw would lock people out.
         return Err(ServeError::UnsafeBind(config.listen));
     }
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open_with(&config.store, secrets(&config)?).await?);
+    let secrets = secrets(&config)?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(&config.store, secrets.clone()).await?);
     let token = match admin_token(&config, store.as_ref()).await? {
         TokenSource::Explicit(c) | TokenSource::Stored(c) => c,
         TokenSource::Generated(c, token) => {
@@ -164,6 +164,10 @@ pub async fn run(
     on_ready(addr);
     let mut state = AppState::new(host.clone(), token);
     state.metrics_public = config.metrics_public;
+    if let Secrets::Sealed(key) = &secrets {
+        // Web UI sessions then survive a restart.
+        state.sessions = crate::api::session::Sessions::with_key(key.derive("web-ui-sessions"));
+    }
     let stopping = state.stopping.clone();
     let app = router(state);
     let server = axum::serve(listener, app)

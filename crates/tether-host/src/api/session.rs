@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, Method, StatusCode};
@@ -22,49 +22,90 @@ pub const COOKIE: &str = "tether_session";
 /// Sessions end after this long.
 pub const LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-struct Session {
-    csrf: String,
-    expires: Instant,
+type Mac = hmac::Hmac<sha2::Sha256>;
+
+/// Sessions are signed, not stored: the cookie is `NONCE.EXPIRY.MAC` under
+/// a key derived from the host's secret key, so they survive a restart of a
+/// host that has one (without one, the key is random per process and a
+/// restart logs everyone out). Logouts are remembered until the cookie
+/// would have expired anyway.
+#[derive(Clone)]
+pub struct Sessions {
+    key: Arc<[u8; 32]>,
+    revoked: Arc<Mutex<HashMap<String, u64>>>,
 }
 
-/// Live sessions, in memory (a restart logs everyone out).
-#[derive(Clone, Default)]
-pub struct Sessions {
-    inner: Arc<Mutex<HashMap<String, Session>>>,
+impl Default for Sessions {
+    fn default() -> Self {
+        Self::with_key(rand::random())
+    }
 }
 
 fn random_token() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Sessions {
+    /// Sessions signed with `key`.
+    pub fn with_key(key: [u8; 32]) -> Self {
+        Sessions {
+            key: Arc::new(key),
+            revoked: Arc::default(),
+        }
+    }
+
+    fn mac(&self, label: &str, text: &str) -> String {
+        use hmac::Mac as _;
+        let mut mac = <Mac as hmac::Mac>::new_from_slice(&*self.key).expect("HMAC takes any key length");
+        mac.update(label.as_bytes());
+        mac.update(b"\0");
+        mac.update(text.as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
     fn create(&self) -> (String, String) {
-        let (id, csrf) = (random_token(), random_token());
-        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        map.insert(
-            id.clone(),
-            Session {
-                csrf: csrf.clone(),
-                expires: now + LIFETIME,
-            },
-        );
+        let body = format!("{}.{}", random_token(), unix_now() + LIFETIME.as_secs());
+        let id = format!("{body}.{}", self.mac("session", &body));
+        let csrf = self.mac("csrf", &id);
         (id, csrf)
     }
 
+    /// The CSRF token of a valid, unexpired, not logged-out session.
     fn csrf(&self, id: &str) -> Option<String> {
-        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(id)
-            .filter(|s| s.expires > Instant::now())
-            .map(|s| s.csrf.clone())
+        let (body, mac) = id.rsplit_once('.')?;
+        let expected = self.mac("session", body);
+        if !bool::from(mac.as_bytes().ct_eq(expected.as_bytes())) {
+            return None;
+        }
+        let expires: u64 = body.rsplit_once('.')?.1.parse().ok()?;
+        if expires <= unix_now() {
+            return None;
+        }
+        let revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        if revoked.contains_key(id) {
+            return None;
+        }
+        Some(self.mac("csrf", id))
     }
 
     fn remove(&self, id: &str) {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id);
+        let Some(expires) = id
+            .rsplit('.')
+            .nth(1)
+            .and_then(|e| e.parse::<u64>().ok())
+        else {
+            return;
+        };
+        let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());
+        let now = unix_now();
+        revoked.retain(|_, e| *e > now);
+        revoked.insert(id.to_string(), expires);
     }
 }
 
