@@ -36,6 +36,10 @@ pub struct ConnectArgs {
     /// Seconds allowed for TCP connect, TLS and the handshake together.
     #[arg(long, value_name = "SECS", default_value_t = 30.0)]
     pub timeout: f64,
+    /// After the end of stdin, keep printing what arrives for SECS before
+    /// closing (e.g. `echo '{"op":"ping"}' | tether connect --wait 2 URL`).
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<f64>,
     /// Seconds to wait for the close handshake before dropping the connection.
     #[arg(long, value_name = "SECS", default_value_t = 5.0)]
     pub close_timeout: f64,
@@ -179,6 +183,9 @@ fn seconds(name: &str, value: f64) -> Result<Duration, String> {
 }
 
 fn build_options(args: &ConnectArgs) -> Result<ConnectOptions, String> {
+    if let Some(wait) = args.wait {
+        seconds("wait", wait)?;
+    }
     let mut options = ConnectOptions::new();
     for h in &args.headers {
         let (name, value) = h
@@ -271,26 +278,31 @@ impl Outbox for tether::Persistent {
 
 /// Handles one read from stdin: sends the line (reporting a line that
 /// cannot be sent or a failed send), or at the end of input (or a read
-/// error, reported) closes with 1000. Returns whether input is still open.
+/// error, reported) closes with 1000, at once or, with `--wait`, after
+/// `close_at` is reached. Returns whether input is still open.
 async fn on_stdin(
     out: &Output,
     to: &impl Outbox,
     read: std::io::Result<usize>,
     line: &mut Vec<u8>,
-    binary: bool,
-    line_no: &mut u64,
+    input: &mut Input,
 ) -> bool {
     match read {
         Ok(0) | Err(_) => {
             if let Err(e) = read {
                 out.error("stdin", &format!("cannot read stdin: {e}"), None);
             }
-            let _ = to.close(1000, "");
+            match input.wait {
+                Some(wait) => input.close_at = Some(tokio::time::Instant::now() + wait),
+                None => {
+                    let _ = to.close(1000, "");
+                }
+            }
             false
         }
         Ok(_) => {
-            *line_no += 1;
-            match take_line(line, binary, *line_no) {
+            input.line_no += 1;
+            match take_line(line, input.binary, input.line_no) {
                 Ok(message) => {
                     if let Err(e) = to.send(message).await {
                         out.error("send", &e.to_string(), None);
@@ -299,6 +311,36 @@ async fn on_stdin(
                 Err(e) => out.error("input", &e, None),
             }
             true
+        }
+    }
+}
+
+/// What the stdin side of a connection needs to know.
+struct Input {
+    binary: bool,
+    line_no: u64,
+    /// `--wait`: how long to keep reading after the end of stdin.
+    wait: Option<Duration>,
+    /// When to close, once stdin has ended under `--wait`.
+    close_at: Option<tokio::time::Instant>,
+}
+
+impl Input {
+    fn new(args: &ConnectArgs) -> Self {
+        Input {
+            binary: args.binary,
+            line_no: 0,
+            // Checked by build_options.
+            wait: args.wait.and_then(|w| Duration::try_from_secs_f64(w).ok()),
+            close_at: None,
+        }
+    }
+
+    /// Waits until it is time to close after `--wait` (forever before that).
+    async fn close_due(&self) {
+        match self.close_at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
         }
     }
 }
@@ -323,7 +365,7 @@ pub async fn run(args: ConnectArgs) -> i32 {
     let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
     let mut line = Vec::new();
     let mut input_open = false; // becomes true once the connection is open
-    let mut line_no = 0u64;
+    let mut input = Input::new(&args);
     loop {
         tokio::select! {
             event = rx.next() => {
@@ -345,8 +387,11 @@ pub async fn run(args: ConnectArgs) -> i32 {
                 }
             }
             read = stdin.read_until(b'\n', &mut line), if input_open => {
-                input_open =
-                    on_stdin(&out, &conn, read, &mut line, args.binary, &mut line_no).await;
+                input_open = on_stdin(&out, &conn, read, &mut line, &mut input).await;
+            }
+            _ = input.close_due() => {
+                input.close_at = None;
+                let _ = conn.close(1000, "");
             }
         }
     }
@@ -381,7 +426,7 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
     let mut line = Vec::new();
     // Input is read once the first connection is open.
     let mut input_open = false;
-    let mut line_no = 0u64;
+    let mut input = Input::new(&args);
     let mut started = false;
     let mut last_clean = false;
     loop {
@@ -417,8 +462,11 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
                 Some(_) => {}
             },
             read = stdin.read_until(b'\n', &mut line), if input_open => {
-                input_open =
-                    on_stdin(&out, &conn, read, &mut line, args.binary, &mut line_no).await;
+                input_open = on_stdin(&out, &conn, read, &mut line, &mut input).await;
+            }
+            _ = input.close_due() => {
+                input.close_at = None;
+                let _ = conn.close(1000, "");
             }
         }
     }

@@ -268,3 +268,68 @@ async fn reconnect_flag_survives_a_dropped_connection() {
     assert_eq!(events[6]["code"], 1000);
     assert_eq!(out.status.code(), Some(0));
 }
+
+/// A server that answers each text message 400 ms later, from another task,
+/// while its read loop answers a close at once: a reply that comes after
+/// the end of stdin.
+async fn slow_reply_server() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                let (sink, mut read) = ws.split();
+                let sink = std::sync::Arc::new(tokio::sync::Mutex::new(sink));
+                while let Some(Ok(msg)) = read.next().await {
+                    if msg.is_text() {
+                        let sink = sink.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                            let reply = format!("reply to {}", msg.to_text().unwrap());
+                            let _ = sink.lock().await.send(reply.into()).await;
+                        });
+                    } else if msg.is_close() {
+                        let _ = sink.lock().await.flush().await;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn wait_keeps_reading_after_the_end_of_input() {
+    let addr = slow_reply_server().await;
+    let url = format!("ws://{addr}/");
+    let out = tether(
+        vec!["connect".into(), "--wait".into(), "2".into(), url.clone()],
+        b"{\"op\":\"ping\"}\n",
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "reply to {\"op\":\"ping\"}\n",
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0));
+    // Without --wait the close goes out at once and the reply is never read.
+    let out = tether(vec!["connect".into(), url], b"{\"op\":\"ping\"}\n").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "");
+    // A bad value is a usage error.
+    let out = tether(
+        vec![
+            "connect".into(),
+            "--wait".into(),
+            "-1".into(),
+            format!("ws://{addr}/"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -232,3 +232,83 @@ fn non_loopback_bind_without_a_token_is_refused() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The README's main job: the example config, with nothing else running,
+/// has a predefined client that opens and gets its echo from the host's
+/// own demo endpoint.
+#[tokio::test]
+async fn the_example_config_works_out_of_the_box() {
+    let dir = tempdir("example");
+    let examples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples");
+    for name in ["echo.lua", "ticker.lua", "stomp.lua", "util.lua"] {
+        std::fs::copy(
+            examples.join("modules").join(name),
+            dir.join("modules").join(name),
+        )
+        .unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = std::fs::read_to_string(examples.join("tether.toml"))
+        .unwrap()
+        .replace("127.0.0.1:7878", "127.0.0.1:0")
+        .replace("127.0.0.1:7879", &format!("127.0.0.1:{port}"));
+    assert!(config.contains(&format!("url = \"ws://127.0.0.1:{port}/\"")));
+    std::fs::write(dir.join("tether.toml"), config).unwrap();
+    let path = dir.join("tether.toml");
+    let (server, api) = blocking(move || serve(&path)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let a = api.clone();
+        let history = blocking(move || {
+            let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+                .args(["clients", "show", "echo", "--json", "--api", &a])
+                .env("TETHER_ADMIN_TOKEN", TOKEN)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .await;
+        if history.contains("\"state\": \"open\"") || history.contains("\"state\":\"open\"") {
+            assert!(
+                history.contains("\"last_error\": null") || history.contains("\"last_error\":null"),
+                "{history}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "echo never opened: {history}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The module's hello came back from the demo endpoint as a module event.
+    let a = api.clone();
+    let history = blocking(move || {
+        let agent = ureq_get(&format!("{a}/api/clients/echo/history"));
+        agent
+    })
+    .await;
+    assert!(history.contains("\"echoed\""), "{history}");
+    assert!(history.contains("\"hello\""), "{history}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn ureq_get(url: &str) -> String {
+    let rest = url.trim_start_matches("http://");
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    use std::io::{Read, Write};
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

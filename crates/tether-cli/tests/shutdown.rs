@@ -36,11 +36,7 @@ async fn recording_server() -> (SocketAddr, Arc<Mutex<Vec<u16>>>) {
                                 .unwrap()
                                 .push(frame.map_or(1005, |f| u16::from(f.code)));
                         }
-                        m if m.is_text() => {
-                            if ws.send(m).await.is_err() {
-                                return;
-                            }
-                        }
+                        m if m.is_text() && ws.send(m.clone()).await.is_err() => return,
                         _ => {}
                     }
                 }
@@ -125,8 +121,14 @@ fn serve(config: &Path) -> Serve {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(reader.read_line(&mut line).unwrap() > 0, "serve exited early");
-        if let Some(url) = line.trim().strip_prefix("tether: management API on http://") {
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "serve exited early"
+        );
+        if let Some(url) = line
+            .trim()
+            .strip_prefix("tether: management API on http://")
+        {
             let api = url.parse().unwrap();
             std::thread::spawn(move || for _ in reader.lines() {});
             return Serve { child, api };
@@ -223,7 +225,10 @@ async fn sigterm_with_an_event_stream_and_a_stuck_hook_exits_cleanly() {
         // The plain client closed with 1001; the stuck one could not run
         // its close in time, but the process did not wait for it.
         let codes = codes.lock().unwrap().clone();
-        assert!(codes.contains(&1001), "close codes the server saw: {codes:?}");
+        assert!(
+            codes.contains(&1001),
+            "close codes the server saw: {codes:?}"
+        );
         // The store was checkpointed and closed: no write-ahead log left.
         let wal = dir.join("tether.db-wal");
         assert!(

@@ -13,6 +13,7 @@
 pub mod api;
 pub mod client;
 pub mod config;
+pub mod demo_echo;
 pub mod events;
 pub mod host;
 pub mod metrics;

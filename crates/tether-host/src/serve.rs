@@ -6,8 +6,8 @@
 //! all within the grace period (`[host] shutdown_grace_secs`, default 10);
 //! then `run` returns. A second signal exits the process at once.
 
-use std::net::SocketAddr;
 use std::future::IntoFuture;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -52,11 +52,17 @@ pub enum ServeError {
 /// How the store treats secrets, from `TETHER_SECRET_KEY`, the key file
 /// and `[host] secrets`.
 pub fn secrets(config: &Loaded) -> Result<Secrets, ServeError> {
-    let text = match std::env::var("TETHER_SECRET_KEY").ok().filter(|k| !k.trim().is_empty()) {
+    let text = match std::env::var("TETHER_SECRET_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+    {
         Some(k) => Some(k),
         None => match &config.secret_key_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                ServeError::SecretKey(format!("cannot read secret_key_file {}: {e}", path.display()))
+                ServeError::SecretKey(format!(
+                    "cannot read secret_key_file {}: {e}",
+                    path.display()
+                ))
             })?),
             None => None,
         },
@@ -78,7 +84,8 @@ pub fn secrets(config: &Loaded) -> Result<Secrets, ServeError> {
 /// with the new key.
 pub async fn rotate(config_path: &Path, new_key: &str) -> Result<usize, ServeError> {
     let config = Loaded::load(config_path)?;
-    let new_key = SecretKey::from_base64(new_key).map_err(|e| ServeError::SecretKey(e.to_string()))?;
+    let new_key =
+        SecretKey::from_base64(new_key).map_err(|e| ServeError::SecretKey(e.to_string()))?;
     let Secrets::Sealed(current) = secrets(&config)? else {
         return Err(ServeError::SecretKey(
             "rotating needs the current key in TETHER_SECRET_KEY (or secret_key_file)".into(),
@@ -144,7 +151,8 @@ pub async fn run(
         return Err(ServeError::UnsafeBind(config.listen));
     }
     let secrets = secrets(&config)?;
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open_with(&config.store, secrets.clone()).await?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open_with(&config.store, secrets.clone()).await?);
     let token = match admin_token(&config, store.as_ref()).await? {
         TokenSource::Explicit(c) | TokenSource::Stored(c) => c,
         TokenSource::Generated(c, token) => {
@@ -152,6 +160,13 @@ pub async fn run(
             c
         }
     };
+    if let Some(addr) = config.demo_echo {
+        // Before the host starts, so the example's client finds it at once.
+        let bound = crate::demo_echo::serve(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tracing::info!(addr = %bound, "demo echo endpoint listening (ws://{bound}/)");
+    }
     let host = Host::start(&config, store).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -185,7 +200,10 @@ pub async fn run(
             };
         }
     }
-    tracing::info!(grace_secs = config.shutdown_grace.as_secs(), "shutting down: closing clients (a second signal exits at once)");
+    tracing::info!(
+        grace_secs = config.shutdown_grace.as_secs(),
+        "shutting down: closing clients (a second signal exits at once)"
+    );
     tokio::spawn(async {
         shutdown_signal().await;
         eprintln!("tether: second signal: exiting now");
@@ -197,7 +215,10 @@ pub async fn run(
         let _ = server.await;
         host.store().close().await;
     };
-    if tokio::time::timeout(config.shutdown_grace, graceful).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, graceful)
+        .await
+        .is_err()
+    {
         tracing::warn!(
             grace_secs = config.shutdown_grace.as_secs(),
             "shutdown grace period passed: exiting with what is still open"

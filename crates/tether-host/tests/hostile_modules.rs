@@ -201,7 +201,10 @@ fn run_case(case: &str, expect: impl Fn(&Value) -> bool + Send + 'static) -> (Va
         let started = std::time::Instant::now();
         s.host.shutdown().await;
         let took = started.elapsed();
-        assert!(took < Duration::from_secs(8), "case {case}: shutdown took {took:?}");
+        assert!(
+            took < Duration::from_secs(8),
+            "case {case}: shutdown took {took:?}"
+        );
         (found, before)
     });
     // A call stuck in C must not hold the test process either.
@@ -227,7 +230,10 @@ fn assert_cpu_limit(case: &str) {
         "{case}: {e}"
     );
     // 300 ms of hostile CPU at one send every 20 ms: the other client echoed.
-    assert!(good >= 5, "{case}: the other client echoed only {good} times");
+    assert!(
+        good >= 5,
+        "{case}: the other client echoed only {good} times"
+    );
 }
 
 #[test]
@@ -258,7 +264,10 @@ fn coroutine_resume_cannot_swallow_the_cpu_limit() {
 #[test]
 fn an_error_object_whose_tostring_loops_is_stopped() {
     let (e, good) = run_case("error_object_loops", module_error("CPU limit exceeded"));
-    assert!(e["message"].as_str().unwrap().starts_with("on_message:"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("on_message:"),
+        "{e}"
+    );
     assert!(good >= 5, "the other client echoed only {good} times");
 }
 
@@ -269,26 +278,41 @@ fn tostring_of_a_looping_error_object_in_pcall_hits_the_cpu_limit() {
 
 #[test]
 fn gc_metamethods_are_refused() {
-    let (e, _) = run_case("gc_metamethod", module_error("__gc metamethods are not allowed"));
-    assert!(e["message"].as_str().unwrap().contains("hostile.lua"), "{e}");
+    let (e, _) = run_case(
+        "gc_metamethod",
+        module_error("__gc metamethods are not allowed"),
+    );
+    assert!(
+        e["message"].as_str().unwrap().contains("hostile.lua"),
+        "{e}"
+    );
 }
 
 #[test]
 fn string_rep_past_the_memory_limit_is_an_error() {
     let (e, _) = run_case("string_rep_bomb", module_error("out of memory"));
-    assert!(e["message"].as_str().unwrap().starts_with("on_message:"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("on_message:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn a_growing_table_stops_at_the_memory_limit() {
     let (e, _) = run_case("table_growth", module_error("out of memory"));
-    assert!(e["message"].as_str().unwrap().starts_with("on_message:"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("on_message:"),
+        "{e}"
+    );
 }
 
 #[test]
 fn deep_recursion_is_an_error() {
     let (e, _) = run_case("deep_recursion", module_error("stack overflow"));
-    assert!(e["message"].as_str().unwrap().starts_with("on_message:"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().starts_with("on_message:"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -314,7 +338,13 @@ fn a_close_metamethod_that_loops_after_the_limit_fails_only_its_client() {
         "close_metamethod_loops",
         module_error("did not return within its limit"),
     );
-    assert!(e["message"].as_str().unwrap().starts_with("on_message did not return"), "{e}");
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("on_message did not return"),
+        "{e}"
+    );
     assert!(good >= 20, "the other client echoed only {good} times");
 }
 
@@ -341,9 +371,18 @@ fn a_stuck_client_is_failed_and_closed() {
         // Connecting while the call still runs is refused with a reason.
         s.host.connect_client("bad", "test").await.unwrap();
         let e = wait_event(&mut s.events, "bad", |b| b["event"] == "error").await;
-        assert!(e["message"].as_str().unwrap().contains("still running"), "{e}");
+        assert!(
+            e["message"].as_str().unwrap().contains("still running"),
+            "{e}"
+        );
         assert_eq!(
-            s.host.get_client("bad").await.unwrap().status.state.as_str(),
+            s.host
+                .get_client("bad")
+                .await
+                .unwrap()
+                .status
+                .state
+                .as_str(),
             "failed"
         );
         s.host.shutdown().await;
@@ -354,7 +393,10 @@ fn a_stuck_client_is_failed_and_closed() {
 #[test]
 fn modules_cannot_read_tether_variables() {
     std::env::set_var("TETHER_ADMIN_TOKEN", "must-not-leak");
-    let (e, _) = run_case("env_admin_token", module_error("env(\"TETHER_ADMIN_TOKEN\")"));
+    let (e, _) = run_case(
+        "env_admin_token",
+        module_error("env(\"TETHER_ADMIN_TOKEN\")"),
+    );
     let message = e["message"].as_str().unwrap();
     assert!(message.contains("never readable"), "{message}");
     assert!(!message.contains("must-not-leak"), "{message}");
@@ -363,7 +405,10 @@ fn modules_cannot_read_tether_variables() {
 #[test]
 fn modules_read_only_the_variables_their_type_lists() {
     let (e, _) = run_case("env_not_listed", module_error("env(\"HOME\"): not allowed"));
-    assert!(e["message"].as_str().unwrap().contains("env = [...]"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("env = [...]"),
+        "{e}"
+    );
     std::env::set_var("HOSTILE_ALLOWED", "yes");
     let (e, _) = run_case("env_listed", |b| b["event"] == "module");
     assert_eq!(e["data"]["listed"], "yes");

@@ -35,7 +35,10 @@ fn load(ws: &Workspace, source: &str) -> Result<Harness, String> {
     };
     let factory = LuaFactory::new(source.to_string(), ws.dir.join("modules/m.lua"))
         .cpu_limit(Duration::from_millis(200))
-        .env(vec!["MODULE_TEST_SECRET".into(), "MODULE_TEST_UNSET".into()]);
+        .env(vec![
+            "MODULE_TEST_SECRET".into(),
+            "MODULE_TEST_UNSET".into(),
+        ]);
     let module = factory.create(ctx).map_err(|e| e.message)?;
     Ok(Harness {
         emitted,

@@ -16,7 +16,8 @@ use tether_host::store::{SecretKey, Secrets};
 use tether_host::{Host, Loaded, SqliteStore, Store};
 use tower::ServiceExt;
 
-const CONFIG: &str = "[[client_type]]\nname = \"feed\"\n[client_type.defaults]\nurl = \"ws://127.0.0.1:9/\"\n";
+const CONFIG: &str =
+    "[[client_type]]\nname = \"feed\"\n[client_type.defaults]\nurl = \"ws://127.0.0.1:9/\"\n";
 
 async fn host_on(ws: &Workspace, secrets: Secrets) -> (Arc<SqliteStore>, axum::Router) {
     let store = Arc::new(
@@ -96,21 +97,39 @@ async fn an_audit_failure_leaves_no_instance_and_no_database_text() {
     assert_eq!(v["error"], "internal");
     let id = v["request_id"].as_str().unwrap();
     assert!(v["detail"].as_str().unwrap().contains(id), "{v}");
-    assert!(!v.to_string().contains("disk says no"), "database text leaked: {v}");
+    assert!(
+        !v.to_string().contains("disk says no"),
+        "database text leaked: {v}"
+    );
     assert!(!v.to_string().to_lowercase().contains("sqlite"), "{v}");
     // Nothing half-done: the instance is not stored.
     assert!(store.get("f1").await.unwrap().is_none());
     let (s, _) = call(&app, "GET", "/api/clients/f1", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     // Updates roll back the same way.
-    sqlx::query("DROP TRIGGER audit_fails").execute(&pool).await.unwrap();
-    let (s, _) = call(&app, "POST", "/api/clients", Some(json!({"type": "feed", "key": "f2"}))).await;
+    sqlx::query("DROP TRIGGER audit_fails")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/clients",
+        Some(json!({"type": "feed", "key": "f2"})),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED);
     sqlx::query("CREATE TRIGGER audit_fails BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
         .execute(&pool)
         .await
         .unwrap();
-    let (s, _) = call(&app, "PATCH", "/api/clients/f2", Some(json!({"timeout": 9}))).await;
+    let (s, _) = call(
+        &app,
+        "PATCH",
+        "/api/clients/f2",
+        Some(json!({"timeout": 9})),
+    )
+    .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
     let stored = store.get("f2").await.unwrap().unwrap();
     assert_eq!((stored.timeout_secs, stored.version), (30, 1));
@@ -128,9 +147,16 @@ async fn two_editors_cannot_overwrite_each_other() {
         Some(json!({"type": "feed", "key": "f1"})),
     )
     .await;
-    assert_eq!((s, etag.as_deref()), (StatusCode::CREATED, Some("\"1\"")), "{v}");
+    assert_eq!(
+        (s, etag.as_deref()),
+        (StatusCode::CREATED, Some("\"1\"")),
+        "{v}"
+    );
     let (_, etag, v) = call_with(&app, "GET", "/api/clients/f1", &[], None).await;
-    assert_eq!((etag.as_deref(), v["version"].as_i64()), (Some("\"1\""), Some(1)));
+    assert_eq!(
+        (etag.as_deref(), v["version"].as_i64()),
+        (Some("\"1\""), Some(1))
+    );
 
     // Alice and Bob both read version 1; Alice saves first.
     let (s, etag, _) = call_with(
@@ -153,13 +179,34 @@ async fn two_editors_cannot_overwrite_each_other() {
     assert_eq!(s, StatusCode::PRECONDITION_FAILED, "{v}");
     assert_eq!(v["error"], "version_conflict");
     assert_eq!(v["current_version"], 2);
-    let (s, _, _) = call_with(&app, "DELETE", "/api/clients/f1", &[("if-match", "W/\"1\"")], None).await;
+    let (s, _, _) = call_with(
+        &app,
+        "DELETE",
+        "/api/clients/f1",
+        &[("if-match", "W/\"1\"")],
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::PRECONDITION_FAILED);
     let (_, _, v) = call_with(&app, "GET", "/api/clients/f1", &[], None).await;
     assert_eq!(v["timeout"], 10, "Bob's stale change was not applied");
-    let (s, _, v) = call_with(&app, "PATCH", "/api/clients/f1", &[("if-match", "yesterday")], Some(json!({}))).await;
+    let (s, _, v) = call_with(
+        &app,
+        "PATCH",
+        "/api/clients/f1",
+        &[("if-match", "yesterday")],
+        Some(json!({})),
+    )
+    .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
-    let (s, _, _) = call_with(&app, "DELETE", "/api/clients/f1", &[("if-match", "\"2\"")], None).await;
+    let (s, _, _) = call_with(
+        &app,
+        "DELETE",
+        "/api/clients/f1",
+        &[("if-match", "\"2\"")],
+        None,
+    )
+    .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
 }
 
@@ -185,7 +232,10 @@ async fn secrets_are_sealed_on_disk_and_open_with_the_key() {
     for secret in ["pw-visible-plain", "header-token-plain", "url-pass-plain"] {
         assert!(!text.contains(secret), "{secret} is on disk in plaintext");
     }
-    assert!(text.contains("plain-header"), "non-secret headers stay readable");
+    assert!(
+        text.contains("plain-header"),
+        "non-secret headers stay readable"
+    );
     assert!(text.contains("enc:v1:"));
 
     // The same key opens them again.
@@ -227,9 +277,11 @@ async fn secrets_are_sealed_on_disk_and_open_with_the_key() {
         Some("pw-visible-plain")
     );
     store.close().await;
-    assert!(SqliteStore::open_with(&ws.store_url(), Secrets::Sealed(key))
-        .await
-        .is_err());
+    assert!(
+        SqliteStore::open_with(&ws.store_url(), Secrets::Sealed(key))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -246,9 +298,22 @@ async fn without_a_key_secrets_are_refused_and_a_plaintext_store_is_sealed_later
         .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
         assert_eq!(v["error"], "no_secret_key");
-        assert!(v["detail"].as_str().unwrap().contains("TETHER_SECRET_KEY"), "{v}");
-        let (s, _) = call(&app, "POST", "/api/clients", Some(json!({"type": "feed", "key": "f2"}))).await;
-        assert_eq!(s, StatusCode::CREATED, "instances without secrets need no key");
+        assert!(
+            v["detail"].as_str().unwrap().contains("TETHER_SECRET_KEY"),
+            "{v}"
+        );
+        let (s, _) = call(
+            &app,
+            "POST",
+            "/api/clients",
+            Some(json!({"type": "feed", "key": "f2"})),
+        )
+        .await;
+        assert_eq!(
+            s,
+            StatusCode::CREATED,
+            "instances without secrets need no key"
+        );
         store.close().await;
     }
     // An older store with plaintext secrets…

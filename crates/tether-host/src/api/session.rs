@@ -62,7 +62,8 @@ impl Sessions {
 
     fn mac(&self, label: &str, text: &str) -> String {
         use hmac::Mac as _;
-        let mut mac = <Mac as hmac::Mac>::new_from_slice(&*self.key).expect("HMAC takes any key length");
+        let mut mac =
+            <Mac as hmac::Mac>::new_from_slice(&*self.key).expect("HMAC takes any key length");
         mac.update(label.as_bytes());
         mac.update(b"\0");
         mac.update(text.as_bytes());
@@ -95,11 +96,7 @@ impl Sessions {
     }
 
     fn remove(&self, id: &str) {
-        let Some(expires) = id
-            .rsplit('.')
-            .nth(1)
-            .and_then(|e| e.parse::<u64>().ok())
-        else {
+        let Some(expires) = id.rsplit('.').nth(1).and_then(|e| e.parse::<u64>().ok()) else {
             return;
         };
         let mut revoked = self.revoked.lock().unwrap_or_else(|e| e.into_inner());

@@ -19,24 +19,26 @@ fn stream(s: &AppState, key: Option<String>) -> impl Stream<Item = Result<Event,
     BroadcastStream::new(s.host.events().subscribe())
         .take_until(stopping)
         .filter_map(move |item| {
-        let key = key.clone();
-        async move {
-            let event = match item {
-                Ok(e) => e,
-                // A slow reader skipped events: say so instead of failing.
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
-                    return Some(Ok(Event::default()
-                        .event("lagged")
-                        .data(format!("{{\"skipped\":{n}}}"))));
+            let key = key.clone();
+            async move {
+                let event = match item {
+                    Ok(e) => e,
+                    // A slow reader skipped events: say so instead of failing.
+                    Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                        return Some(Ok(Event::default()
+                            .event("lagged")
+                            .data(format!("{{\"skipped\":{n}}}"))));
+                    }
+                };
+                if key.as_ref().is_some_and(|k| *k != event.client) {
+                    return None;
                 }
-            };
-            if key.as_ref().is_some_and(|k| *k != event.client) {
-                return None;
+                let data = serde_json::to_string(&*event).unwrap_or_default();
+                Some(Ok(Event::default()
+                    .event(sse_name(event.name()))
+                    .data(data)))
             }
-            let data = serde_json::to_string(&*event).unwrap_or_default();
-            Some(Ok(Event::default().event(sse_name(event.name())).data(data)))
-        }
-    })
+        })
 }
 
 /// The SSE event name of a Tether event: its own name, except that client

@@ -304,4 +304,3 @@ impl ClientRuntime {
         f(&mut self.status.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
-

@@ -15,7 +15,9 @@ use tether::{Backoff, Event};
 
 use super::{ClientRuntime, ClientSpec, ClientState, Control};
 use crate::events::body;
-use crate::modules::{ClientModule, ConnHandle, ConnectRequest, ModuleError, NoModule, TimerRequest};
+use crate::modules::{
+    ClientModule, ConnHandle, ConnectRequest, ModuleError, NoModule, TimerRequest,
+};
 use crate::store::{now_ms, rfc3339};
 
 /// Past a hook's call limit, how long the worker still waits before it
@@ -160,7 +162,10 @@ impl Worker {
     fn give_up(
         &mut self,
         name: &'static str,
-        task: JoinHandle<(Box<dyn ClientModule>, Result<impl Send + 'static, ModuleError>)>,
+        task: JoinHandle<(
+            Box<dyn ClientModule>,
+            Result<impl Send + 'static, ModuleError>,
+        )>,
     ) {
         let message = format!(
             "{name} did not return within its limit of {} ms (stuck inside one call that cannot be interrupted); the client is stopped until it is connected again",
@@ -199,7 +204,7 @@ impl Worker {
             return false;
         }
         let stuck = self.stuck.take();
-        if let Some(Ok(module)) = stuck.and_then(|t| futures_util::FutureExt::now_or_never(t)) {
+        if let Some(Ok(module)) = stuck.and_then(futures_util::FutureExt::now_or_never) {
             self.module = Some(module);
         }
         true

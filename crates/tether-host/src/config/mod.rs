@@ -55,6 +55,10 @@ pub struct HostSection {
     /// any secret can be stored) or `"plaintext"` (warned about at every start).
     #[serde(default)]
     pub secrets: SecretsMode,
+    /// Serve a WebSocket echo endpoint on this loopback address (for a first
+    /// run with nothing else installed). Default: off.
+    #[serde(default)]
+    pub demo_echo: Option<Spanned<SocketAddr>>,
     /// A file holding the secret key as base64, relative to the config file.
     /// `TETHER_SECRET_KEY` wins over it.
     #[serde(default)]
@@ -86,6 +90,7 @@ impl Default for HostSection {
             shutdown_grace_secs: ten(),
             secrets: SecretsMode::default(),
             secret_key_file: None,
+            demo_echo: None,
         }
     }
 }
@@ -322,6 +327,8 @@ pub struct Loaded {
     pub secrets: SecretsMode,
     /// The key file, resolved against the config file.
     pub secret_key_file: Option<PathBuf>,
+    /// The demo echo endpoint's address, if on.
+    pub demo_echo: Option<SocketAddr>,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
 }
@@ -436,7 +443,10 @@ impl Loaded {
                 Some(ms) => {
                     return Err(at(
                         ms.span(),
-                        format!("cpu_limit_ms = {} is out of range: use 1 to 60000", ms.get_ref()),
+                        format!(
+                            "cpu_limit_ms = {} is out of range: use 1 to 60000",
+                            ms.get_ref()
+                        ),
                     ))
                 }
             };
@@ -463,6 +473,14 @@ impl Loaded {
                 },
             );
         }
+        if let Some(addr) = &config.host.demo_echo {
+            if !addr.get_ref().ip().is_loopback() {
+                return Err(at(
+                    addr.span(),
+                    format!("demo_echo {} must be a loopback address", addr.get_ref()),
+                ));
+            }
+        }
         if config.host.metrics_public && !config.host.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid {
                 file: file.to_string(),
@@ -479,6 +497,7 @@ impl Loaded {
             shutdown_grace: Duration::from_secs(config.host.shutdown_grace_secs.clamp(1, 3600)),
             secrets: config.host.secrets,
             secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
+            demo_echo: config.host.demo_echo.map(Spanned::into_inner),
             types,
         })
     }

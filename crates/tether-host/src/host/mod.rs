@@ -148,10 +148,11 @@ impl Host {
                 let factory = rust_modules.remove(&t.name).or_else(|| {
                     let source = t.module_source.clone()?;
                     let path = t.module.clone()?;
-                    Some(Arc::new(LuaFactory::new(source, path)
-                        .env(t.env.clone())
-                        .cpu_limit(t.cpu_limit))
-                        as Arc<dyn ModuleFactory>)
+                    Some(Arc::new(
+                        LuaFactory::new(source, path)
+                            .env(t.env.clone())
+                            .cpu_limit(t.cpu_limit),
+                    ) as Arc<dyn ModuleFactory>)
                 });
                 (
                     t.name.clone(),

@@ -123,8 +123,7 @@ pub trait Store: Send + Sync {
     async fn get(&self, key: &str) -> Result<Option<InstanceRecord>, StoreError>;
     /// Adds an instance (at version 1) and its audit row, in one
     /// transaction; [`StoreError::Duplicate`] when the key is taken.
-    async fn insert(&self, record: &InstanceRecord, change: Change<'_>)
-        -> Result<(), StoreError>;
+    async fn insert(&self, record: &InstanceRecord, change: Change<'_>) -> Result<(), StoreError>;
     /// Replaces an instance and writes its audit row, in one transaction;
     /// returns the new version. With `expected`, the stored version must be
     /// that one ([`StoreError::Conflict`] otherwise).

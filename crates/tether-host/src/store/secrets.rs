@@ -18,7 +18,9 @@ const NONCE_LEN: usize = 24;
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
     /// The key text is not base64 of 32 bytes.
-    #[error("the secret key must be 32 bytes as base64 (what `openssl rand -base64 32` prints); {0}")]
+    #[error(
+        "the secret key must be 32 bytes as base64 (what `openssl rand -base64 32` prints); {0}"
+    )]
     BadKey(String),
     /// A secret must be stored and there is no key.
     #[error("this host has no secret key, so it cannot store {what}: set TETHER_SECRET_KEY (openssl rand -base64 32) or [host] secret_key_file, or put secrets = \"plaintext\" in [host] to store secrets unencrypted")]
@@ -55,9 +57,9 @@ impl SecretKey {
             .iter()
             .find_map(|e| e.decode(text).ok())
             .ok_or_else(|| SecretError::BadKey("it is not base64".into()))?;
-        let key: [u8; 32] = bytes
-            .try_into()
-            .map_err(|b: Vec<u8>| SecretError::BadKey(format!("it decodes to {} bytes", b.len())))?;
+        let key: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
+            SecretError::BadKey(format!("it decodes to {} bytes", b.len()))
+        })?;
         Ok(SecretKey(key))
     }
 
@@ -200,7 +202,9 @@ mod tests {
 
     #[test]
     fn refused_without_a_key_and_plaintext_on_request() {
-        let e = Secrets::Refused.seal("x", "the password of \"k\"").unwrap_err();
+        let e = Secrets::Refused
+            .seal("x", "the password of \"k\"")
+            .unwrap_err();
         assert!(e.to_string().contains("TETHER_SECRET_KEY"), "{e}");
         assert_eq!(Secrets::Plaintext.seal("x", "p").unwrap(), "x");
         let sealed = seal_with(&SecretKey::generate(), "x");

@@ -68,7 +68,10 @@ impl SqliteStore {
         if let Secrets::Sealed(key) = &store.secrets {
             let sealed = store.reseal(None, key).await?;
             if sealed > 0 {
-                tracing::info!(instances = sealed, "sealed secrets that were stored in plaintext");
+                tracing::info!(
+                    instances = sealed,
+                    "sealed secrets that were stored in plaintext"
+                );
             }
         }
         Ok(store)
@@ -200,7 +203,10 @@ impl SqliteStore {
         let password = r
             .password
             .as_deref()
-            .map(|p| self.secrets.seal(p, &format!("the password of {:?}", r.key)))
+            .map(|p| {
+                self.secrets
+                    .seal(p, &format!("the password of {:?}", r.key))
+            })
             .transpose()?;
         let mut headers = BTreeMap::new();
         for (n, v) in &r.headers {
@@ -229,9 +235,18 @@ impl SqliteStore {
     }
 }
 
-fn reseal_value(old: &Secrets, new: &Secrets, stored: &str, secret: bool) -> Result<String, StoreError> {
+fn reseal_value(
+    old: &Secrets,
+    new: &Secrets,
+    stored: &str,
+    secret: bool,
+) -> Result<String, StoreError> {
     let value = old.open(stored)?;
-    Ok(if secret { new.seal(&value, "a secret")? } else { value })
+    Ok(if secret {
+        new.seal(&value, "a secret")?
+    } else {
+        value
+    })
 }
 
 fn url_has_password(url: &str) -> bool {
@@ -382,7 +397,16 @@ impl Store for SqliteStore {
         detail: serde_json::Value,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        audit_in(&mut tx, key, Change { actor, action, detail }).await?;
+        audit_in(
+            &mut tx,
+            key,
+            Change {
+                actor,
+                action,
+                detail,
+            },
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
