@@ -10,6 +10,7 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use base64::Engine as _;
 
@@ -210,22 +211,33 @@ pub async fn run(
         std::process::exit(1);
     });
     stopping.cancel();
-    let graceful = async {
-        host.shutdown().await;
-        let _ = server.await;
-        host.store().close().await;
-    };
-    if tokio::time::timeout(config.shutdown_grace, graceful)
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
+    let closing = tokio::spawn({
+        let host = host.clone();
+        async move { host.shutdown().await }
+    });
+    // Requests in flight finish (event streams end at once); then the store
+    // is flushed, before waiting for slow clients, so that a client stuck
+    // past the grace period cannot keep the store from being closed.
+    let half = tokio::time::Instant::now() + config.shutdown_grace / 2;
+    if tokio::time::timeout_at(half, server).await.is_err() {
+        tracing::warn!("requests still running at shutdown were cut off");
+    }
+    if tokio::time::timeout(Duration::from_secs(2), host.store().close())
         .await
         .is_err()
     {
+        tracing::warn!("the store did not close in time");
+    }
+    if tokio::time::timeout_at(deadline, closing).await.is_err() {
         tracing::warn!(
             grace_secs = config.shutdown_grace.as_secs(),
-            "shutdown grace period passed: exiting with what is still open"
+            "shutdown grace period passed: exiting with clients still closing"
         );
     }
     Ok(())
 }
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

@@ -496,6 +496,11 @@ impl Host {
             .collect();
         for rt in all.iter().chain(dynamic.iter()) {
             rt.shutdown();
+            // Directly too: a worker waiting for a stuck hook would not
+            // see its shutdown in time.
+            if let Some(conn) = rt.handle().connection() {
+                let _ = conn.close(1001, "host shutting down");
+            }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
         for rt in all.iter().chain(dynamic.iter()) {
