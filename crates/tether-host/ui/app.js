@@ -22,8 +22,8 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-async function api(method, path, body) {
-  const headers = {};
+async function api(method, path, body, extraHeaders) {
+  const headers = { ...(extraHeaders || {}) };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (method !== 'GET' && csrf) headers['X-CSRF-Token'] = csrf;
   const res = await fetch(path, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
@@ -184,7 +184,9 @@ async function saveForm(event) {
   if ($('#f-password').value) body.password = $('#f-password').value;
   try {
     if (editing) {
-      await api('PATCH', `/api/clients/${encodeURIComponent(editing.key)}`, body);
+      // Only the version this form was filled from: a change someone made
+      // meanwhile is reported, not overwritten.
+      await api('PATCH', `/api/clients/${encodeURIComponent(editing.key)}`, body, { 'If-Match': `"${editing.version}"` });
     } else {
       body.type = $('#f-type').value;
       if ($('#f-key').value.trim()) body.key = $('#f-key').value.trim();
@@ -229,7 +231,12 @@ let refreshTimer = null;
 function listen() {
   if (source) source.close();
   source = new EventSource('/api/events');
-  source.onopen = () => { $('#live').textContent = 'live'; };
+  // On every (re)connect, reload what the stream may have missed meanwhile.
+  source.onopen = () => {
+    $('#live').textContent = 'live';
+    if (!$('#clients-view').hidden) refreshClients();
+    if (!$('#connections-view').hidden) refreshConnections();
+  };
   source.onerror = () => { $('#live').textContent = 'reconnecting to the event stream…'; };
   const onEvent = (msg) => {
     if (typeof msg.data !== 'string' || msg.data === '') return;
