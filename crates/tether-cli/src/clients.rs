@@ -82,13 +82,13 @@ pub enum ClientsCommand {
         fields: Fields,
     },
     /// Change a client. The change applies only to the version read just
-    /// before (or the one given with --version): if someone else changed the
-    /// client meanwhile, it is refused instead of overwriting theirs.
+    /// before (or the one given with --if-version): if someone else changed
+    /// the client meanwhile, it is refused instead of overwriting theirs.
     Edit {
         key: String,
         /// Apply only to this version (the `version` that `show` printed).
-        #[arg(long)]
-        version: Option<i64>,
+        #[arg(long, value_name = "N")]
+        if_version: Option<i64>,
         #[command(flatten)]
         fields: Fields,
     },
@@ -355,11 +355,11 @@ pub fn run(args: ClientsArgs) -> i32 {
         }),
         ClientsCommand::Edit {
             key,
-            version,
+            if_version,
             fields,
         } => fields_body(fields).and_then(|body| {
             let path = format!("/api/clients/{}", enc(&key));
-            let version = match version {
+            let version = match if_version {
                 Some(v) => v,
                 None => api.request("GET", &path, None)?["version"]
                     .as_i64()

@@ -28,12 +28,18 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 /// Starts `tether serve`; returns it and the API URL it printed.
+fn serve(config: &std::path::Path) -> (Server, String) {
+    serve_with(config, &[])
+}
+
+/// `serve` with more environment variables.
 // The child is waited for by `Server`'s Drop, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
-fn serve(config: &std::path::Path) -> (Server, String) {
+fn serve_with(config: &std::path::Path, env: &[(&str, &str)]) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .env("TETHER_ADMIN_TOKEN", TOKEN)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -311,4 +317,96 @@ fn ureq_get(url: &str) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
+}
+
+/// `tether clients edit --if-version` refuses to overwrite a change made
+/// meanwhile; `tether secrets rotate` re-seals a stopped host's store so
+/// that it starts with the new key only.
+#[tokio::test]
+async fn edit_conflicts_and_secret_rotation_through_the_binary() {
+    let dir = tempdir("rotate");
+    std::fs::write(
+        dir.join("tether.toml"),
+        "[host]\nlisten = \"127.0.0.1:0\"\n\n[[client_type]]\nname = \"feed\"\n[client_type.defaults]\nurl = \"ws://127.0.0.1:9/\"\n",
+    )
+    .unwrap();
+    let old_key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+    let new_key = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+    let config = dir.join("tether.toml");
+    let (server, api) =
+        blocking(move || serve_with(&config, &[("TETHER_SECRET_KEY", old_key)])).await;
+    let a = api.clone();
+    let out = blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args([
+                "clients", "add", "--type", "feed", "--key", "f1", "--user", "u",
+            ])
+            .args([
+                "--password-env",
+                "ROTATE_TEST_PASSWORD",
+                "--json",
+                "--api",
+                &a,
+            ])
+            .env("TETHER_ADMIN_TOKEN", TOKEN)
+            .env("ROTATE_TEST_PASSWORD", "rotate-me-plain")
+            .output()
+            .unwrap()
+    })
+    .await;
+    assert_eq!(json(&out)["version"], 1);
+    let a = api.clone();
+    assert_eq!(
+        json(&blocking(move || clients(&a, &["edit", "f1", "--timeout", "7", "--json"])).await)
+            ["version"],
+        2
+    );
+    let a = api.clone();
+    let stale =
+        blocking(move || clients(&a, &["edit", "f1", "--if-version", "1", "--timeout", "9"])).await;
+    assert_eq!(stale.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&stale.stderr);
+    assert!(
+        err.contains("412") && err.contains("changed meanwhile"),
+        "{err}"
+    );
+    drop(server);
+
+    let db = std::fs::read(dir.join("tether.db")).unwrap();
+    assert!(!String::from_utf8_lossy(&db).contains("rotate-me-plain"));
+    let rotate = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["secrets", "rotate", "--config"])
+        .arg(dir.join("tether.toml"))
+        .env("TETHER_SECRET_KEY", old_key)
+        .env("TETHER_NEW_SECRET_KEY", new_key)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rotate.stderr);
+    assert!(rotate.status.success(), "{text}");
+    assert!(text.contains("of 1 instances"), "{text}");
+    // The old key no longer opens the store; the new one does.
+    let refused = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(dir.join("tether.toml"))
+        .env("TETHER_ADMIN_TOKEN", TOKEN)
+        .env("TETHER_SECRET_KEY", old_key)
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("not the key this store was sealed with"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let config = dir.join("tether.toml");
+    let (server, api) =
+        blocking(move || serve_with(&config, &[("TETHER_SECRET_KEY", new_key)])).await;
+    let a = api.clone();
+    let v = json(&blocking(move || clients(&a, &["show", "f1", "--json"])).await);
+    assert_eq!(
+        (v["password_set"].as_bool(), v["timeout"].as_u64()),
+        (Some(true), Some(7))
+    );
+    drop(server);
+    let _ = std::fs::remove_dir_all(dir);
 }
