@@ -18,6 +18,7 @@ pub mod events;
 pub mod host;
 pub mod metrics;
 pub mod modules;
+pub mod outbox;
 pub mod serve;
 pub mod store;
 

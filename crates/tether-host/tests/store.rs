@@ -342,3 +342,30 @@ async fn without_a_key_secrets_are_refused_and_a_plaintext_store_is_sealed_later
     store.close().await;
     assert!(!file_bytes(&ws).contains("old-plain-password"));
 }
+
+#[tokio::test]
+async fn outbox_purge_deletes_what_is_not_in_flight() {
+    use tether_host::store::outbox::{NewOutboxMessage, OutboxLimits, OutboxStatus};
+    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+    let m = |id: &str| NewOutboxMessage {
+        client: "c".into(),
+        msg_id: id.into(),
+        binary: false,
+        payload: b"x".to_vec(),
+        expires_ms: None,
+        limits: OutboxLimits::default(),
+    };
+    store
+        .outbox_append(&[m("a"), m("b"), m("c")])
+        .await
+        .unwrap();
+    let first = store.outbox_pending("c", 1).await.unwrap();
+    store
+        .outbox_mark(&[first[0].seq], OutboxStatus::InFlight, None)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_purge("c", None).await.unwrap(), 2);
+    let left = store.outbox_list("c", None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, OutboxStatus::InFlight);
+}

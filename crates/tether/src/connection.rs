@@ -285,6 +285,15 @@ impl Connection {
         self.send_with(data.len(), |e| e.send_binary(data)).await
     }
 
+    /// Sends a message of either kind, waiting for buffer space if the
+    /// policy is [`BackpressurePolicy::Wait`].
+    pub async fn send(&self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => self.send_text(t).await,
+            Message::Binary(b) => self.send_binary(b).await,
+        }
+    }
+
     /// Sends a text message now, or fails with
     /// [`SendError::BufferFull`] instead of waiting.
     pub fn try_send_text(&self, text: &str) -> Result<(), SendError> {

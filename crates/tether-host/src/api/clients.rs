@@ -9,7 +9,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{actor, ApiError, ApiJson, AppState};
-use crate::host::{ClientView, InstanceInput};
+use crate::host::{ClientView, HostError, InstanceInput};
+use crate::store::outbox::OutboxStatus;
 
 pub(super) async fn types(State(s): State<AppState>) -> Json<Value> {
     Json(Value::Array(s.host.types()))
@@ -112,17 +113,24 @@ pub(super) async fn disconnect(
     ))
 }
 
-/// `{"text": …}` or `{"base64": …}`.
+/// `{"text": …}` or `{"base64": …}`, and for a durable send `"durable"`,
+/// `"id"` (idempotency key) and `"ttl_secs"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SendBody {
     text: Option<String>,
     base64: Option<String>,
+    #[serde(default)]
+    durable: Option<bool>,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    ttl_secs: Option<u64>,
 }
 
 impl SendBody {
-    pub(super) fn message(self) -> Result<tether::Message, ApiError> {
-        match (self.text, self.base64) {
+    pub(super) fn message(&mut self) -> Result<tether::Message, ApiError> {
+        match (self.text.take(), self.base64.take()) {
             (Some(t), None) => Ok(tether::Message::Text(t)),
             (None, Some(b)) => base64::engine::general_purpose::STANDARD
                 .decode(b.trim())
@@ -138,10 +146,39 @@ impl SendBody {
 pub(super) async fn send(
     State(s): State<AppState>,
     Path(key): Path<String>,
-    ApiJson(body): ApiJson<SendBody>,
+    ApiJson(mut body): ApiJson<SendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    s.host.send(&key, &body.message()?)?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))))
+    let message = body.message()?;
+    let durable = body
+        .durable
+        .unwrap_or_else(|| s.host.durable_by_default(&key));
+    if !durable {
+        if body.id.is_some() || body.ttl_secs.is_some() {
+            return Err(ApiError::invalid(
+                "\"id\" and \"ttl_secs\" are for durable sends: add \"durable\": true",
+            ));
+        }
+        s.host.send(&key, &message)?;
+        return Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))));
+    }
+    if body
+        .id
+        .as_deref()
+        .is_some_and(|id| id.is_empty() || id.len() > 200)
+    {
+        return Err(ApiError::invalid("\"id\" must be 1 to 200 characters"));
+    }
+    let stored = s
+        .host
+        .send_durable(&key, &message, body.id.clone(), body.ttl_secs)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            json!({"durable": true, "seq": stored.seq, "duplicate": stored.duplicate,
+                    "id": stored.id}),
+        ),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -178,4 +215,111 @@ pub(super) async fn history(
 ) -> Result<Json<Value>, ApiError> {
     let events = s.host.client_history(&key)?;
     Ok(Json(json!(events.iter().map(|e| &**e).collect::<Vec<_>>())))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OutboxQuery {
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+fn status_filter(status: Option<&str>) -> Result<Option<OutboxStatus>, ApiError> {
+    status
+        .map(|s| {
+            OutboxStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "status {s:?} is not one of pending, in-flight, done, expired, dead"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// `GET /api/clients/{key}/outbox`: counts and messages (payloads not shown).
+pub(super) async fn outbox(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<OutboxQuery>,
+) -> Result<Json<Value>, ApiError> {
+    s.host.get_client(&key).await?;
+    let status = status_filter(q.status.as_deref())?;
+    let store = s.host.store();
+    let stats = store.outbox_stats(&key).await.map_err(HostError::from)?;
+    let messages = store
+        .outbox_list(&key, status, q.limit.unwrap_or(200).clamp(1, 10_000))
+        .await
+        .map_err(HostError::from)?;
+    Ok(Json(json!({"stats": stats, "messages": messages})))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RetryBody {
+    seq: Option<i64>,
+}
+
+/// `POST /api/clients/{key}/outbox/retry`: dead and expired messages (or
+/// the one with `seq`) go back to pending.
+pub(super) async fn outbox_retry(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<impl IntoResponse, ApiError> {
+    s.host.get_client(&key).await?;
+    let seq = if body.is_empty() {
+        None
+    } else {
+        serde_json::from_slice::<RetryBody>(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_json", e.to_string()))?
+            .seq
+    };
+    let n = s
+        .host
+        .store()
+        .outbox_retry(&key, seq)
+        .await
+        .map_err(HostError::from)?;
+    s.host.wake_outbox(&key);
+    s.host
+        .store()
+        .audit(
+            &actor(&headers),
+            "outbox_retry",
+            &key,
+            json!({"seq": seq, "messages": n}),
+        )
+        .await
+        .map_err(HostError::from)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"retried": n}))))
+}
+
+/// `DELETE /api/clients/{key}/outbox?status=…`: deletes messages that are
+/// not in flight.
+pub(super) async fn outbox_purge(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<OutboxQuery>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    s.host.get_client(&key).await?;
+    let status = status_filter(q.status.as_deref())?;
+    let n = s
+        .host
+        .store()
+        .outbox_purge(&key, status)
+        .await
+        .map_err(HostError::from)?;
+    s.host
+        .store()
+        .audit(
+            &actor(&headers),
+            "outbox_purge",
+            &key,
+            json!({"status": q.status, "messages": n}),
+        )
+        .await
+        .map_err(HostError::from)?;
+    Ok(Json(json!({"purged": n})))
 }

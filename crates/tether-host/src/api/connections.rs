@@ -54,7 +54,7 @@ pub(super) async fn close(
 pub(super) async fn send(
     State(s): State<AppState>,
     Path(key): Path<String>,
-    ApiJson(body): ApiJson<SendBody>,
+    ApiJson(mut body): ApiJson<SendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     s.host.send_dynamic(&key, &body.message()?)?;
     Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))))

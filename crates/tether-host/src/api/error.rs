@@ -77,6 +77,11 @@ impl IntoResponse for ApiError {
         body.insert("error".into(), json!(self.code));
         body.insert("detail".into(), json!(self.detail));
         let mut response = (self.status, Json(serde_json::Value::Object(body))).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 "www-authenticate",
@@ -111,6 +116,14 @@ impl From<HostError> for ApiError {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "no_secret_key", detail)
             }
             HostError::Store(e) => Self::internal(&e),
+            HostError::Outbox(crate::outbox::OutboxError::Full { .. }) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "outbox_full", detail)
+                    .with("retry_after_secs", json!(1))
+            }
+            HostError::Outbox(crate::outbox::OutboxError::Closed) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", detail)
+            }
+            HostError::Outbox(e) => Self::internal(&e),
         }
     }
 }

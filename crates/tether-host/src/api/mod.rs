@@ -211,6 +211,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/clients/{key}/connect"),
     ("POST", "/api/clients/{key}/disconnect"),
     ("POST", "/api/clients/{key}/send"),
+    ("GET", "/api/clients/{key}/outbox"),
+    ("DELETE", "/api/clients/{key}/outbox"),
+    ("POST", "/api/clients/{key}/outbox/retry"),
     ("GET", "/api/clients/{key}/events"),
     ("GET", "/api/clients/{key}/history"),
     ("GET", "/metrics"),
@@ -237,6 +240,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/clients/{key}/connect", post(clients::connect))
         .route("/api/clients/{key}/disconnect", post(clients::disconnect))
         .route("/api/clients/{key}/send", post(clients::send))
+        .route(
+            "/api/clients/{key}/outbox",
+            get(clients::outbox).delete(clients::outbox_purge),
+        )
+        .route(
+            "/api/clients/{key}/outbox/retry",
+            post(clients::outbox_retry),
+        )
         .route("/api/clients/{key}/events", get(sse::client_events))
         .route("/api/clients/{key}/history", get(clients::history))
         .route("/api/events", get(sse::all_events))

@@ -144,6 +144,7 @@ impl ClientSpec {
     }
 }
 
+mod delivery;
 mod worker;
 use worker::Worker;
 
@@ -261,11 +262,16 @@ impl ClientRuntime {
             tether::Message::Binary(b) => self.handle.send_binary(b),
         };
         if result.is_ok() {
-            let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-            s.messages_out += 1;
-            s.bytes_out += message.len() as u64;
+            self.count_sent(message);
         }
         result
+    }
+
+    /// Counts a message sent, whoever sent it.
+    pub(crate) fn count_sent(&self, message: &tether::Message) {
+        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        s.messages_out += 1;
+        s.bytes_out += message.len() as u64;
     }
 
     /// Publishes an event for this client.

@@ -39,6 +39,10 @@ pub(super) struct Worker {
     want: bool,
     backoff: Option<Backoff>,
     retry_at: Option<tokio::time::Instant>,
+    /// The outbox's delivery on the current connection, and its stop.
+    delivery: Option<(JoinHandle<()>, tokio_util::sync::CancellationToken)>,
+    /// The module acknowledges outbox messages (`outbox_ack`).
+    acks: bool,
 }
 
 impl Worker {
@@ -49,7 +53,10 @@ impl Worker {
         control: mpsc::UnboundedReceiver<Control>,
         timers: mpsc::UnboundedReceiver<TimerRequest>,
     ) -> Self {
+        let acks = module.acks_outbox();
         Worker {
+            acks,
+            delivery: None,
             rt,
             module: Some(module),
             stuck: None,
@@ -264,7 +271,17 @@ impl Worker {
                 self.rt
                     .update(|s| s.connected_since = Some(rfc3339(now_ms())));
                 self.rt.publish(body::open(protocol.as_deref()));
+                self.rt.handle.reset_ready();
+                self.start_delivery();
                 self.hook("on_open", |m, c| m.on_open(c)).await;
+                let ready_on_open = self
+                    .rt
+                    .handle
+                    .durable()
+                    .is_some_and(|d| d.config().ready == crate::config::ReadyWhen::Open);
+                if ready_on_open {
+                    self.rt.handle.mark_ready();
+                }
             }
             Event::Message(message) => {
                 self.rt.update(|s| {
@@ -272,12 +289,31 @@ impl Worker {
                     s.bytes_in += message.len() as u64;
                 });
                 self.rt.publish(body::message(&message));
-                self.hook("on_message", move |m, c| m.on_message(c, &message))
-                    .await;
+                let acks = self.acks;
+                let acked = self
+                    .hook("on_message", move |m, c| {
+                        m.on_message(c, &message)?;
+                        if acks {
+                            m.outbox_ack(c, &message)
+                        } else {
+                            Ok(None)
+                        }
+                    })
+                    .await
+                    .flatten();
+                if let (Some(id), Some(d)) = (acked, self.rt.handle.durable()) {
+                    if let Err(e) = d.outbox().store().outbox_ack(&self.rt.key, &id).await {
+                        self.rt.publish_error(
+                            "outbox",
+                            &format!("cannot record the ack of {id:?}: {e}"),
+                        );
+                    }
+                }
             }
             Event::Closed(closed) => {
                 self.rt.handle.set(None);
                 self.events = None;
+                self.stop_delivery().await;
                 let error = closed
                     .error
                     .as_ref()
@@ -302,6 +338,41 @@ impl Worker {
                 self.lost(&spec, why);
             }
             _ => {}
+        }
+    }
+
+    /// Starts delivering the outbox on the new connection (it waits for
+    /// the connection to be ready).
+    fn start_delivery(&mut self) {
+        let (Some(durable), Some(conn)) = (self.rt.handle.durable(), self.rt.handle.connection())
+        else {
+            return;
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let delivery = super::delivery::Delivery {
+            stop: stop.clone(),
+            rt: self.rt.clone(),
+            conn,
+            store: durable.outbox().store().clone(),
+            wake: durable.outbox().waker(&self.rt.key),
+            config: durable.config().clone(),
+            acks: self.acks,
+        };
+        self.delivery = Some((tokio::spawn(delivery.run()), stop));
+    }
+
+    /// Ends the delivery on a connection that is gone, and puts what it had
+    /// in flight back in line: it is sent again on the next connection.
+    async fn stop_delivery(&mut self) {
+        if let Some((task, stop)) = self.delivery.take() {
+            stop.cancel();
+            let _ = task.await;
+        }
+        if let Some(d) = self.rt.handle.durable() {
+            if let Err(e) = d.outbox().store().outbox_requeue(&self.rt.key).await {
+                self.rt
+                    .publish_error("outbox", &format!("cannot requeue in-flight messages: {e}"));
+            }
         }
     }
 

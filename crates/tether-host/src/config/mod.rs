@@ -11,7 +11,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 mod error;
+mod outbox;
 pub use error::ConfigError;
+pub use outbox::{OutboxConfig, ReadyWhen};
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +127,9 @@ pub struct ClientTypeConfig {
     /// Default 1000; at most 60000.
     #[serde(default)]
     pub cpu_limit_ms: Option<Spanned<u64>>,
+    /// The durable outbox of the type's instances.
+    #[serde(default)]
+    pub outbox: OutboxConfig,
     /// Defaults for the type's instances.
     #[serde(default)]
     pub defaults: TypeDefaults,
@@ -286,6 +291,8 @@ pub struct ClientType {
     pub env: Vec<String>,
     /// CPU time per hook call.
     pub cpu_limit: Duration,
+    /// The durable outbox.
+    pub outbox: OutboxConfig,
     /// Whether exactly one instance exists with key = name.
     pub predefined: bool,
     /// Default URL.
@@ -459,6 +466,7 @@ impl Loaded {
                     module_source,
                     env,
                     cpu_limit,
+                    outbox: t.outbox.clone(),
                     predefined: t.predefined,
                     url: d.url.map(Spanned::into_inner),
                     headers: d.headers,

@@ -225,6 +225,39 @@ impl Host {
         self.get_client(key).await
     }
 
+    /// Stores a message in an instance's outbox; returns once it is on disk.
+    /// `durable: None` follows the type's `[client_type.outbox] durable`.
+    pub async fn send_durable(
+        &self,
+        key: &str,
+        message: &tether::Message,
+        id: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<crate::outbox::Stored, HostError> {
+        let rt = self.runtime(key)?;
+        let handle = rt.handle();
+        let sender = handle.durable().ok_or_else(|| {
+            HostError::Invalid(format!(
+                "client {key:?} has no outbox: its type is not in the config"
+            ))
+        })?;
+        Ok(sender.send(message, id, ttl_secs).await?)
+    }
+
+    /// Wakes an instance's outbox delivery (after a retry).
+    pub fn wake_outbox(&self, key: &str) {
+        self.outbox.waker(key).notify_one();
+    }
+
+    /// Whether sends to `key` are durable unless they say otherwise.
+    pub fn durable_by_default(&self, key: &str) -> bool {
+        self.runtime(key).ok().is_some_and(|rt| {
+            rt.handle()
+                .durable()
+                .is_some_and(|d| d.durable_by_default())
+        })
+    }
+
     /// Sends a message on an open instance.
     pub fn send(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
         self.runtime(key)?.send(message).map_err(HostError::NotOpen)

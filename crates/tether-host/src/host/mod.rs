@@ -46,6 +46,9 @@ pub enum HostError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A durable send was not stored.
+    #[error(transparent)]
+    Outbox(#[from] crate::outbox::OutboxError),
 }
 
 /// A type with its module factory.
@@ -125,6 +128,7 @@ pub struct Host {
     clients: RwLock<BTreeMap<String, Arc<ClientRuntime>>>,
     dynamic: Arc<RwLock<BTreeMap<String, Arc<ClientRuntime>>>>,
     bus: EventBus,
+    outbox: Arc<crate::outbox::Outbox>,
 }
 
 impl Host {
@@ -165,6 +169,7 @@ impl Host {
             .collect();
         let host = Arc::new(Host {
             types,
+            outbox: crate::outbox::Outbox::start(store.clone()),
             store,
             clients: RwLock::new(BTreeMap::new()),
             dynamic: Arc::new(RwLock::new(BTreeMap::new())),
@@ -316,6 +321,14 @@ impl Host {
             .unwrap_or(crate::modules::DEFAULT_CALL_LIMIT);
         let lookup = self.lookup();
         let host = self.clone();
+        let durable = match (dynamic, type_name.and_then(|t| self.types.get(t))) {
+            (false, Some(t)) => Some(crate::outbox::DurableSender::new(
+                self.outbox.clone(),
+                key.to_string(),
+                t.config.outbox.clone(),
+            )),
+            _ => None,
+        };
         ClientRuntime::spawn(
             key.to_string(),
             dynamic,
@@ -324,6 +337,9 @@ impl Host {
             self.bus.clone(),
             call_limit,
             move |rt, timers| {
+                if let Some(d) = durable {
+                    rt.handle().set_durable(d);
+                }
                 let Some(factory) = factory else {
                     return Box::new(NoModule) as Box<dyn crate::modules::ClientModule>;
                 };

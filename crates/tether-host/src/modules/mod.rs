@@ -49,6 +49,15 @@ pub struct ConnectRequest {
 pub struct ConnHandle {
     key: String,
     current: Arc<Mutex<Option<tether::Connection>>>,
+    ready: Arc<Ready>,
+    durable: Arc<std::sync::OnceLock<crate::outbox::DurableSender>>,
+}
+
+/// Whether the outbox may deliver on the current connection.
+#[derive(Default)]
+pub(crate) struct Ready {
+    flag: std::sync::atomic::AtomicBool,
+    changed: tokio::sync::Notify,
 }
 
 impl ConnHandle {
@@ -57,7 +66,63 @@ impl ConnHandle {
         ConnHandle {
             key: key.into(),
             current: Arc::new(Mutex::new(None)),
+            ready: Arc::default(),
+            durable: Arc::default(),
         }
+    }
+
+    /// Gives the handle its client's durable sends (once).
+    pub(crate) fn set_durable(&self, sender: crate::outbox::DurableSender) {
+        let _ = self.durable.set(sender);
+    }
+
+    /// The client's durable sends, if it has an outbox (stored instances).
+    pub fn durable(&self) -> Option<&crate::outbox::DurableSender> {
+        self.durable.get()
+    }
+
+    /// Says the connection is ready for the outbox's messages (after the
+    /// module's own login or subscribe, with `ready = "module"`).
+    pub fn mark_ready(&self) {
+        self.ready
+            .flag
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.ready.changed.notify_waiters();
+    }
+
+    pub(crate) fn reset_ready(&self) {
+        self.ready
+            .flag
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Waits until the connection is marked ready.
+    pub(crate) async fn wait_ready(&self) {
+        loop {
+            let changed = self.ready.changed.notified();
+            if self.ready.flag.load(std::sync::atomic::Ordering::Acquire) {
+                return;
+            }
+            changed.await;
+        }
+    }
+
+    /// Stores a message in the client's outbox (from a hook's thread).
+    pub fn send_durable(
+        &self,
+        message: &tether::Message,
+        id: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<crate::outbox::Stored, String> {
+        let sender = self.durable().ok_or_else(|| {
+            format!(
+                "client {:?} has no outbox (dynamic connections cannot send durably)",
+                self.key
+            )
+        })?;
+        sender
+            .send_blocking(message, id, ttl_secs)
+            .map_err(|e| e.to_string())
     }
 
     /// The instance key.
@@ -162,6 +227,21 @@ pub trait ClientModule: Send {
         _reason: &str,
     ) -> Result<(), ModuleError> {
         Ok(())
+    }
+    /// In ack mode: the outbox message id this incoming message
+    /// acknowledges, if any (a JSON-RPC id, a STOMP receipt, an MQTT packet
+    /// id). Called after [`on_message`](Self::on_message).
+    fn outbox_ack(
+        &mut self,
+        _conn: &ConnHandle,
+        _message: &Message,
+    ) -> Result<Option<String>, ModuleError> {
+        Ok(None)
+    }
+    /// Whether the outbox waits for [`outbox_ack`](Self::outbox_ack)
+    /// before a message is done (else it is done once written).
+    fn acks_outbox(&self) -> bool {
+        false
     }
     /// A timer fired. Returns false when the timer no longer exists (it was
     /// cancelled), so the host stops it.

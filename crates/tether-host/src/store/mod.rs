@@ -5,8 +5,10 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub mod outbox;
 pub mod secrets;
 mod sqlite;
+mod sqlite_outbox;
 pub use secrets::{SecretError, SecretKey, Secrets};
 pub use sqlite::SqliteStore;
 
@@ -154,6 +156,47 @@ pub trait Store: Send + Sync {
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Sets a host setting.
     async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
+    /// Stores outbox messages in one transaction, in order; one result each.
+    async fn outbox_append(
+        &self,
+        batch: &[outbox::NewOutboxMessage],
+    ) -> Result<Vec<outbox::Appended>, StoreError>;
+    /// The oldest pending messages of a client, in delivery order.
+    async fn outbox_pending(
+        &self,
+        client: &str,
+        limit: u32,
+    ) -> Result<Vec<outbox::OutboxMessage>, StoreError>;
+    /// Moves messages to `status` (in flight counts an attempt).
+    async fn outbox_mark(
+        &self,
+        seqs: &[i64],
+        status: outbox::OutboxStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError>;
+    /// Puts a client's in-flight messages back to pending (after a lost
+    /// link or a restart); returns how many.
+    async fn outbox_requeue(&self, client: &str) -> Result<u64, StoreError>;
+    /// Marks the in-flight message with this id done; false if there is none.
+    async fn outbox_ack(&self, client: &str, msg_id: &str) -> Result<bool, StoreError>;
+    /// A client's messages, optionally of one status, in order.
+    async fn outbox_list(
+        &self,
+        client: &str,
+        status: Option<outbox::OutboxStatus>,
+        limit: u32,
+    ) -> Result<Vec<outbox::OutboxMessage>, StoreError>;
+    /// A client's outbox in numbers.
+    async fn outbox_stats(&self, client: &str) -> Result<outbox::OutboxStats, StoreError>;
+    /// Dead and expired messages (or one of them) back to pending.
+    async fn outbox_retry(&self, client: &str, seq: Option<i64>) -> Result<u64, StoreError>;
+    /// Deletes a client's messages that are not in flight (optionally of
+    /// one status).
+    async fn outbox_purge(
+        &self,
+        client: &str,
+        status: Option<outbox::OutboxStatus>,
+    ) -> Result<u64, StoreError>;
     /// Writes everything out and closes (the SQLite store checkpoints its
     /// write-ahead log).
     async fn close(&self);

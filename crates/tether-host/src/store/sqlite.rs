@@ -29,6 +29,10 @@ fn database(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreErro
 }
 
 impl SqliteStore {
+    pub(super) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
     /// Opens (creating when missing) and migrates `sqlite://PATH` or
     /// `sqlite::memory:`, storing secrets in plaintext. For tests and tools;
     /// the host uses [`open_with`](Self::open_with).
@@ -109,7 +113,7 @@ impl SqliteStore {
         // `from`, or, when sealing a plaintext store, under `to` itself.
         let old = Secrets::Sealed(from.unwrap_or(to).clone());
         let new = Secrets::Sealed(to.clone());
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query("SELECT key, url, password, headers FROM instances")
             .fetch_all(&mut *tx)
             .await?;
@@ -307,7 +311,7 @@ impl Store for SqliteStore {
 
     async fn insert(&self, r: &InstanceRecord, change: Change<'_>) -> Result<(), StoreError> {
         let (url, password, headers) = self.sealed(r)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let result = sqlx::query(
             "INSERT INTO instances (key, type_name, predefined, url, user, password, headers, timeout_secs, \
              auto_connect, use_env_proxy, created_ms, updated_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
@@ -345,7 +349,7 @@ impl Store for SqliteStore {
         change: Change<'_>,
     ) -> Result<i64, StoreError> {
         let (url, password, headers) = self.sealed(r)?;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current = Self::current_version(&mut tx, &r.key).await?;
         check_version(&r.key, expected, current)?;
         sqlx::query(
@@ -377,7 +381,7 @@ impl Store for SqliteStore {
         expected: Option<i64>,
         change: Change<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current = Self::current_version(&mut tx, key).await?;
         check_version(key, expected, current)?;
         sqlx::query("DELETE FROM instances WHERE key = ?")
@@ -396,7 +400,7 @@ impl Store for SqliteStore {
         key: &str,
         detail: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         audit_in(
             &mut tx,
             key,
@@ -446,6 +450,63 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn outbox_append(
+        &self,
+        batch: &[super::outbox::NewOutboxMessage],
+    ) -> Result<Vec<super::outbox::Appended>, StoreError> {
+        self.outbox_append_batch(batch).await
+    }
+
+    async fn outbox_pending(
+        &self,
+        client: &str,
+        limit: u32,
+    ) -> Result<Vec<super::outbox::OutboxMessage>, StoreError> {
+        self.outbox_pending_for(client, limit).await
+    }
+
+    async fn outbox_mark(
+        &self,
+        seqs: &[i64],
+        status: super::outbox::OutboxStatus,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.outbox_mark_many(seqs, status, error).await
+    }
+
+    async fn outbox_requeue(&self, client: &str) -> Result<u64, StoreError> {
+        self.outbox_requeue_client(client).await
+    }
+
+    async fn outbox_ack(&self, client: &str, msg_id: &str) -> Result<bool, StoreError> {
+        self.outbox_ack_id(client, msg_id).await
+    }
+
+    async fn outbox_list(
+        &self,
+        client: &str,
+        status: Option<super::outbox::OutboxStatus>,
+        limit: u32,
+    ) -> Result<Vec<super::outbox::OutboxMessage>, StoreError> {
+        self.outbox_messages(client, status, limit).await
+    }
+
+    async fn outbox_stats(&self, client: &str) -> Result<super::outbox::OutboxStats, StoreError> {
+        self.outbox_stats_for(client).await
+    }
+
+    async fn outbox_retry(&self, client: &str, seq: Option<i64>) -> Result<u64, StoreError> {
+        self.outbox_retry_dead(client, seq).await
+    }
+
+    async fn outbox_purge(
+        &self,
+        client: &str,
+        status: Option<super::outbox::OutboxStatus>,
+    ) -> Result<u64, StoreError> {
+        self.outbox_purge_client(client, status).await
     }
 
     async fn close(&self) {

@@ -138,9 +138,34 @@ impl UserData for LuaConn {
     }
 
     fn add_methods<M: mlua::UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method("send", |_, this, text: mlua::String| {
-            let text = text.to_str()?.to_string();
-            this.0.send_text(&text).map_err(mlua::Error::RuntimeError)
+        methods.add_method(
+            "send",
+            |_, this, (text, opts): (mlua::String, Option<Table>)| {
+                let text = text.to_str()?.to_string();
+                // conn:send(text, {durable = true, id = …, ttl_secs = …})
+                let durable = match opts {
+                    Some(o) if o.get::<Option<bool>>("durable")?.unwrap_or(false) => Some(o),
+                    _ => None,
+                };
+                let Some(opts) = durable else {
+                    return this
+                        .0
+                        .send_text(&text)
+                        .map(|()| Value::Nil)
+                        .map_err(mlua::Error::RuntimeError);
+                };
+                let id: Option<String> = opts.get("id")?;
+                let ttl: Option<u64> = opts.get("ttl_secs")?;
+                let stored = this
+                    .0
+                    .send_durable(&Message::Text(text), id, ttl)
+                    .map_err(mlua::Error::RuntimeError)?;
+                Ok(Value::Integer(stored.seq))
+            },
+        );
+        methods.add_method("ready", |_, this, ()| {
+            this.0.mark_ready();
+            Ok(())
         });
         methods.add_method("send_binary", |_, this, data: mlua::String| {
             this.0
@@ -269,6 +294,44 @@ impl ClientModule for LuaModule {
 
     fn on_close(&mut self, _conn: &ConnHandle, code: u16, reason: &str) -> Result<(), ModuleError> {
         self.call("on_close", (self.conn.clone(), code, reason.to_string()))
+    }
+
+    fn acks_outbox(&self) -> bool {
+        matches!(
+            self.lua.globals().get::<Value>("outbox_ack"),
+            Ok(Value::Function(_))
+        )
+    }
+
+    fn outbox_ack(
+        &mut self,
+        _conn: &ConnHandle,
+        message: &Message,
+    ) -> Result<Option<String>, ModuleError> {
+        let err = |e: mlua::Error| ModuleError::new(format!("outbox_ack: {}", describe(&e)));
+        let f: Option<Function> = self.lua.globals().get("outbox_ack").map_err(err)?;
+        let Some(f) = f else { return Ok(None) };
+        let msg = self.lua.create_table().map_err(err)?;
+        let (kind, data) = match message {
+            Message::Text(t) => ("text", t.as_bytes()),
+            Message::Binary(b) => ("binary", b.as_slice()),
+        };
+        msg.set("type", kind).map_err(err)?;
+        msg.set("data", self.lua.create_string(data).map_err(err)?)
+            .map_err(err)?;
+        let id: Value = self.guarded(|_| f.call(msg)).map_err(err)?;
+        Ok(match id {
+            Value::Nil | Value::Boolean(false) => None,
+            Value::Integer(i) => Some(i.to_string()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::String(s) => Some(s.to_string_lossy()),
+            other => {
+                return Err(ModuleError::new(format!(
+                    "outbox_ack: returned a {}; return the acknowledged message id (a string or an integer) or nil",
+                    other.type_name()
+                )))
+            }
+        })
     }
 
     fn on_timer(&mut self, _conn: &ConnHandle, id: u64) -> Result<bool, ModuleError> {

@@ -1,0 +1,145 @@
+//! Delivering one client's outbox on one connection: waits until the
+//! connection is ready, then sends pending messages in order, batch by
+//! batch. A batch is marked in flight before it is sent and done once the
+//! connection has written it (or, in ack mode, when the module says the
+//! server acknowledged it). The task ends with the connection; the worker
+//! then puts what was in flight back to pending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::ClientRuntime;
+use crate::config::OutboxConfig;
+use crate::store::outbox::{OutboxMessage, OutboxStatus};
+use crate::store::{now_ms, Store, StoreError};
+
+/// Messages read from the store per round.
+const BATCH: u32 = 256;
+
+pub(super) struct Delivery {
+    /// Cancelled when the connection is gone. Checked only between store
+    /// calls, never in the middle of one: a store write that was started
+    /// lands before the worker requeues what is in flight.
+    pub stop: tokio_util::sync::CancellationToken,
+    pub rt: Arc<ClientRuntime>,
+    pub conn: tether::Connection,
+    pub store: Arc<dyn Store>,
+    pub wake: Arc<Notify>,
+    pub config: OutboxConfig,
+    pub acks: bool,
+}
+
+impl Delivery {
+    pub(super) async fn run(self) {
+        // What a crashed process left in flight goes out again first.
+        if let Err(e) = self.store.outbox_requeue(&self.rt.key).await {
+            self.rt
+                .publish_error("outbox", &format!("cannot requeue in-flight messages: {e}"));
+            return;
+        }
+        let handle = self.rt.handle();
+        tokio::select! {
+            _ = handle.wait_ready() => {}
+            _ = self.stop.cancelled() => return,
+        }
+        if let Err(e) = self.deliver().await {
+            tracing::error!(client = %self.rt.key, error = %e, "outbox delivery stopped");
+            self.rt
+                .publish_error("outbox", &format!("outbox delivery stopped: {e}"));
+        }
+    }
+
+    async fn deliver(&self) -> Result<(), StoreError> {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let batch = self.store.outbox_pending(&self.rt.key, BATCH).await?;
+            if batch.is_empty() {
+                tokio::select! {
+                    _ = woken => continue,
+                    _ = self.stop.cancelled() => return Ok(()),
+                }
+            }
+            if self.stop.is_cancelled() {
+                return Ok(());
+            }
+            let to_send = self.settle_unsendable(batch).await?;
+            if to_send.is_empty() {
+                continue;
+            }
+            let seqs: Vec<i64> = to_send.iter().map(|m| m.seq).collect();
+            self.store
+                .outbox_mark(&seqs, OutboxStatus::InFlight, None)
+                .await?;
+            for m in &to_send {
+                let message = m.message();
+                let sent = tokio::select! {
+                    r = self.conn.send(&message) => r,
+                    _ = self.stop.cancelled() => return Ok(()),
+                };
+                if let Err(e) = sent {
+                    // The link is going: the worker requeues what is in flight.
+                    tracing::debug!(client = %self.rt.key, error = %e, "outbox send stopped");
+                    return Ok(());
+                }
+                self.rt.count_sent(&message);
+            }
+            if self.acks {
+                continue;
+            }
+            if !self.written().await {
+                return Ok(());
+            }
+            self.store
+                .outbox_mark(&seqs, OutboxStatus::Done, None)
+                .await?;
+        }
+    }
+
+    /// Marks expired and over-tried messages; returns the rest.
+    async fn settle_unsendable(
+        &self,
+        batch: Vec<OutboxMessage>,
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let now = now_ms();
+        let (mut expired, mut dead, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for m in batch {
+            if m.expires_ms.is_some_and(|e| e <= now) {
+                expired.push(m.seq);
+            } else if m.attempts >= self.config.max_attempts {
+                dead.push(m.seq);
+            } else {
+                rest.push(m);
+            }
+        }
+        self.store
+            .outbox_mark(
+                &expired,
+                OutboxStatus::Expired,
+                Some("its time to live ran out"),
+            )
+            .await?;
+        let why = format!("gave up after {} attempts", self.config.max_attempts);
+        self.store
+            .outbox_mark(&dead, OutboxStatus::Dead, Some(&why))
+            .await?;
+        Ok(rest)
+    }
+
+    /// Waits until the connection has written everything queued; false if
+    /// it stopped being open first.
+    async fn written(&self) -> bool {
+        loop {
+            if self.conn.state() != tether::State::Open || self.stop.is_cancelled() {
+                return false;
+            }
+            if self.conn.buffered_amount() == 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! The durable outbox: a send that is on disk before it is acknowledged to
+//! the caller, delivered in order once the client's connection is open and
+//! ready, and sent again after a lost link or a restart until it is done.
+//!
+//! Appends go through one writer task that commits whatever arrived
+//! together in one transaction (group commit), so many concurrent sends
+//! share one fsync and a 202 still means "on disk". Delivery is at least
+//! once: a message written (or, in ack mode, sent but not acknowledged)
+//! when the link drops is sent again, so the server may see it twice.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::store::outbox::{Appended, NewOutboxMessage};
+use crate::store::{Store, StoreError};
+
+/// The most sends committed in one transaction.
+const MAX_BATCH: usize = 1024;
+
+/// Why a durable send was not stored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OutboxError {
+    /// The client's outbox is full and its policy is `reject`.
+    #[error("the outbox of {client:?} is full ({messages} messages, {bytes} bytes not yet delivered); retry later, or raise max_messages/max_bytes in [client_type.outbox]")]
+    Full {
+        /// The client.
+        client: String,
+        /// Messages not yet done.
+        messages: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+    /// The store failed.
+    #[error("the outbox could not be written: {0}")]
+    Store(#[source] Arc<StoreError>),
+    /// The host is shutting down.
+    #[error("the host is shutting down")]
+    Closed,
+}
+
+/// What a stored send came to: its sequence number, and whether the same
+/// id was stored before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The message id (the caller's, or a generated UUID).
+    pub id: String,
+    /// The sequence number.
+    pub seq: i64,
+    /// The id was already stored; nothing new was added.
+    pub duplicate: bool,
+}
+
+struct Append {
+    message: NewOutboxMessage,
+    reply: oneshot::Sender<Result<Appended, Arc<StoreError>>>,
+}
+
+/// The host's outbox: appends and per-client wake-ups.
+pub struct Outbox {
+    store: Arc<dyn Store>,
+    appends: mpsc::Sender<Append>,
+    wake: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Outbox {
+    /// Starts the group-commit writer.
+    pub fn start(store: Arc<dyn Store>) -> Arc<Outbox> {
+        let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
+        let outbox = Arc::new(Outbox {
+            store: store.clone(),
+            appends: tx,
+            wake: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(write_batches(store, rx, Arc::downgrade(&outbox)));
+        outbox
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// What a client's delivery waits on.
+    pub fn waker(&self, client: &str) -> Arc<Notify> {
+        self.wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(client.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn wake(&self, client: &str) {
+        if let Some(n) = self
+            .wake
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(client)
+        {
+            n.notify_one();
+        }
+    }
+
+    /// Stores a message; returns once it is committed.
+    pub async fn append(&self, message: NewOutboxMessage) -> Result<Stored, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        let (client, id) = (message.client.clone(), message.msg_id.clone());
+        self.appends
+            .send(Append { message, reply })
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        let appended = answer
+            .await
+            .map_err(|_| OutboxError::Closed)?
+            .map_err(OutboxError::Store)?;
+        stored(&client, id, appended)
+    }
+
+    /// [`append`](Self::append) from a thread that may block (a module hook).
+    pub fn append_blocking(&self, message: NewOutboxMessage) -> Result<Stored, OutboxError> {
+        let (reply, answer) = oneshot::channel();
+        let (client, id) = (message.client.clone(), message.msg_id.clone());
+        self.appends
+            .blocking_send(Append { message, reply })
+            .map_err(|_| OutboxError::Closed)?;
+        let appended = answer
+            .blocking_recv()
+            .map_err(|_| OutboxError::Closed)?
+            .map_err(OutboxError::Store)?;
+        stored(&client, id, appended)
+    }
+}
+
+fn stored(client: &str, id: String, appended: Appended) -> Result<Stored, OutboxError> {
+    match appended {
+        Appended::Stored { seq } => Ok(Stored {
+            id,
+            seq,
+            duplicate: false,
+        }),
+        Appended::Duplicate { seq } => Ok(Stored {
+            id,
+            seq,
+            duplicate: true,
+        }),
+        Appended::Full { messages, bytes } => Err(OutboxError::Full {
+            client: client.to_string(),
+            messages,
+            bytes,
+        }),
+    }
+}
+
+/// The group-commit writer: takes what is waiting (up to [`MAX_BATCH`]),
+/// commits it in one transaction, answers each caller, wakes the clients.
+async fn write_batches(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::Receiver<Append>,
+    outbox: std::sync::Weak<Outbox>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let messages: Vec<NewOutboxMessage> = batch.iter().map(|a| a.message.clone()).collect();
+        match store.outbox_append(&messages).await {
+            Ok(results) => {
+                let outbox = outbox.upgrade();
+                for (append, result) in batch.drain(..).zip(results) {
+                    if let (Some(o), Appended::Stored { .. }) = (&outbox, &result) {
+                        o.wake(&append.message.client);
+                    }
+                    let _ = append.reply.send(Ok(result));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, sends = batch.len(), "outbox batch not stored");
+                let e = Arc::new(e);
+                for append in batch.drain(..) {
+                    let _ = append.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Durable sends for one client: what the API and the client's module use.
+#[derive(Clone)]
+pub struct DurableSender {
+    outbox: Arc<Outbox>,
+    client: String,
+    config: crate::config::OutboxConfig,
+}
+
+impl DurableSender {
+    /// Durable sends to `client` with its type's outbox settings.
+    pub fn new(outbox: Arc<Outbox>, client: String, config: crate::config::OutboxConfig) -> Self {
+        DurableSender {
+            outbox,
+            client,
+            config,
+        }
+    }
+
+    /// The host's outbox.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// The type's outbox settings.
+    pub fn config(&self) -> &crate::config::OutboxConfig {
+        &self.config
+    }
+
+    /// Whether the type makes API sends durable by default.
+    pub fn durable_by_default(&self) -> bool {
+        self.config.durable
+    }
+
+    fn new_message(
+        &self,
+        message: &tether::Message,
+        id: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> NewOutboxMessage {
+        let (binary, payload) = match message {
+            tether::Message::Text(t) => (false, t.as_bytes().to_vec()),
+            tether::Message::Binary(b) => (true, b.clone()),
+        };
+        let ttl = ttl_secs.or(self.config.ttl_secs);
+        NewOutboxMessage {
+            client: self.client.clone(),
+            msg_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            binary,
+            payload,
+            expires_ms: ttl
+                .map(|t| crate::store::now_ms().saturating_add((t.min(1 << 40) * 1000) as i64)),
+            limits: self.config.limits(),
+        }
+    }
+
+    /// Stores a message for delivery; returns once it is on disk.
+    pub async fn send(
+        &self,
+        message: &tether::Message,
+        id: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<Stored, OutboxError> {
+        self.outbox
+            .append(self.new_message(message, id, ttl_secs))
+            .await
+    }
+
+    /// [`send`](Self::send) from a module hook's thread.
+    pub fn send_blocking(
+        &self,
+        message: &tether::Message,
+        id: Option<String>,
+        ttl_secs: Option<u64>,
+    ) -> Result<Stored, OutboxError> {
+        self.outbox
+            .append_blocking(self.new_message(message, id, ttl_secs))
+    }
+}

@@ -1,0 +1,174 @@
+//! The durable outbox's records: what the store keeps for each message a
+//! caller asked to be delivered, and the limits it enforces on the way in.
+
+use serde::Serialize;
+
+/// Where a message is on its way out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutboxStatus {
+    /// Stored, not yet handed to a connection.
+    Pending,
+    /// Handed to a connection; not yet written (or, in ack mode, not yet
+    /// acknowledged). Sent again after a reconnect or a restart.
+    InFlight,
+    /// Written (or acknowledged).
+    Done,
+    /// Its time to live ran out before it could be sent.
+    Expired,
+    /// Given up on: too many attempts, or dropped by `drop-oldest`.
+    Dead,
+}
+
+impl OutboxStatus {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxStatus::Pending => "pending",
+            OutboxStatus::InFlight => "in-flight",
+            OutboxStatus::Done => "done",
+            OutboxStatus::Expired => "expired",
+            OutboxStatus::Dead => "dead",
+        }
+    }
+
+    /// The status named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OutboxStatus::Pending,
+            "in-flight" => OutboxStatus::InFlight,
+            "done" => OutboxStatus::Done,
+            "expired" => OutboxStatus::Expired,
+            "dead" => OutboxStatus::Dead,
+            _ => return None,
+        })
+    }
+}
+
+/// What to do when a client's outbox is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FullPolicy {
+    /// Refuse the new message (the API answers 429).
+    #[default]
+    Reject,
+    /// Make room by giving up on the oldest pending message (it becomes dead).
+    DropOldest,
+}
+
+/// A client's outbox limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxLimits {
+    /// Messages not yet done (pending and in flight).
+    pub max_messages: u64,
+    /// Their payload bytes.
+    pub max_bytes: u64,
+    /// What happens past either limit.
+    pub when_full: FullPolicy,
+}
+
+impl Default for OutboxLimits {
+    fn default() -> Self {
+        OutboxLimits {
+            max_messages: 100_000,
+            max_bytes: 256 << 20,
+            when_full: FullPolicy::Reject,
+        }
+    }
+}
+
+/// A message to store.
+#[derive(Debug, Clone)]
+pub struct NewOutboxMessage {
+    /// The client it is for.
+    pub client: String,
+    /// The idempotency key: the same id twice is stored once.
+    pub msg_id: String,
+    /// Binary (else text).
+    pub binary: bool,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// Unix milliseconds after which it is not sent.
+    pub expires_ms: Option<i64>,
+    /// The client's limits.
+    pub limits: OutboxLimits,
+}
+
+/// What storing one message came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with this sequence number.
+    Stored {
+        /// Its sequence number.
+        seq: i64,
+    },
+    /// A message with this id was stored before, with this number.
+    Duplicate {
+        /// The earlier message's sequence number.
+        seq: i64,
+    },
+    /// The outbox is full and its policy is `reject`.
+    Full {
+        /// Messages not yet done.
+        messages: u64,
+        /// Their bytes.
+        bytes: u64,
+    },
+}
+
+/// A stored message.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutboxMessage {
+    /// Sequence number (delivery order).
+    pub seq: i64,
+    /// The client.
+    pub client: String,
+    /// The idempotency key.
+    pub id: String,
+    /// `text` or `binary`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The payload.
+    #[serde(skip)]
+    pub payload: Vec<u8>,
+    /// Payload bytes.
+    pub bytes: usize,
+    /// Where it is.
+    pub status: OutboxStatus,
+    /// Times handed to a connection.
+    pub attempts: u32,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
+    /// When it was stored, Unix milliseconds.
+    pub created_ms: i64,
+    /// When it expires, Unix milliseconds.
+    pub expires_ms: Option<i64>,
+}
+
+impl OutboxMessage {
+    /// The message to send.
+    pub fn message(&self) -> tether::Message {
+        if self.kind == "binary" {
+            tether::Message::Binary(self.payload.clone())
+        } else {
+            tether::Message::Text(String::from_utf8_lossy(&self.payload).into_owned())
+        }
+    }
+}
+
+/// A client's outbox in numbers.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct OutboxStats {
+    /// Pending messages.
+    pub pending: u64,
+    /// In-flight messages.
+    pub in_flight: u64,
+    /// Done messages still kept.
+    pub done: u64,
+    /// Expired messages.
+    pub expired: u64,
+    /// Dead messages.
+    pub dead: u64,
+    /// When the oldest message not yet done was stored, Unix milliseconds.
+    pub oldest_ms: Option<i64>,
+}
