@@ -8,7 +8,9 @@ use std::sync::Arc;
 use base64::Engine as _;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::store::Store;
 
 /// How many events each client keeps for late viewers.
 pub const HISTORY: usize = 200;
@@ -25,6 +27,10 @@ pub struct HostEvent {
     /// `{"event": "open" | "message" | "error" | "close" | "state" | "module" | "reconnecting", …}`.
     #[serde(flatten)]
     pub body: Value,
+    /// Its number in the event log; `None` for an event its type does not
+    /// log (it reaches live subscribers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<i64>,
 }
 
 impl HostEvent {
@@ -77,17 +83,33 @@ pub mod body {
     }
 }
 
-/// Publishes events to live subscribers and keeps a short history per client.
+/// Publishes events: into the durable event log (which numbers them), then
+/// to live subscribers, and into a short in-memory history per client.
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<HostEvent>>,
+    log: Option<mpsc::UnboundedSender<(HostEvent, bool)>>,
 }
 
 impl EventBus {
-    /// A bus whose slow subscribers lose the oldest events past `capacity`.
+    /// A bus without a log: events reach live subscribers only.
     pub fn new(capacity: usize) -> Self {
         EventBus {
             tx: broadcast::channel(capacity.max(16)).0,
+            log: None,
+        }
+    }
+
+    /// A bus whose events are logged in `store` before they are broadcast,
+    /// so that every event a subscriber sees has its sequence number.
+    pub fn with_log(capacity: usize, store: Arc<dyn Store>, retention: Retention) -> Self {
+        let tx = broadcast::channel(capacity.max(16)).0;
+        let (log_tx, log_rx) = mpsc::unbounded_channel();
+        tokio::spawn(write_log(store.clone(), log_rx, tx.clone()));
+        tokio::spawn(trim_log(store, retention));
+        EventBus {
+            tx,
+            log: Some(log_tx),
         }
     }
 
@@ -96,20 +118,105 @@ impl EventBus {
         self.tx.subscribe()
     }
 
+    /// Publishes `event` (logged unless `logged` is false).
     pub(crate) fn publish(
         &self,
         history: &std::sync::Mutex<VecDeque<Arc<HostEvent>>>,
         event: HostEvent,
+        logged: bool,
     ) {
-        let event = Arc::new(event);
         {
             let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
             if h.len() == HISTORY {
                 h.pop_front();
             }
-            h.push_back(event.clone());
+            h.push_back(Arc::new(event.clone()));
         }
-        // No subscribers is fine.
-        let _ = self.tx.send(event);
+        match &self.log {
+            // The log writer broadcasts once the event has its number.
+            Some(log) => {
+                if let Err(mpsc::error::SendError((event, _))) = log.send((event, logged)) {
+                    let _ = self.tx.send(Arc::new(event));
+                }
+            }
+            // No subscribers is fine.
+            None => {
+                let _ = self.tx.send(Arc::new(event));
+            }
+        }
+    }
+}
+
+/// How long the event log keeps events.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// The newest this many events are kept.
+    pub max_events: u64,
+    /// Events older than this are dropped.
+    pub max_age: std::time::Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_events: 1_000_000,
+            max_age: std::time::Duration::from_secs(7 * 86_400),
+        }
+    }
+}
+
+/// Most events logged in one transaction.
+const LOG_BATCH: usize = 4096;
+
+/// Logs what arrived together in one transaction, then broadcasts it, in
+/// order, with sequence numbers.
+async fn write_log(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<(HostEvent, bool)>,
+    tx: broadcast::Sender<Arc<HostEvent>>,
+) {
+    let mut batch = Vec::with_capacity(LOG_BATCH);
+    while rx.recv_many(&mut batch, LOG_BATCH).await > 0 {
+        let rows: Vec<(String, i64, String)> = batch
+            .iter()
+            .filter(|(_, logged)| *logged)
+            .map(|(e, _)| {
+                (
+                    e.client.clone(),
+                    crate::store::now_ms(),
+                    serde_json::to_string(e).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let seqs = if rows.is_empty() {
+            Vec::new()
+        } else {
+            match store.events_append(&rows).await {
+                Ok(seqs) => seqs,
+                Err(e) => {
+                    tracing::error!(error = %e, events = rows.len(), "events not logged; they reach live subscribers without a number");
+                    Vec::new()
+                }
+            }
+        };
+        let mut seqs = seqs.into_iter();
+        for (mut event, logged) in batch.drain(..) {
+            if logged {
+                event.seq = seqs.next();
+            }
+            let _ = tx.send(Arc::new(event));
+        }
+    }
+}
+
+/// Trims the log to its retention now and then.
+async fn trim_log(store: Arc<dyn Store>, retention: Retention) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        let before = crate::store::now_ms() - retention.max_age.as_millis() as i64;
+        if let Err(e) = store.events_trim(retention.max_events, before).await {
+            tracing::warn!(error = %e, "cannot trim the event log");
+        }
     }
 }

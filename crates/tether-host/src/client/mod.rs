@@ -167,23 +167,47 @@ pub struct ClientRuntime {
     control: mpsc::UnboundedSender<Control>,
     history: Mutex<VecDeque<Arc<HostEvent>>>,
     bus: EventBus,
+    /// The event names its type logs (`None`: all).
+    logged: Option<Vec<String>>,
+}
+
+/// What a client starts with.
+pub struct ClientSetup {
+    /// The key.
+    pub key: String,
+    /// Not stored: lives until closed.
+    pub dynamic: bool,
+    /// How to connect.
+    pub spec: ClientSpec,
+    /// The state before anything happens (closed, or disabled).
+    pub initial: ClientState,
+    /// Where its events go.
+    pub bus: EventBus,
+    /// The event names its type logs (`None`: all).
+    pub logged: Option<Vec<String>>,
+    /// How long one hook call may take before the client fails.
+    pub call_limit: Duration,
 }
 
 impl ClientRuntime {
     /// Starts the worker for a client. `make_module` builds its module once
     /// the runtime exists (it needs the handle and the event bus).
     pub fn spawn(
-        key: String,
-        dynamic: bool,
-        spec: ClientSpec,
-        initial: ClientState,
-        bus: EventBus,
-        call_limit: Duration,
+        setup: ClientSetup,
         make_module: impl FnOnce(
             &Arc<ClientRuntime>,
             mpsc::UnboundedSender<TimerRequest>,
         ) -> Box<dyn ClientModule>,
     ) -> Arc<ClientRuntime> {
+        let ClientSetup {
+            key,
+            dynamic,
+            spec,
+            initial,
+            bus,
+            logged,
+            call_limit,
+        } = setup;
         let (control, control_rx) = mpsc::unbounded_channel();
         let (timers_tx, timers_rx) = mpsc::unbounded_channel();
         let rt = Arc::new(ClientRuntime {
@@ -198,6 +222,7 @@ impl ClientRuntime {
             control,
             history: Mutex::new(VecDeque::new()),
             bus,
+            logged,
         });
         let module = make_module(&rt, timers_tx);
         tokio::spawn(Worker::new(rt.clone(), module, call_limit, control_rx, timers_rx).run());
@@ -281,8 +306,16 @@ impl ClientRuntime {
             dynamic: self.dynamic,
             at: rfc3339(now_ms()),
             body,
+            seq: None,
         };
-        self.bus.publish(&self.history, event);
+        let logged = self.logged.as_ref().is_none_or(|names| {
+            event
+                .body
+                .get("event")
+                .and_then(|v| v.as_str())
+                .is_some_and(|n| names.iter().any(|x| x == n))
+        });
+        self.bus.publish(&self.history, event, logged);
     }
 
     /// Publishes an error event and counts it by kind.

@@ -61,6 +61,12 @@ pub struct HostSection {
     /// run with nothing else installed). Default: off.
     #[serde(default)]
     pub demo_echo: Option<Spanned<SocketAddr>>,
+    /// The durable event log keeps the newest this many events. Default 1000000.
+    #[serde(default = "million")]
+    pub event_log_max_events: u64,
+    /// … and none older than this many seconds. Default 604800 (7 days).
+    #[serde(default = "week")]
+    pub event_log_max_age_secs: u64,
     /// A file holding the secret key as base64, relative to the config file.
     /// `TETHER_SECRET_KEY` wins over it.
     #[serde(default)]
@@ -81,6 +87,12 @@ pub enum SecretsMode {
 const fn ten() -> u64 {
     10
 }
+const fn million() -> u64 {
+    1_000_000
+}
+const fn week() -> u64 {
+    7 * 86_400
+}
 
 impl Default for HostSection {
     fn default() -> Self {
@@ -93,6 +105,8 @@ impl Default for HostSection {
             secrets: SecretsMode::default(),
             secret_key_file: None,
             demo_echo: None,
+            event_log_max_events: million(),
+            event_log_max_age_secs: week(),
         }
     }
 }
@@ -130,6 +144,11 @@ pub struct ClientTypeConfig {
     /// The durable outbox of the type's instances.
     #[serde(default)]
     pub outbox: OutboxConfig,
+    /// Which events of its instances go into the durable event log
+    /// (`open`, `message`, `error`, `close`, `state`, `module`,
+    /// `reconnecting`). Default: all. The others reach live streams only.
+    #[serde(default)]
+    pub log_events: Option<Vec<String>>,
     /// Defaults for the type's instances.
     #[serde(default)]
     pub defaults: TypeDefaults,
@@ -293,6 +312,8 @@ pub struct ClientType {
     pub cpu_limit: Duration,
     /// The durable outbox.
     pub outbox: OutboxConfig,
+    /// The events logged (`None`: all).
+    pub log_events: Option<Vec<String>>,
     /// Whether exactly one instance exists with key = name.
     pub predefined: bool,
     /// Default URL.
@@ -336,6 +357,8 @@ pub struct Loaded {
     pub secret_key_file: Option<PathBuf>,
     /// The demo echo endpoint's address, if on.
     pub demo_echo: Option<SocketAddr>,
+    /// How long the event log keeps events.
+    pub event_retention: crate::events::Retention,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
 }
@@ -442,6 +465,26 @@ impl Loaded {
                 }
                 env.push(n.clone());
             }
+            if let Some(names) = &t.log_events {
+                const EVENTS: [&str; 7] = [
+                    "open",
+                    "message",
+                    "error",
+                    "close",
+                    "state",
+                    "module",
+                    "reconnecting",
+                ];
+                if let Some(bad) = names.iter().find(|n| !EVENTS.contains(&n.as_str())) {
+                    return Err(at(
+                        t.name.span(),
+                        format!(
+                            "log_events: {bad:?} is not an event; use {}",
+                            EVENTS.join(", ")
+                        ),
+                    ));
+                }
+            }
             let cpu_limit = match &t.cpu_limit_ms {
                 None => crate::modules::lua::DEFAULT_CPU_LIMIT,
                 Some(ms) if (1..=60_000).contains(ms.get_ref()) => {
@@ -467,6 +510,7 @@ impl Loaded {
                     env,
                     cpu_limit,
                     outbox: t.outbox.clone(),
+                    log_events: t.log_events.clone(),
                     predefined: t.predefined,
                     url: d.url.map(Spanned::into_inner),
                     headers: d.headers,
@@ -506,6 +550,10 @@ impl Loaded {
             secrets: config.host.secrets,
             secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
             demo_echo: config.host.demo_echo.map(Spanned::into_inner),
+            event_retention: crate::events::Retention {
+                max_events: config.host.event_log_max_events.max(1),
+                max_age: Duration::from_secs(config.host.event_log_max_age_secs.max(1)),
+            },
             types,
         })
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::client::{ClientRuntime, ClientSpec, ClientState, Status};
+use crate::client::{ClientRuntime, ClientSetup, ClientSpec, ClientState, Status};
 use crate::config::{ClientType, Loaded};
 use crate::events::{body, EventBus};
 use crate::modules::lua::LuaFactory;
@@ -167,13 +167,14 @@ impl Host {
                 )
             })
             .collect();
+        let bus = EventBus::with_log(4096, store.clone(), config.event_retention);
         let host = Arc::new(Host {
             types,
             outbox: crate::outbox::Outbox::start(store.clone()),
             store,
             clients: RwLock::new(BTreeMap::new()),
             dynamic: Arc::new(RwLock::new(BTreeMap::new())),
-            bus: EventBus::new(4096),
+            bus,
         });
         host.sync_predefined().await?;
         for record in host.store.list().await? {
@@ -329,29 +330,32 @@ impl Host {
             )),
             _ => None,
         };
-        ClientRuntime::spawn(
-            key.to_string(),
+        let setup = ClientSetup {
+            key: key.to_string(),
             dynamic,
             spec,
             initial,
-            self.bus.clone(),
+            bus: self.bus.clone(),
+            logged: type_name
+                .and_then(|t| self.types.get(t))
+                .and_then(|t| t.config.log_events.clone()),
             call_limit,
-            move |rt, timers| {
-                if let Some(d) = durable {
-                    rt.handle().set_durable(d);
+        };
+        ClientRuntime::spawn(setup, move |rt, timers| {
+            if let Some(d) = durable {
+                rt.handle().set_durable(d);
+            }
+            let Some(factory) = factory else {
+                return Box::new(NoModule) as Box<dyn crate::modules::ClientModule>;
+            };
+            match factory.create(host.module_context(rt, timers, lookup)) {
+                Ok(m) => m,
+                Err(e) => {
+                    rt.publish_error("module", &format!("module failed to load: {e}"));
+                    Box::new(NoModule)
                 }
-                let Some(factory) = factory else {
-                    return Box::new(NoModule) as Box<dyn crate::modules::ClientModule>;
-                };
-                match factory.create(host.module_context(rt, timers, lookup)) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        rt.publish_error("module", &format!("module failed to load: {e}"));
-                        Box::new(NoModule)
-                    }
-                }
-            },
-        )
+            }
+        })
     }
 
     fn start_instance(self: &Arc<Self>, record: &InstanceRecord) {

@@ -8,6 +8,7 @@ use serde::Serialize;
 pub mod outbox;
 pub mod secrets;
 mod sqlite;
+mod sqlite_events;
 mod sqlite_outbox;
 pub use secrets::{SecretError, SecretKey, Secrets};
 pub use sqlite::SqliteStore;
@@ -41,6 +42,17 @@ pub struct InstanceRecord {
     pub updated_ms: i64,
     /// Bumped by every change; the API's ETag.
     pub version: i64,
+}
+
+/// One event from the log: its sequence number, client and JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedEvent {
+    /// Sequence number, gap-free in the order events were logged.
+    pub seq: i64,
+    /// The client.
+    pub client: String,
+    /// The event as JSON (without its `seq`).
+    pub json: String,
 }
 
 /// The audit row written in the same transaction as a change.
@@ -197,6 +209,22 @@ pub trait Store: Send + Sync {
         client: &str,
         status: Option<outbox::OutboxStatus>,
     ) -> Result<u64, StoreError>;
+    /// Appends events `(client, at_ms, json)` in one transaction; returns
+    /// their sequence numbers, in order.
+    async fn events_append(&self, batch: &[(String, i64, String)]) -> Result<Vec<i64>, StoreError>;
+    /// Up to `limit` events after `after`, optionally of one client.
+    async fn events_after(
+        &self,
+        after: i64,
+        client: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError>;
+    /// The oldest and newest sequence numbers kept (oldest = newest + 1 when
+    /// none are).
+    async fn events_bounds(&self) -> Result<(i64, i64), StoreError>;
+    /// Deletes events beyond the newest `keep`, and those logged before
+    /// `before_ms`; returns how many.
+    async fn events_trim(&self, keep: u64, before_ms: i64) -> Result<u64, StoreError>;
     /// Writes everything out and closes (the SQLite store checkpoints its
     /// write-ahead log).
     async fn close(&self);

@@ -509,6 +509,27 @@ impl Store for SqliteStore {
         self.outbox_purge_client(client, status).await
     }
 
+    async fn events_append(&self, batch: &[(String, i64, String)]) -> Result<Vec<i64>, StoreError> {
+        self.events_append_batch(batch).await
+    }
+
+    async fn events_after(
+        &self,
+        after: i64,
+        client: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<super::LoggedEvent>, StoreError> {
+        self.events_read(after, client, limit).await
+    }
+
+    async fn events_bounds(&self) -> Result<(i64, i64), StoreError> {
+        self.events_range().await
+    }
+
+    async fn events_trim(&self, keep: u64, before_ms: i64) -> Result<u64, StoreError> {
+        self.events_trim_to(keep, before_ms).await
+    }
+
     async fn close(&self) {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)

@@ -1,0 +1,90 @@
+//! The event log in SQLite: batched appends that return gap-free sequence
+//! numbers, reads after a sequence number, and trimming by count and age.
+
+use sqlx::Row;
+
+use super::sqlite::SqliteStore;
+use super::{LoggedEvent, StoreError};
+
+impl SqliteStore {
+    pub(super) async fn events_append_batch(
+        &self,
+        batch: &[(String, i64, String)],
+    ) -> Result<Vec<i64>, StoreError> {
+        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut seqs = Vec::with_capacity(batch.len());
+        for (client, at_ms, event) in batch {
+            let seq = sqlx::query("INSERT INTO events (client, at_ms, event) VALUES (?, ?, ?)")
+                .bind(client)
+                .bind(at_ms)
+                .bind(event)
+                .execute(&mut *tx)
+                .await?
+                .last_insert_rowid();
+            seqs.push(seq);
+        }
+        tx.commit().await?;
+        Ok(seqs)
+    }
+
+    pub(super) async fn events_read(
+        &self,
+        after: i64,
+        client: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<LoggedEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, client, event FROM events WHERE seq > ? AND (? IS NULL OR client = ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(after)
+        .bind(client)
+        .bind(client)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LoggedEvent {
+                    seq: r.try_get("seq")?,
+                    client: r.try_get("client")?,
+                    json: r.try_get("event")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn events_range(&self) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "SELECT COALESCE(MIN(seq), 0) AS lo, COALESCE(MAX(seq), 0) AS hi FROM events",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        // With nothing kept, the next event's number tells where the log is.
+        let (lo, hi): (i64, i64) = (row.try_get("lo")?, row.try_get("hi")?);
+        if hi > 0 {
+            return Ok((lo, hi));
+        }
+        let next = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| r.try_get::<i64, _>("seq"))
+            .transpose()?
+            .unwrap_or(0);
+        Ok((next + 1, next))
+    }
+
+    pub(super) async fn events_trim_to(
+        &self,
+        keep: u64,
+        before_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM events WHERE seq <= (SELECT COALESCE(MAX(seq), 0) FROM events) - ? OR at_ms < ?",
+        )
+        .bind(keep as i64)
+        .bind(before_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+}
