@@ -21,6 +21,7 @@ pub mod modules;
 pub mod outbox;
 pub mod serve;
 pub mod store;
+pub mod webhooks;
 
 pub use config::{ConfigError, Loaded};
 pub use host::{Host, HostError, InstanceInput};

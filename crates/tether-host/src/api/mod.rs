@@ -21,6 +21,7 @@ mod error;
 pub mod session;
 mod sse;
 mod ui;
+mod webhooks;
 
 pub use error::ApiError;
 
@@ -224,6 +225,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/connections/{key}"),
     ("POST", "/api/connections/{key}/send"),
     ("GET", "/api/audit"),
+    ("GET", "/api/webhooks"),
+    ("GET", "/api/webhooks/{name}/dead"),
+    ("POST", "/api/webhooks/{name}/replay"),
 ];
 
 /// The management API.
@@ -261,6 +265,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/connections/{key}/send", post(connections::send))
         .route("/api/audit", get(clients::audit))
+        .route("/api/webhooks", get(webhooks::list))
+        .route("/api/webhooks/{name}/dead", get(webhooks::dead))
+        .route("/api/webhooks/{name}/replay", post(webhooks::replay))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))

@@ -12,8 +12,10 @@ use toml::Spanned;
 
 mod error;
 mod outbox;
+mod webhook;
 pub use error::ConfigError;
 pub use outbox::{OutboxConfig, ReadyWhen};
+pub use webhook::WebhookConfig;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -25,6 +27,9 @@ pub struct HostConfig {
     /// The client types, each a `[[client_type]]` table.
     #[serde(default, rename = "client_type")]
     pub client_types: Vec<ClientTypeConfig>,
+    /// Webhook sinks for the event log, each a `[[webhook]]` table.
+    #[serde(default, rename = "webhook")]
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 /// `[host]`.
@@ -361,6 +366,8 @@ pub struct Loaded {
     pub event_retention: crate::events::Retention,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
+    /// Webhook sinks.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Loaded {
@@ -533,6 +540,23 @@ impl Loaded {
                 ));
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for w in &config.webhooks {
+            let quoted = format!("\"{}\"", w.name);
+            let line = text
+                .lines()
+                .position(|l| l.trim_start().starts_with("name") && l.contains(&quoted))
+                .map_or(0, |i| i + 1);
+            let invalid = |message| ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                message,
+            };
+            w.check().map_err(invalid)?;
+            if !names.insert(w.name.clone()) {
+                return Err(invalid(format!("webhook {:?} is declared twice", w.name)));
+            }
+        }
         if config.host.metrics_public && !config.host.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid {
                 file: file.to_string(),
@@ -555,6 +579,7 @@ impl Loaded {
                 max_age: Duration::from_secs(config.host.event_log_max_age_secs.max(1)),
             },
             types,
+            webhooks: config.webhooks,
         })
     }
 }

@@ -129,6 +129,7 @@ pub struct Host {
     dynamic: Arc<RwLock<BTreeMap<String, Arc<ClientRuntime>>>>,
     bus: EventBus,
     outbox: Arc<crate::outbox::Outbox>,
+    webhooks: Vec<Arc<crate::webhooks::Webhook>>,
 }
 
 impl Host {
@@ -168,7 +169,12 @@ impl Host {
             })
             .collect();
         let bus = EventBus::with_log(4096, store.clone(), config.event_retention);
+        let mut webhooks = Vec::new();
+        for w in &config.webhooks {
+            webhooks.push(crate::webhooks::Webhook::start(w.clone(), store.clone(), &bus).await?);
+        }
         let host = Arc::new(Host {
+            webhooks,
             types,
             outbox: crate::outbox::Outbox::start(store.clone()),
             store,
@@ -382,6 +388,11 @@ impl Host {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(record.key.clone(), rt);
+    }
+
+    /// The webhook sinks.
+    pub fn webhooks(&self) -> &[Arc<crate::webhooks::Webhook>] {
+        &self.webhooks
     }
 
     /// The event bus.

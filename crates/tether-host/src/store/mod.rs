@@ -55,6 +55,27 @@ pub struct LoggedEvent {
     pub json: String,
 }
 
+/// A webhook batch given up on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadBatch {
+    /// Its number.
+    pub id: i64,
+    /// The webhook.
+    pub webhook: String,
+    /// The first event's sequence number.
+    pub from_seq: i64,
+    /// The last event's sequence number.
+    pub to_seq: i64,
+    /// Events in it.
+    pub events: i64,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Why it failed last.
+    pub last_error: String,
+    /// When it was given up on, Unix milliseconds.
+    pub at_ms: i64,
+}
+
 /// The audit row written in the same transaction as a change.
 #[derive(Debug, Clone)]
 pub struct Change<'a> {
@@ -225,6 +246,14 @@ pub trait Store: Send + Sync {
     /// Deletes events beyond the newest `keep`, and those logged before
     /// `before_ms`; returns how many.
     async fn events_trim(&self, keep: u64, before_ms: i64) -> Result<u64, StoreError>;
+    /// Records a dead webhook batch.
+    async fn webhook_dead_add(&self, batch: &DeadBatch) -> Result<(), StoreError>;
+    /// A webhook's dead batches, newest first.
+    async fn webhook_dead_list(
+        &self,
+        webhook: &str,
+        limit: u32,
+    ) -> Result<Vec<DeadBatch>, StoreError>;
     /// Writes everything out and closes (the SQLite store checkpoints its
     /// write-ahead log).
     async fn close(&self);

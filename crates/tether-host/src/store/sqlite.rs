@@ -530,6 +530,18 @@ impl Store for SqliteStore {
         self.events_trim_to(keep, before_ms).await
     }
 
+    async fn webhook_dead_add(&self, batch: &super::DeadBatch) -> Result<(), StoreError> {
+        self.dead_add(batch).await
+    }
+
+    async fn webhook_dead_list(
+        &self,
+        webhook: &str,
+        limit: u32,
+    ) -> Result<Vec<super::DeadBatch>, StoreError> {
+        self.dead_list(webhook, limit).await
+    }
+
     async fn close(&self) {
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)

@@ -4,7 +4,7 @@
 use sqlx::Row;
 
 use super::sqlite::SqliteStore;
-use super::{LoggedEvent, StoreError};
+use super::{DeadBatch, LoggedEvent, StoreError};
 
 impl SqliteStore {
     pub(super) async fn events_append_batch(
@@ -86,5 +86,48 @@ impl SqliteStore {
         .execute(self.pool())
         .await?;
         Ok(done.rows_affected())
+    }
+
+    pub(super) async fn dead_add(&self, b: &DeadBatch) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO webhook_dead (webhook, from_seq, to_seq, events, attempts, last_error, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&b.webhook)
+        .bind(b.from_seq)
+        .bind(b.to_seq)
+        .bind(b.events)
+        .bind(b.attempts)
+        .bind(&b.last_error)
+        .bind(b.at_ms)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn dead_list(
+        &self,
+        webhook: &str,
+        limit: u32,
+    ) -> Result<Vec<DeadBatch>, StoreError> {
+        let rows =
+            sqlx::query("SELECT * FROM webhook_dead WHERE webhook = ? ORDER BY id DESC LIMIT ?")
+                .bind(webhook)
+                .bind(i64::from(limit))
+                .fetch_all(self.pool())
+                .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadBatch {
+                    id: r.try_get("id")?,
+                    webhook: r.try_get("webhook")?,
+                    from_seq: r.try_get("from_seq")?,
+                    to_seq: r.try_get("to_seq")?,
+                    events: r.try_get("events")?,
+                    attempts: r.try_get("attempts")?,
+                    last_error: r.try_get("last_error")?,
+                    at_ms: r.try_get("at_ms")?,
+                })
+            })
+            .collect()
     }
 }
