@@ -56,9 +56,10 @@ try {
   const echoPort = await freePort();
   await start(path.join(root, 'target/peers/venv/bin/python'), [path.join(root, 'scripts/peers/echo_server.py'), String(echoPort), '--no-compression'], {}, 'ready');
   const apiPort = await freePort();
-  writeFileSync(path.join(dir, 'tether.toml'), `[host]\nlisten = "127.0.0.1:${apiPort}"\n\n[[client_type]]\nname = "echo"\n[client_type.defaults]\nurl = "ws://127.0.0.1:${echoPort}/"\n`);
+  const deadPort = await freePort();
+  writeFileSync(path.join(dir, 'tether.toml'), `[host]\nlisten = "127.0.0.1:${apiPort}"\n\n[[client_type]]\nname = "echo"\n[client_type.defaults]\nurl = "ws://127.0.0.1:${echoPort}/"\n\n[[webhook]]\nname = "crm"\nurl = "http://127.0.0.1:${deadPort}/hook"\nsecret_env = "UI_TEST_WEBHOOK_SECRET"\n`);
   const bin = process.env.TETHER_BIN || path.join(root, 'target/debug/tether');
-  const hostEnv = { TETHER_ADMIN_TOKEN: TOKEN, TETHER_SECRET_KEY: randomBytes(32).toString('base64') };
+  const hostEnv = { TETHER_ADMIN_TOKEN: TOKEN, TETHER_SECRET_KEY: randomBytes(32).toString('base64'), UI_TEST_WEBHOOK_SECRET: 'ui-secret' };
   const startHost = () => start(bin, ['serve', '--config', path.join(dir, 'tether.toml')], hostEnv, 'management API on');
   let host = await startHost();
   const base = `http://127.0.0.1:${apiPort}/`;
@@ -162,6 +163,20 @@ try {
     if (now.body.timeout !== 44) throw new Error(`the other edit was overwritten: timeout ${now.body.timeout}`);
     await page.getByRole('button', { name: 'Cancel' }).click();
   }));
+
+  await step('shows a client\'s outbox and the webhooks', async () => {
+    const created = await asOperator('POST', '/api/clients', { type: 'echo', key: 'ui-outbox', url: `ws://127.0.0.1:${deadPort}/`, auto_connect: false });
+    if (created.status !== 201) throw new Error(`create: ${created.status}`);
+    const sent = await asOperator('POST', '/api/clients/ui-outbox/send', { text: 'kept for later', durable: true });
+    if (sent.status !== 202) throw new Error(`durable send: ${sent.status}`);
+    await page.locator('tr[data-key="ui-outbox"]', { hasText: '1 queued' }).waitFor({ timeout: 10000 });
+    await page.getByRole('button', { name: 'Webhooks' }).click();
+    await page.locator('tr[data-webhook="crm"]').waitFor();
+    await page.screenshot({ path: path.join(shots, 'webhooks.png') });
+    await page.getByRole('button', { name: 'Clients', exact: true }).click();
+    const removed = await asOperator('DELETE', '/api/clients/ui-outbox');
+    if (removed.status !== 204) throw new Error(`delete: ${removed.status}`);
+  });
 
   await step('works on a 390 px wide screen', async () => {
     await page.setViewportSize({ width: 390, height: 844 });

@@ -1,5 +1,6 @@
 //! Prometheus metrics: per-client state, traffic, reconnects, errors by
-//! kind, round-trip time, and a histogram of handler durations.
+//! kind, round-trip time, outbox depth and age, the event log and webhook
+//! lag, and a histogram of handler durations.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,6 +69,7 @@ pub async fn render(host: &Host) -> String {
         ClientState::Closing,
         ClientState::Reconnecting,
         ClientState::Disabled,
+        ClientState::Failed,
     ];
     let _ = writeln!(
         out,
@@ -143,6 +145,7 @@ pub async fn render(host: &Host) -> String {
             );
         }
     }
+    outbox_and_log(host, &clients, &mut out).await;
     let h = &HANDLER_DURATION;
     let _ = writeln!(out, "# HELP tether_handler_duration_seconds Time spent in handler hooks.\n# TYPE tether_handler_duration_seconds histogram");
     for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
@@ -164,4 +167,62 @@ pub async fn render(host: &Host) -> String {
     );
     let _ = writeln!(out, "tether_handler_duration_seconds_count {count}");
     out
+}
+
+/// The outbox of each client, the event log, and each webhook's lag.
+async fn outbox_and_log(host: &Host, clients: &[crate::host::ClientView], out: &mut String) {
+    let store = host.store();
+    let now = crate::store::now_ms();
+    let _ = writeln!(out, "# HELP tether_outbox_depth Durable messages not yet delivered (pending and in flight).\n# TYPE tether_outbox_depth gauge");
+    let mut rows = Vec::new();
+    for c in clients {
+        if let Ok(stats) = store.outbox_stats(&c.key).await {
+            let _ = writeln!(
+                out,
+                "tether_outbox_depth{{client=\"{}\"}} {}",
+                escape(&c.key),
+                stats.pending + stats.in_flight
+            );
+            rows.push((c.key.clone(), stats));
+        }
+    }
+    let _ = writeln!(out, "# HELP tether_outbox_oldest_age_seconds Age of the oldest message not yet delivered.\n# TYPE tether_outbox_oldest_age_seconds gauge");
+    for (key, stats) in &rows {
+        let age = stats
+            .oldest_ms
+            .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "tether_outbox_oldest_age_seconds{{client=\"{}\"}} {age}",
+            escape(key)
+        );
+    }
+    let _ = writeln!(out, "# HELP tether_outbox_messages Durable messages kept, by status (done, expired and dead only grow until purged).\n# TYPE tether_outbox_messages gauge");
+    for (key, stats) in &rows {
+        for (status, n) in [
+            ("pending", stats.pending),
+            ("in-flight", stats.in_flight),
+            ("done", stats.done),
+            ("expired", stats.expired),
+            ("dead", stats.dead),
+        ] {
+            let _ = writeln!(
+                out,
+                "tether_outbox_messages{{client=\"{}\",status=\"{status}\"}} {n}",
+                escape(key)
+            );
+        }
+    }
+    let newest = store.events_bounds().await.map_or(0, |(_, n)| n);
+    let _ = writeln!(out, "# HELP tether_event_log_sequence The newest event's sequence number.\n# TYPE tether_event_log_sequence gauge\ntether_event_log_sequence {newest}");
+    let _ = writeln!(out, "# HELP tether_webhook_lag_events Logged events a webhook has not delivered yet.\n# TYPE tether_webhook_lag_events gauge");
+    for w in host.webhooks() {
+        let st = w.status();
+        let _ = writeln!(
+            out,
+            "tether_webhook_lag_events{{webhook=\"{}\"}} {}",
+            escape(&st.name),
+            (newest - st.cursor).max(0)
+        );
+    }
 }

@@ -173,6 +173,16 @@ async fn sends_to_a_down_server_all_arrive_in_order_once_it_is_up() {
         );
     }
     assert_eq!(outbox(&app, "f1").await["stats"]["pending"], 1000);
+    let metrics = call(&app, "GET", "/metrics", None).await.1;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("tether_outbox_depth{client=\"f1\"} 1000"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("tether_outbox_oldest_age_seconds{client=\"f1\"} 0\n"),
+        "{metrics}"
+    );
     let server = Recorder::start_on(addr, Behaviour::Record).await;
     wait_for("1000 messages", 30, || server.got().len() >= 1000).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -193,6 +203,16 @@ async fn sends_to_a_down_server_all_arrive_in_order_once_it_is_up() {
     assert_eq!(
         (stats["pending"].as_u64(), stats["in_flight"].as_u64()),
         (Some(0), Some(0))
+    );
+    let metrics = call(&app, "GET", "/metrics", None).await.1;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("tether_outbox_depth{client=\"f1\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tether_outbox_messages{client=\"f1\",status=\"done\"} 1000"),
+        "{metrics}"
     );
     let status = call(&app, "GET", "/api/clients/f1", None).await.1;
     assert_eq!(status["messages_out"], 1000, "durable sends are counted");

@@ -38,7 +38,7 @@ function showLogin(message) {
   csrf = null;
   if (source) { source.close(); source = null; }
   $('#nav').hidden = true;
-  for (const v of ['clients', 'connections', 'audit']) $(`#${v}-view`).hidden = true;
+  for (const v of ['clients', 'connections', 'webhooks', 'audit']) $(`#${v}-view`).hidden = true;
   $('#login-view').hidden = false;
   $('#login-error').textContent = message || '';
   $('#token').focus();
@@ -53,14 +53,25 @@ async function loggedIn() {
 }
 
 function show(view) {
-  for (const v of ['clients', 'connections', 'audit']) {
+  for (const v of ['clients', 'connections', 'webhooks', 'audit']) {
     $(`#${v}-view`).hidden = v !== view;
     const tab = document.querySelector(`.tab[data-view="${v}"]`);
     if (v === view) tab.setAttribute('aria-current', 'page'); else tab.removeAttribute('aria-current');
   }
-  if (view === 'clients') refreshClients();
-  if (view === 'connections') refreshConnections();
-  if (view === 'audit') refreshAudit();
+  if (view === 'clients') refresh('clients');
+  if (view === 'connections') refresh('connections');
+  if (view === 'webhooks') refresh('webhooks');
+  if (view === 'audit') refresh('audit');
+}
+
+// Every view reloads through here: a failed reload (the host restarting, a
+// lost session) is shown, never thrown.
+const refreshers = {
+  clients: () => refreshClients(), connections: () => refreshConnections(),
+  webhooks: () => refreshWebhooks(), audit: () => refreshAudit(),
+};
+function refresh(view) {
+  return refreshers[view]().catch((e) => { $('#live').textContent = `cannot refresh: ${e.message}`; });
 }
 
 function stateBadge(state) {
@@ -97,11 +108,43 @@ async function refreshClients() {
       cell('Last error', c.last_error || ''),
       cell('RTT', c.rtt_ms == null ? '' : `${c.rtt_ms.toFixed(1)} ms`),
       cell('Msgs in / out', `${c.messages_in} / ${c.messages_out}`),
+      cell('Outbox', outboxCell(c)),
       cell('Reconnects', String(c.reconnects)),
       cell('Connected since', c.connected_since ? new Date(c.connected_since).toLocaleString() : ''),
       cell('Actions', btns)));
   }
   $('#clients-empty').hidden = clients.length > 0;
+}
+
+function outboxCell(c) {
+  const o = c.outbox || {};
+  const queued = (o.pending || 0) + (o.in_flight || 0);
+  const box = el('div', {}, el('span', { text: `${queued} queued` }));
+  if (o.dead || o.expired) {
+    box.append(el('span', { class: 'bad', text: ` · ${o.dead || 0} dead, ${o.expired || 0} expired ` }),
+      el('button', { type: 'button', class: 'secondary', text: 'Retry', 'aria-label': `Retry dead messages of ${c.key}`,
+        onclick: () => act(`/api/clients/${encodeURIComponent(c.key)}/outbox/retry`) }));
+  }
+  return box;
+}
+
+async function refreshWebhooks() {
+  const list = await api('GET', '/api/webhooks');
+  const body = $('#webhooks tbody');
+  body.replaceChildren();
+  for (const w of list) {
+    const st = w.status;
+    const dead = await api('GET', `/api/webhooks/${encodeURIComponent(st.name)}/dead`);
+    const deadCell = el('div', {});
+    for (const d of dead) {
+      deadCell.append(el('div', {}, el('span', { text: `#${d.from_seq}–${d.to_seq} (${d.events} events, ${d.attempts} attempts): ${d.last_error} ` }),
+        el('button', { type: 'button', class: 'secondary', text: 'Replay', 'aria-label': `Replay ${st.name} from ${d.from_seq}`,
+          onclick: async () => { await api('POST', `/api/webhooks/${encodeURIComponent(st.name)}/replay`, { after: d.from_seq - 1 }); refresh('webhooks'); } })));
+    }
+    body.append(el('tr', { 'data-webhook': st.name }, cell('Name', st.name), cell('URL', st.url, 'url'), cell('Delivered up to', String(st.cursor)),
+      cell('Lag', String(w.lag)), cell('Last error', st.last_error || ''), cell('Dead batches', deadCell)));
+  }
+  $('#webhooks-empty').hidden = list.length > 0;
 }
 
 async function refreshConnections() {
@@ -130,7 +173,7 @@ async function refreshAudit() {
 
 async function act(path, method = 'POST') {
   try { await api(method, path); } catch (e) { $('#live').textContent = e.message; }
-  refreshClients();
+  refresh('clients');
 }
 
 async function remove(key) {
@@ -193,7 +236,7 @@ async function saveForm(event) {
       await api('POST', '/api/clients', body);
     }
     $('#client-dialog').close();
-    refreshClients();
+    refresh('clients');
   } catch (e) {
     $('#client-error').textContent = e.message;
   }
@@ -228,14 +271,20 @@ async function sendTest(event) {
 }
 
 let refreshTimer = null;
+// Outbox depths and webhook lag change without events: refresh now and then.
+setInterval(() => {
+  if (!csrf) return;
+  if (!$('#clients-view').hidden && !$('#client-dialog').open) refresh('clients');
+  if (!$('#webhooks-view').hidden) refresh('webhooks');
+}, 3000);
 function listen() {
   if (source) source.close();
   source = new EventSource('/api/events');
   // On every (re)connect, reload what the stream may have missed meanwhile.
   source.onopen = () => {
     $('#live').textContent = 'live';
-    if (!$('#clients-view').hidden) refreshClients();
-    if (!$('#connections-view').hidden) refreshConnections();
+    if (!$('#clients-view').hidden) refresh('clients');
+    if (!$('#connections-view').hidden) refresh('connections');
   };
   source.onerror = () => { $('#live').textContent = 'reconnecting to the event stream…'; };
   const onEvent = (msg) => {
@@ -250,8 +299,8 @@ function listen() {
     }
     clearTimeout(refreshTimer);
     refreshTimer = setTimeout(() => {
-      if (!$('#clients-view').hidden) refreshClients();
-      if (!$('#connections-view').hidden) refreshConnections();
+      if (!$('#clients-view').hidden) refresh('clients');
+      if (!$('#connections-view').hidden) refresh('connections');
     }, 150);
   };
   for (const name of ['open', 'message', 'client-error', 'close', 'state', 'module', 'reconnecting']) source.addEventListener(name, onEvent);

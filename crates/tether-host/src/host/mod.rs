@@ -92,6 +92,8 @@ pub struct ClientView {
     pub updated_at: Option<String>,
     /// Bumped by every change; sent as the ETag, checked against If-Match.
     pub version: i64,
+    /// Its durable outbox in numbers.
+    pub outbox: crate::store::outbox::OutboxStats,
 }
 
 /// Fields for creating or changing an instance (the API's JSON body).
@@ -466,6 +468,7 @@ impl Host {
             created_at: Some(rfc3339(record.created_ms)),
             updated_at: Some(rfc3339(record.updated_ms)),
             version: record.version,
+            outbox: Default::default(),
         }
     }
 
@@ -477,9 +480,14 @@ impl Host {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut outboxes = self.store.outbox_stats_all().await?;
         Ok(records
             .iter()
-            .map(|r| self.view(r, clients.get(&r.key)))
+            .map(|r| {
+                let mut v = self.view(r, clients.get(&r.key));
+                v.outbox = outboxes.remove(&r.key).unwrap_or_default();
+                v
+            })
             .collect())
     }
 
@@ -490,7 +498,9 @@ impl Host {
             .get(key)
             .await?
             .ok_or_else(|| HostError::NotFound(key.to_string()))?;
-        Ok(self.view(&record, self.runtime(key).ok().as_ref()))
+        let mut view = self.view(&record, self.runtime(key).ok().as_ref());
+        view.outbox = self.store.outbox_stats(key).await?;
+        Ok(view)
     }
 
     /// The recent events of one client (stored or dynamic).

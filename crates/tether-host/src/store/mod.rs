@@ -221,6 +221,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<outbox::OutboxMessage>, StoreError>;
     /// A client's outbox in numbers.
     async fn outbox_stats(&self, client: &str) -> Result<outbox::OutboxStats, StoreError>;
+    /// Every client's outbox in numbers (clients with messages only).
+    async fn outbox_stats_all(
+        &self,
+    ) -> Result<std::collections::HashMap<String, outbox::OutboxStats>, StoreError>;
     /// Dead and expired messages (or one of them) back to pending.
     async fn outbox_retry(&self, client: &str, seq: Option<i64>) -> Result<u64, StoreError>;
     /// Deletes a client's messages that are not in flight (optionally of

@@ -497,6 +497,12 @@ impl Store for SqliteStore {
         self.outbox_stats_for(client).await
     }
 
+    async fn outbox_stats_all(
+        &self,
+    ) -> Result<std::collections::HashMap<String, super::outbox::OutboxStats>, StoreError> {
+        self.outbox_stats_every().await
+    }
+
     async fn outbox_retry(&self, client: &str, seq: Option<i64>) -> Result<u64, StoreError> {
         self.outbox_retry_dead(client, seq).await
     }

@@ -211,32 +211,23 @@ impl SqliteStore {
 
     pub(super) async fn outbox_stats_for(&self, client: &str) -> Result<OutboxStats, StoreError> {
         let rows = sqlx::query(
-            "SELECT status, COUNT(*) AS n, MIN(created_ms) AS oldest FROM outbox WHERE client = ? GROUP BY status",
+            "SELECT client, status, COUNT(*) AS n, MIN(created_ms) AS oldest FROM outbox WHERE client = ? GROUP BY status",
         )
         .bind(client)
         .fetch_all(self.pool())
         .await?;
-        let mut stats = OutboxStats::default();
-        for row in rows {
-            let status: String = row.try_get("status")?;
-            let n = row.try_get::<i64, _>("n")?.max(0) as u64;
-            let oldest: Option<i64> = row.try_get("oldest")?;
-            match OutboxStatus::parse(&status) {
-                Some(OutboxStatus::Pending) => stats.pending = n,
-                Some(OutboxStatus::InFlight) => stats.in_flight = n,
-                Some(OutboxStatus::Done) => stats.done = n,
-                Some(OutboxStatus::Expired) => stats.expired = n,
-                Some(OutboxStatus::Dead) => stats.dead = n,
-                None => {}
-            }
-            if matches!(status.as_str(), "pending" | "in-flight") {
-                stats.oldest_ms = match (stats.oldest_ms, oldest) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-            }
-        }
-        Ok(stats)
+        Ok(stats_by_client(&rows)?.remove(client).unwrap_or_default())
+    }
+
+    pub(super) async fn outbox_stats_every(
+        &self,
+    ) -> Result<std::collections::HashMap<String, OutboxStats>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT client, status, COUNT(*) AS n, MIN(created_ms) AS oldest FROM outbox GROUP BY client, status",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        stats_by_client(&rows)
     }
 
     pub(super) async fn outbox_retry_dead(
@@ -271,4 +262,32 @@ impl SqliteStore {
         .await?;
         Ok(done.rows_affected())
     }
+}
+
+fn stats_by_client(
+    rows: &[SqliteRow],
+) -> Result<std::collections::HashMap<String, OutboxStats>, StoreError> {
+    let mut all: std::collections::HashMap<String, OutboxStats> = Default::default();
+    for row in rows {
+        let client: String = row.try_get("client")?;
+        let stats = all.entry(client).or_default();
+        let status: String = row.try_get("status")?;
+        let n = row.try_get::<i64, _>("n")?.max(0) as u64;
+        let oldest: Option<i64> = row.try_get("oldest")?;
+        match OutboxStatus::parse(&status) {
+            Some(OutboxStatus::Pending) => stats.pending = n,
+            Some(OutboxStatus::InFlight) => stats.in_flight = n,
+            Some(OutboxStatus::Done) => stats.done = n,
+            Some(OutboxStatus::Expired) => stats.expired = n,
+            Some(OutboxStatus::Dead) => stats.dead = n,
+            None => {}
+        }
+        if matches!(status.as_str(), "pending" | "in-flight") {
+            stats.oldest_ms = match (stats.oldest_ms, oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    Ok(all)
 }
