@@ -6,6 +6,7 @@
 //! ratios; `--json` also writes `[{scenario, implementation, value, unit}]`.
 
 mod clients;
+mod durable;
 mod memory;
 mod micro;
 mod server;
@@ -148,6 +149,12 @@ fn main() -> anyhow::Result<()> {
     pin(0);
     let _ = rlimit::increase_nofile_limit(65_536);
 
+    if args.iter().any(|a| a == "--durable") {
+        let result = durable::run(s.ws, quick);
+        let _ = server.kill();
+        let _ = server.wait();
+        return result;
+    }
     if only.as_deref() == Some("zmem") {
         for bits in [9u8, 10, 12, 15] {
             let before = HEAP.allocated();

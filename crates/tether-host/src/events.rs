@@ -118,8 +118,9 @@ impl EventBus {
         self.tx.subscribe()
     }
 
-    /// Publishes `event` (logged unless `logged` is false).
-    pub(crate) fn publish(
+    /// Publishes `event` (logged unless `logged` is false), keeping it in
+    /// `history` too.
+    pub fn publish(
         &self,
         history: &std::sync::Mutex<VecDeque<Arc<HostEvent>>>,
         event: HostEvent,

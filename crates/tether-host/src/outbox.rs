@@ -162,6 +162,15 @@ async fn write_batches(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        // Senders answered a moment ago are sending again: let them join
+        // this batch rather than pay for a transaction of their own.
+        tokio::task::yield_now().await;
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
         let messages: Vec<NewOutboxMessage> = batch.iter().map(|a| a.message.clone()).collect();
         match store.outbox_append(&messages).await {
             Ok(results) => {
@@ -230,6 +239,7 @@ impl DurableSender {
         let ttl = ttl_secs.or(self.config.ttl_secs);
         NewOutboxMessage {
             client: self.client.clone(),
+            caller_id: id.is_some(),
             msg_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             binary,
             payload,

@@ -350,6 +350,7 @@ async fn outbox_purge_deletes_what_is_not_in_flight() {
     let m = |id: &str| NewOutboxMessage {
         client: "c".into(),
         msg_id: id.into(),
+        caller_id: true,
         binary: false,
         payload: b"x".to_vec(),
         expires_ms: None,

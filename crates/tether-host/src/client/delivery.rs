@@ -1,9 +1,11 @@
 //! Delivering one client's outbox on one connection: waits until the
 //! connection is ready, then sends pending messages in order, batch by
-//! batch. A batch is marked in flight before it is sent and done once the
-//! connection has written it (or, in ack mode, when the module says the
-//! server acknowledged it). The task ends with the connection; the worker
-//! then puts what was in flight back to pending.
+//! batch. A batch is done once the connection has written it; if the link
+//! goes first, each of its messages has used an attempt and stays pending.
+//! In ack mode a batch is in flight from before it is sent until the module
+//! reports each message's ack; the worker puts what is still in flight back
+//! to pending when the connection ends. A crash leaves messages pending (or
+//! in flight), so they are sent again after a restart: at least once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,31 +73,49 @@ impl Delivery {
                 continue;
             }
             let seqs: Vec<i64> = to_send.iter().map(|m| m.seq).collect();
-            self.store
-                .outbox_mark(&seqs, OutboxStatus::InFlight, None)
-                .await?;
+            if self.acks {
+                // In flight until the module reports the server's ack.
+                self.store
+                    .outbox_mark(&seqs, OutboxStatus::InFlight, None)
+                    .await?;
+            }
+            let mut sent = 0;
             for m in &to_send {
                 let message = m.message();
-                let sent = tokio::select! {
+                let result = tokio::select! {
                     r = self.conn.send(&message) => r,
-                    _ = self.stop.cancelled() => return Ok(()),
+                    _ = self.stop.cancelled() => Err(tether::SendError::Closed),
                 };
-                if let Err(e) = sent {
-                    // The link is going: the worker requeues what is in flight.
+                if let Err(e) = result {
                     tracing::debug!(client = %self.rt.key, error = %e, "outbox send stopped");
-                    return Ok(());
+                    break;
                 }
                 self.rt.count_sent(&message);
+                sent += 1;
             }
             if self.acks {
+                if sent < to_send.len() {
+                    // The worker requeues what is in flight.
+                    return Ok(());
+                }
                 continue;
             }
-            if !self.written().await {
-                return Ok(());
+            if sent == to_send.len() && self.written().await {
+                self.store
+                    .outbox_mark(&seqs, OutboxStatus::Done, None)
+                    .await?;
+                continue;
             }
+            // The link went before these were written: an attempt each, and
+            // they stay pending for the next connection.
             self.store
-                .outbox_mark(&seqs, OutboxStatus::Done, None)
+                .outbox_mark(
+                    &seqs,
+                    OutboxStatus::Pending,
+                    Some("the connection was lost before the message was written"),
+                )
                 .await?;
+            return Ok(());
         }
     }
 

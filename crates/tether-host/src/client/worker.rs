@@ -289,6 +289,9 @@ impl Worker {
                     s.bytes_in += message.len() as u64;
                 });
                 self.rt.publish(body::message(&message));
+                if !self.module.as_ref().is_some_and(|m| m.handles_messages()) {
+                    return;
+                }
                 let acks = self.acks;
                 let acked = self
                     .hook("on_message", move |m, c| {

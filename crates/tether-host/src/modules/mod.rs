@@ -228,6 +228,11 @@ pub trait ClientModule: Send {
     ) -> Result<(), ModuleError> {
         Ok(())
     }
+    /// Whether [`on_message`](Self::on_message) does anything: a module
+    /// without it spares the host a trip to the blocking pool per message.
+    fn handles_messages(&self) -> bool {
+        true
+    }
     /// In ack mode: the outbox message id this incoming message
     /// acknowledges, if any (a JSON-RPC id, a STOMP receipt, an MQTT packet
     /// id). Called after [`on_message`](Self::on_message).
@@ -270,4 +275,8 @@ pub const DEFAULT_CALL_LIMIT: Duration = Duration::from_secs(10);
 /// The module of a type without one: every hook does nothing.
 pub struct NoModule;
 
-impl ClientModule for NoModule {}
+impl ClientModule for NoModule {
+    fn handles_messages(&self) -> bool {
+        false
+    }
+}

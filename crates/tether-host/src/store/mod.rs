@@ -200,7 +200,8 @@ pub trait Store: Send + Sync {
         client: &str,
         limit: u32,
     ) -> Result<Vec<outbox::OutboxMessage>, StoreError>;
-    /// Moves messages to `status` (in flight counts an attempt).
+    /// Moves messages to `status` (in flight, or back to pending after a
+    /// failed attempt, counts an attempt).
     async fn outbox_mark(
         &self,
         seqs: &[i64],

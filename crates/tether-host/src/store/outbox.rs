@@ -7,10 +7,10 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutboxStatus {
-    /// Stored, not yet handed to a connection.
+    /// Stored, not yet written to a connection (after a failed attempt too).
     Pending,
-    /// Handed to a connection; not yet written (or, in ack mode, not yet
-    /// acknowledged). Sent again after a reconnect or a restart.
+    /// Sent and waiting for the server's acknowledgement (ack mode). Sent
+    /// again after a reconnect or a restart.
     InFlight,
     /// Written (or acknowledged).
     Done,
@@ -84,6 +84,8 @@ pub struct NewOutboxMessage {
     pub client: String,
     /// The idempotency key: the same id twice is stored once.
     pub msg_id: String,
+    /// The caller chose the id (else it is a fresh UUID, never stored before).
+    pub caller_id: bool,
     /// Binary (else text).
     pub binary: bool,
     /// The payload.

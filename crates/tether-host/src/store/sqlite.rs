@@ -19,7 +19,11 @@ const KEY_CHECK_TEXT: &str = "tether secret key check";
 /// Instances and audit log in one SQLite file.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Readers.
     pool: SqlitePool,
+    /// The one writer: writes queue here instead of meeting in SQLite's
+    /// busy handler, which sleeps for milliseconds.
+    writer: SqlitePool,
     secrets: Secrets,
 }
 
@@ -31,6 +35,10 @@ fn database(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreErro
 impl SqliteStore {
     pub(super) fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 
     /// Opens (creating when missing) and migrates `sqlite://PATH` or
@@ -57,17 +65,45 @@ impl SqliteStore {
             // Freed pages are zeroed: a secret sealed after the fact leaves
             // no plaintext copy behind in the file.
             .pragma("secure_delete", "ON");
-        // One connection for an in-memory database: each would be a new one.
-        let pool = SqlitePoolOptions::new()
-            .max_connections(if memory { 1 } else { 4 })
-            .connect_with(options)
+        // The writer never checkpoints on commit (that would put a file
+        // sync in the path of a durable send); a background task does.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .map_err(database(format!("cannot open store {url:?}")))?;
         sqlx::migrate!("./migrations")
-            .run(&pool)
+            .run(&writer)
             .await
             .map_err(|e| StoreError::Corrupt(format!("cannot migrate store {url:?}: {e}")))?;
-        let store = SqliteStore { pool, secrets };
+        // An in-memory database exists once per connection: one for all.
+        let pool = if memory {
+            writer.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await
+                .map_err(database(format!("cannot open store {url:?}")))?
+        };
+        if !memory {
+            let checkpointer = pool.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+                while !checkpointer.is_closed() {
+                    tick.tick().await;
+                    // PASSIVE: copies what it can without waiting for anyone.
+                    let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                        .execute(&checkpointer)
+                        .await;
+                }
+            });
+        }
+        let store = SqliteStore {
+            pool,
+            writer,
+            secrets,
+        };
         store.check_key().await?;
         if let Secrets::Sealed(key) = &store.secrets {
             let sealed = store.reseal(None, key).await?;
@@ -113,7 +149,7 @@ impl SqliteStore {
         // `from`, or, when sealing a plaintext store, under `to` itself.
         let old = Secrets::Sealed(from.unwrap_or(to).clone());
         let new = Secrets::Sealed(to.clone());
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query("SELECT key, url, password, headers FROM instances")
             .fetch_all(&mut *tx)
             .await?;
@@ -311,7 +347,7 @@ impl Store for SqliteStore {
 
     async fn insert(&self, r: &InstanceRecord, change: Change<'_>) -> Result<(), StoreError> {
         let (url, password, headers) = self.sealed(r)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let result = sqlx::query(
             "INSERT INTO instances (key, type_name, predefined, url, user, password, headers, timeout_secs, \
              auto_connect, use_env_proxy, created_ms, updated_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
@@ -349,7 +385,7 @@ impl Store for SqliteStore {
         change: Change<'_>,
     ) -> Result<i64, StoreError> {
         let (url, password, headers) = self.sealed(r)?;
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let current = Self::current_version(&mut tx, &r.key).await?;
         check_version(&r.key, expected, current)?;
         sqlx::query(
@@ -381,7 +417,7 @@ impl Store for SqliteStore {
         expected: Option<i64>,
         change: Change<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let current = Self::current_version(&mut tx, key).await?;
         check_version(key, expected, current)?;
         sqlx::query("DELETE FROM instances WHERE key = ?")
@@ -400,7 +436,7 @@ impl Store for SqliteStore {
         key: &str,
         detail: serde_json::Value,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         audit_in(
             &mut tx,
             key,
@@ -447,7 +483,7 @@ impl Store for SqliteStore {
         sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
             .bind(name)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -549,9 +585,10 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-            .execute(&self.pool)
-            .await;
         self.pool.close().await;
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.writer)
+            .await;
+        self.writer.close().await;
     }
 }

@@ -1,7 +1,10 @@
 //! The event log in SQLite: batched appends that return gap-free sequence
 //! numbers, reads after a sequence number, and trimming by count and age.
 
-use sqlx::Row;
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+/// Rows per multi-row INSERT (three bound values each).
+const ROWS_PER_INSERT: usize = 1000;
 
 use super::sqlite::SqliteStore;
 use super::{DeadBatch, LoggedEvent, StoreError};
@@ -11,17 +14,20 @@ impl SqliteStore {
         &self,
         batch: &[(String, i64, String)],
     ) -> Result<Vec<i64>, StoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
         let mut seqs = Vec::with_capacity(batch.len());
-        for (client, at_ms, event) in batch {
-            let seq = sqlx::query("INSERT INTO events (client, at_ms, event) VALUES (?, ?, ?)")
-                .bind(client)
-                .bind(at_ms)
-                .bind(event)
-                .execute(&mut *tx)
-                .await?
-                .last_insert_rowid();
-            seqs.push(seq);
+        // Many rows per statement. Inside this write transaction the
+        // AUTOINCREMENT numbers of one statement's rows are consecutive, in
+        // VALUES order, ending at last_insert_rowid.
+        for chunk in batch.chunks(ROWS_PER_INSERT) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO events (client, at_ms, event) ");
+            q.push_values(chunk, |mut row, (client, at_ms, event)| {
+                row.push_bind(client).push_bind(at_ms).push_bind(event);
+            });
+            let last = q.build().execute(&mut *tx).await?.last_insert_rowid();
+            let first = last - chunk.len() as i64 + 1;
+            seqs.extend(first..=last);
         }
         tx.commit().await?;
         Ok(seqs)
@@ -83,7 +89,7 @@ impl SqliteStore {
         )
         .bind(keep as i64)
         .bind(before_ms)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected())
     }
@@ -99,7 +105,7 @@ impl SqliteStore {
         .bind(b.attempts)
         .bind(&b.last_error)
         .bind(b.at_ms)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(())
     }

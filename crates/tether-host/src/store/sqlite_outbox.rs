@@ -1,8 +1,13 @@
 //! The outbox in SQLite: appends in batches (one transaction and one fsync
 //! for many sends), FIFO reads per client, and status changes.
 
+use std::collections::HashMap;
+
 use sqlx::sqlite::SqliteRow;
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+
+/// Rows per multi-row statement (six bound values each).
+const ROWS_PER_STATEMENT: usize = 500;
 
 use super::outbox::{
     Appended, FullPolicy, NewOutboxMessage, OutboxMessage, OutboxStats, OutboxStatus,
@@ -33,43 +38,127 @@ fn message(row: &SqliteRow) -> Result<OutboxMessage, StoreError> {
     })
 }
 
-const OPEN: &str = "status IN ('pending', 'in-flight')";
+/// Inserts the messages waiting in `insert` (batch index, message), many
+/// rows per statement, and records each one's number in `seq_of`. Inside
+/// the write transaction the AUTOINCREMENT numbers of one statement's rows
+/// are consecutive, in VALUES order, ending at last_insert_rowid.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    insert: &mut Vec<(usize, &NewOutboxMessage)>,
+    seq_of: &mut HashMap<usize, i64>,
+    now: i64,
+) -> Result<(), StoreError> {
+    for chunk in insert.chunks(ROWS_PER_STATEMENT) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO outbox (client, msg_id, is_binary, payload, created_ms, expires_ms) ",
+        );
+        q.push_values(chunk, |mut row, (_, m)| {
+            row.push_bind(&m.client)
+                .push_bind(&m.msg_id)
+                .push_bind(m.binary)
+                .push_bind(&m.payload)
+                .push_bind(now)
+                .push_bind(m.expires_ms);
+        });
+        let last = q.build().execute(&mut **tx).await?.last_insert_rowid();
+        let first = last - chunk.len() as i64 + 1;
+        for (k, (i, _)) in chunk.iter().enumerate() {
+            seq_of.insert(*i, first + k as i64);
+        }
+    }
+    insert.clear();
+    Ok(())
+}
+
+/// `drop-oldest`: gives up on the oldest pending messages of `client` until
+/// a message fits; returns the counts left.
+async fn drop_oldest(
+    tx: &mut Transaction<'_, Sqlite>,
+    client: &str,
+    mut n: u64,
+    mut bytes: u64,
+    fits: impl Fn(u64, u64) -> bool,
+) -> Result<(u64, u64), StoreError> {
+    let oldest = sqlx::query(
+        "SELECT seq, LENGTH(payload) AS len FROM outbox WHERE client = ? AND status = 'pending' ORDER BY seq",
+    )
+    .bind(client)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in oldest {
+        if fits(n, bytes) {
+            break;
+        }
+        sqlx::query("UPDATE outbox SET status = 'dead', last_error = 'dropped: the outbox was full (drop-oldest)' WHERE seq = ?")
+            .bind(row.try_get::<i64, _>("seq")?)
+            .execute(&mut **tx)
+            .await?;
+        n -= 1;
+        bytes -= row.try_get::<i64, _>("len")?.max(0) as u64;
+    }
+    Ok((n, bytes))
+}
 
 impl SqliteStore {
     pub(super) async fn outbox_append_batch(
         &self,
         batch: &[NewOutboxMessage],
     ) -> Result<Vec<Appended>, StoreError> {
-        let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        let mut out = Vec::with_capacity(batch.len());
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
         let now = now_ms();
+        // Ids stored before (one query for the batch).
+        let mut known: HashMap<(String, String), i64> = HashMap::new();
+        let given: Vec<&NewOutboxMessage> = batch.iter().filter(|m| m.caller_id).collect();
+        for chunk in given.chunks(ROWS_PER_STATEMENT) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("SELECT client, msg_id, seq FROM outbox WHERE msg_id IN (");
+            let mut ids = q.separated(", ");
+            for m in chunk {
+                ids.push_bind(&m.msg_id);
+            }
+            q.push(")");
+            for row in q.build().fetch_all(&mut *tx).await? {
+                known.insert(
+                    (row.try_get("client")?, row.try_get("msg_id")?),
+                    row.try_get("seq")?,
+                );
+            }
+        }
         // Messages and bytes not yet done, per client, counted once a batch.
-        let mut open: std::collections::HashMap<&str, (u64, u64)> = Default::default();
-        for m in batch {
-            if let Some(row) = sqlx::query("SELECT seq FROM outbox WHERE client = ? AND msg_id = ?")
-                .bind(&m.client)
-                .bind(&m.msg_id)
-                .fetch_optional(&mut *tx)
-                .await?
-            {
+        let mut open: HashMap<&str, (u64, u64)> = HashMap::new();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut insert: Vec<(usize, &NewOutboxMessage)> = Vec::new();
+        let mut seq_of: HashMap<usize, i64> = HashMap::new();
+        let mut in_batch: HashMap<(&str, &str), usize> = HashMap::new();
+        for (i, m) in batch.iter().enumerate() {
+            if let Some(seq) = known.get(&(m.client.clone(), m.msg_id.clone())) {
+                out.push(Appended::Duplicate { seq: *seq });
+                continue;
+            }
+            if let Some(first) = in_batch.get(&(m.client.as_str(), m.msg_id.as_str())) {
+                // The same id twice in one batch: the later one is a duplicate
+                // of the earlier, whose number is known after the insert.
                 out.push(Appended::Duplicate {
-                    seq: row.try_get("seq")?,
+                    seq: -(*first as i64) - 1,
                 });
                 continue;
             }
             let (mut n, mut bytes) = match open.get(m.client.as_str()) {
                 Some(counts) => *counts,
                 None => {
-                    let row = sqlx::query(&format!(
-                        "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(payload)), 0) AS bytes FROM outbox WHERE client = ? AND {OPEN}"
-                    ))
-                    .bind(&m.client)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                    (
-                        row.try_get::<i64, _>("n")?.max(0) as u64,
-                        row.try_get::<i64, _>("bytes")?.max(0) as u64,
+                    let row = sqlx::query(
+                        "SELECT messages AS n, bytes FROM outbox_open WHERE client = ?",
                     )
+                    .bind(&m.client)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    match row {
+                        Some(row) => (
+                            row.try_get::<i64, _>("n")?.max(0) as u64,
+                            row.try_get::<i64, _>("bytes")?.max(0) as u64,
+                        ),
+                        None => (0, 0),
+                    }
                 }
             };
             let size = m.payload.len() as u64;
@@ -77,24 +166,9 @@ impl SqliteStore {
                 n < m.limits.max_messages && bytes + size <= m.limits.max_bytes
             };
             if !fits(n, bytes) && m.limits.when_full == FullPolicy::DropOldest {
-                // Give up on the oldest pending messages until this one fits.
-                let oldest = sqlx::query(
-                    "SELECT seq, LENGTH(payload) AS len FROM outbox WHERE client = ? AND status = 'pending' ORDER BY seq",
-                )
-                .bind(&m.client)
-                .fetch_all(&mut *tx)
-                .await?;
-                for row in oldest {
-                    if fits(n, bytes) {
-                        break;
-                    }
-                    sqlx::query("UPDATE outbox SET status = 'dead', last_error = 'dropped: the outbox was full (drop-oldest)' WHERE seq = ?")
-                        .bind(row.try_get::<i64, _>("seq")?)
-                        .execute(&mut *tx)
-                        .await?;
-                    n -= 1;
-                    bytes -= row.try_get::<i64, _>("len")?.max(0) as u64;
-                }
+                // What this batch added must be in the table to be dropped.
+                insert_rows(&mut tx, &mut insert, &mut seq_of, now).await?;
+                (n, bytes) = drop_oldest(&mut tx, &m.client, n, bytes, fits).await?;
             }
             if !fits(n, bytes) {
                 open.insert(&m.client, (n, bytes));
@@ -102,21 +176,21 @@ impl SqliteStore {
                 continue;
             }
             open.insert(&m.client, (n + 1, bytes + size));
-            let seq = sqlx::query(
-                "INSERT INTO outbox (client, msg_id, is_binary, payload, created_ms, expires_ms) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&m.client)
-            .bind(&m.msg_id)
-            .bind(m.binary)
-            .bind(&m.payload)
-            .bind(now)
-            .bind(m.expires_ms)
-            .execute(&mut *tx)
-            .await?
-            .last_insert_rowid();
-            out.push(Appended::Stored { seq });
+            in_batch.insert((m.client.as_str(), m.msg_id.as_str()), i);
+            insert.push((i, m));
+            out.push(Appended::Stored { seq: 0 });
         }
+        insert_rows(&mut tx, &mut insert, &mut seq_of, now).await?;
         tx.commit().await?;
+        for (i, a) in out.iter_mut().enumerate() {
+            match a {
+                Appended::Stored { seq } => *seq = seq_of.get(&i).copied().unwrap_or(0),
+                Appended::Duplicate { seq } if *seq < 0 => {
+                    *seq = seq_of.get(&((-*seq - 1) as usize)).copied().unwrap_or(0)
+                }
+                _ => {}
+            }
+        }
         Ok(out)
     }
 
@@ -146,7 +220,9 @@ impl SqliteStore {
         }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE outbox SET status = ");
         q.push_bind(status.as_str());
-        if status == OutboxStatus::InFlight {
+        // Handed to a connection, or back to pending after a failed
+        // attempt: either way an attempt.
+        if matches!(status, OutboxStatus::InFlight | OutboxStatus::Pending) {
             q.push(", attempts = attempts + 1");
         }
         if status == OutboxStatus::Done {
@@ -161,7 +237,7 @@ impl SqliteStore {
             list.push_bind(*s);
         }
         q.push(")");
-        q.build().execute(self.pool()).await?;
+        q.build().execute(self.writer()).await?;
         Ok(())
     }
 
@@ -170,7 +246,7 @@ impl SqliteStore {
             "UPDATE outbox SET status = 'pending' WHERE client = ? AND status = 'in-flight'",
         )
         .bind(client)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected())
     }
@@ -186,7 +262,7 @@ impl SqliteStore {
         .bind(now_ms())
         .bind(client)
         .bind(msg_id)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -242,7 +318,7 @@ impl SqliteStore {
         .bind(client)
         .bind(seq)
         .bind(seq)
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected())
     }
@@ -258,7 +334,7 @@ impl SqliteStore {
         .bind(client)
         .bind(status.map(OutboxStatus::as_str))
         .bind(status.map(OutboxStatus::as_str))
-        .execute(self.pool())
+        .execute(self.writer())
         .await?;
         Ok(done.rows_affected())
     }

@@ -296,6 +296,13 @@ impl ClientModule for LuaModule {
         self.call("on_close", (self.conn.clone(), code, reason.to_string()))
     }
 
+    fn handles_messages(&self) -> bool {
+        matches!(
+            self.lua.globals().get::<Value>("on_message"),
+            Ok(Value::Function(_))
+        ) || self.acks_outbox()
+    }
+
     fn acks_outbox(&self) -> bool {
         matches!(
             self.lua.globals().get::<Value>("outbox_ack"),

@@ -1,0 +1,242 @@
+//! `tether-bench --durable [--quick]`: the host's durable paths, in-process,
+//! against the same neutral server, with a real SQLite file (WAL, fsync).
+//!
+//! - Durable sends: 64 tasks call `Host::send_durable` with 200-byte
+//!   messages; a send returns once its group commit is on disk. Reported:
+//!   sends/s, the latency of one call (p50/p99), and the rate at which the
+//!   server received them; beside it the non-durable `Host::send`.
+//! - Event log under a flood: the server sends 200-byte messages as fast as
+//!   it can; every one becomes a logged event. Reported: events logged per
+//!   second, and the log writer alone (events published straight to it).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tether_host::{Host, Loaded, SqliteStore, Store};
+
+fn host_config(url: &str) -> String {
+    format!(
+        r#"
+[[client_type]]
+name = "bench"
+[client_type.defaults]
+url = "{url}"
+auto_connect = true
+[client_type.defaults.keepalive]
+ping_interval_secs = 0
+"#
+    )
+}
+
+async fn start(dir: &std::path::Path, url: &str) -> anyhow::Result<(Arc<Host>, Arc<SqliteStore>)> {
+    let store =
+        Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join("bench.db").display())).await?);
+    let config = Loaded::parse(&host_config(url), "bench.toml", dir)?;
+    let host = Host::start(&config, store.clone() as Arc<dyn Store>).await?;
+    let input = tether_host::InstanceInput {
+        type_name: Some("bench".into()),
+        key: Some("b1".into()),
+        ..Default::default()
+    };
+    host.create_client(input, "bench").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while host.get_client("b1").await?.status.state.as_str() != "open" {
+        anyhow::ensure!(Instant::now() < deadline, "the bench client never opened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok((host, store))
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tether-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::create_dir_all(&dir);
+    dir
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+async fn wait_done(
+    host: &Host,
+    mut events: tokio::sync::broadcast::Receiver<Arc<tether_host::events::HostEvent>>,
+) {
+    let _ = host;
+    loop {
+        match events.recv().await {
+            Ok(e) if e.body["event"] == "message" && e.body["data"] == "done" => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Durable sends: rate, call latency, delivery rate; and the plain path.
+async fn durable_sends(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
+    let dir = tempdir("durable");
+    let (host, store) = start(&dir, &format!("ws://{ws}/sink?n={n}")).await?;
+    if std::env::var("BENCH_NO_DELIVERY").is_ok() {
+        host.disconnect_client("b1", "bench").await?;
+    }
+    let events = host.events().subscribe();
+    let payload = "x".repeat(200);
+    let tasks: usize = std::env::var("BENCH_SENDERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64);
+    let started = Instant::now();
+    let mut joins = Vec::new();
+    for t in 0..tasks {
+        let host = host.clone();
+        let msg = tether::Message::Text(payload.clone());
+        joins.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(n / tasks + 1);
+            for _ in (t..n).step_by(tasks) {
+                let at = Instant::now();
+                host.send_durable("b1", &msg, None, None).await?;
+                lat.push(at.elapsed());
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut lat = Vec::with_capacity(n);
+    for j in joins {
+        lat.extend(j.await??);
+    }
+    let accepted = started.elapsed();
+    lat.sort();
+    println!(
+        "durable send 200 B, {tasks} senders: {:.0} sends/s on disk; call p50 {:.2} ms, p99 {:.2} ms",
+        n as f64 / accepted.as_secs_f64(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+    );
+    if std::env::var("BENCH_NO_DELIVERY").is_ok() {
+        return Ok(());
+    }
+    wait_done(&host, events).await;
+    let delivered = started.elapsed();
+    println!(
+        "durable delivered end to end: {:.0} msg/s",
+        n as f64 / delivered.as_secs_f64()
+    );
+    host.shutdown().await;
+    store.close().await;
+
+    // The plain path beside it: the same server, nothing stored.
+    let dir2 = tempdir("plain");
+    let (host, store) = start(&dir2, &format!("ws://{ws}/sink?n={n}")).await?;
+    let events = host.events().subscribe();
+    let msg = tether::Message::Text(payload);
+    let started = Instant::now();
+    let mut lat = Vec::with_capacity(n);
+    let mut sent = 0;
+    while sent < n {
+        let at = Instant::now();
+        match host.send("b1", &msg) {
+            Ok(()) => {
+                lat.push(at.elapsed());
+                sent += 1;
+            }
+            // The outgoing buffer is full: let the connection write.
+            Err(_) => tokio::task::yield_now().await,
+        }
+    }
+    let accepted = started.elapsed();
+    wait_done(&host, events).await;
+    let delivered = started.elapsed();
+    lat.sort();
+    println!(
+        "plain send 200 B: {:.0} sends/s queued; call p50 {:.4} ms, p99 {:.4} ms; delivered {:.0} msg/s end to end",
+        n as f64 / accepted.as_secs_f64(),
+        pct(&lat, 0.5),
+        pct(&lat, 0.99),
+        n as f64 / delivered.as_secs_f64()
+    );
+    host.shutdown().await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(dir2);
+    Ok(())
+}
+
+/// The event log: under a flood through the host, and its writer alone.
+async fn event_log(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
+    let dir = tempdir("flood");
+    let store =
+        Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join("bench.db").display())).await?);
+    let (_, before) = store.events_bounds().await?;
+    let config = Loaded::parse(
+        &host_config(&format!("ws://{ws}/source?n={n}&size=200")),
+        "b.toml",
+        &dir,
+    )?;
+    let started = Instant::now();
+    let host = Host::start(&config, store.clone() as Arc<dyn Store>).await?;
+    let input = tether_host::InstanceInput {
+        type_name: Some("bench".into()),
+        key: Some("f1".into()),
+        ..Default::default()
+    };
+    host.create_client(input, "bench").await?;
+    // open + state events come first; wait for n message events more.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (_, newest) = store.events_bounds().await?;
+        if newest - before >= n as i64 + 2 {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the log fell behind: {newest}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let through_host = started.elapsed();
+    host.shutdown().await;
+
+    // The writer alone.
+    let bus = tether_host::events::EventBus::with_log(4096, store.clone(), Default::default());
+    let (_, before) = store.events_bounds().await?;
+    let history = std::sync::Mutex::new(std::collections::VecDeque::new());
+    let body = serde_json::json!({"event": "message", "type": "text", "data": "y".repeat(200)});
+    let started = Instant::now();
+    for _ in 0..n {
+        let event = tether_host::events::HostEvent {
+            client: "w1".into(),
+            dynamic: false,
+            at: String::new(),
+            body: body.clone(),
+            seq: None,
+        };
+        bus.publish(&history, event, true);
+    }
+    loop {
+        let (_, newest) = store.events_bounds().await?;
+        if newest - before >= n as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let writer = started.elapsed();
+    println!(
+        "event log, 200 B messages: {:.0} events/s logged through the host under a flood (connect included); log writer alone {:.0} events/s",
+        n as f64 / through_host.as_secs_f64(),
+        n as f64 / writer.as_secs_f64()
+    );
+    store.close().await;
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// Runs both.
+pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
+    // As `tether serve` runs: two worker threads.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let n = if quick { 20_000 } else { 100_000 };
+    rt.block_on(durable_sends(ws, n))?;
+    rt.block_on(event_log(ws, if quick { 50_000 } else { 200_000 }))?;
+    rt.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
