@@ -65,8 +65,8 @@ impl SqliteStore {
             // Freed pages are zeroed: a secret sealed after the fact leaves
             // no plaintext copy behind in the file.
             .pragma("secure_delete", "ON");
-        // The writer never checkpoints on commit (that would put a file
-        // sync in the path of a durable send); a background task does.
+        // The writer never checkpoints inside a commit (that would put a
+        // large copy and a file sync in the path of a durable send).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
@@ -87,9 +87,11 @@ impl SqliteStore {
                 .map_err(database(format!("cannot open store {url:?}")))?
         };
         if !memory {
-            let checkpointer = pool.clone();
+            // Small, frequent checkpoints between commits keep the log short
+            // (a long one slows every read) without one large pause.
+            let checkpointer = writer.clone();
             tokio::spawn(async move {
-                let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
                 while !checkpointer.is_closed() {
                     tick.tick().await;
                     // PASSIVE: copies what it can without waiting for anyone.
