@@ -3,10 +3,11 @@
 //! with duplicates only among the ones that were in flight, and the SQLite
 //! file passes `PRAGMA integrity_check`.
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -44,39 +45,10 @@ async fn slow_recorder() -> (SocketAddr, Arc<Mutex<Vec<(usize, String)>>>) {
     (addr, got)
 }
 
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-#[allow(clippy::zombie_processes)] // waited for in Drop
-fn serve(config: &Path) -> (Serve, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("TETHER_ADMIN_TOKEN", TOKEN)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "serve exited early"
-        );
-        if let Some(url) = line.trim().strip_prefix("tether: management API on ") {
-            let url = url.to_string();
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return (Serve(child), url);
-        }
-    }
+fn serve(config: &Path) -> (support::Serve, String) {
+    let s = support::serve(config, TOKEN, &[]);
+    let api = s.api.clone();
+    (s, api)
 }
 
 fn tempdir(name: &str) -> PathBuf {
@@ -129,8 +101,8 @@ async fn kill_9_during_delivery_loses_nothing() {
             assert!(Instant::now() < deadline, "delivery never started");
             std::thread::sleep(Duration::from_millis(5));
         }
-        first.0.kill().unwrap(); // SIGKILL
-        first.0.wait().unwrap();
+        first.child.kill().unwrap(); // SIGKILL
+        first.child.wait().unwrap();
         let before = got2.lock().unwrap().len();
         assert!(before < 1000, "the kill came too late to test anything");
 

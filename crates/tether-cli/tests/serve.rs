@@ -3,22 +3,13 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 mod support;
-use support::echo_server;
+use support::{echo_server, Serve};
 
 const TOKEN: &str = "cli-test-token";
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn tempdir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("tether-cli-{name}-{}", std::process::id()));
@@ -28,38 +19,15 @@ fn tempdir(name: &str) -> PathBuf {
 }
 
 /// Starts `tether serve`; returns it and the API URL it printed.
-fn serve(config: &std::path::Path) -> (Server, String) {
+fn serve(config: &std::path::Path) -> (Serve, String) {
     serve_with(config, &[])
 }
 
 /// `serve` with more environment variables.
-// The child is waited for by `Server`'s Drop, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
-fn serve_with(config: &std::path::Path, env: &[(&str, &str)]) -> (Server, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .envs(env.iter().copied())
-        .env("TETHER_ADMIN_TOKEN", TOKEN)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            let status = child.wait();
-            panic!("serve exited before listening: {status:?}");
-        }
-        if let Some(url) = line.trim().strip_prefix("tether: management API on ") {
-            let url = url.to_string();
-            // Keep draining stderr so the server never blocks on it.
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return (Server(child), url);
-        }
-    }
+fn serve_with(config: &std::path::Path, env: &[(&str, &str)]) -> (Serve, String) {
+    let s = support::serve(config, TOKEN, env);
+    let api = s.api.clone();
+    (s, api)
 }
 
 fn clients(api: &str, args: &[&str]) -> Output {

@@ -3,10 +3,12 @@
 //! its clients with 1001, ends the stream, flushes the store and exits 0
 //! within the grace period; a second signal exits at once.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
+
+mod support;
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -95,45 +97,8 @@ end
     .unwrap();
 }
 
-struct Serve {
-    child: Child,
-    api: SocketAddr,
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-#[allow(clippy::zombie_processes)] // waited for in Drop
-fn serve(config: &Path) -> Serve {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("TETHER_ADMIN_TOKEN", TOKEN)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
-    let mut line = String::new();
-    loop {
-        line.clear();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "serve exited early"
-        );
-        if let Some(url) = line
-            .trim()
-            .strip_prefix("tether: management API on http://")
-        {
-            let api = url.parse().unwrap();
-            std::thread::spawn(move || for _ in reader.lines() {});
-            return Serve { child, api };
-        }
-    }
+fn serve(config: &Path) -> support::Serve {
+    support::serve(config, TOKEN, &[])
 }
 
 fn get(api: SocketAddr, path: &str) -> String {
@@ -207,14 +172,14 @@ async fn sigterm_with_an_event_stream_and_a_stuck_hook_exits_cleanly() {
     let config = dir.join("tether.toml");
     tokio::task::spawn_blocking(move || {
         let mut s = serve(&config);
-        let stream = open_event_stream(s.api);
+        let stream = open_event_stream(s.addr());
         wait_until("both clients open and the hook stuck", || {
-            let body = get(s.api, "/api/clients/stuck/history");
-            let plain = get(s.api, "/api/clients/plain");
+            let body = get(s.addr(), "/api/clients/stuck/history");
+            let plain = get(s.addr(), "/api/clients/plain");
             body.contains("\"data\":\"stuck\"") && plain.contains("\"state\":\"open\"")
         });
         // The API still answers while the hook is stuck.
-        assert!(get(s.api, "/healthz").contains("ok"));
+        assert!(get(s.addr(), "/healthz").contains("ok"));
         signal(&s.child, "TERM");
         let (status, took) = wait_exit(&mut s.child, Duration::from_secs(9));
         assert_eq!(status.code(), Some(0), "exit status after SIGTERM");
@@ -247,7 +212,7 @@ async fn a_second_signal_exits_at_once() {
     tokio::task::spawn_blocking(move || {
         let mut s = serve(&config);
         wait_until("the hook stuck", || {
-            get(s.api, "/api/clients/stuck/history").contains("\"data\":\"stuck\"")
+            get(s.addr(), "/api/clients/stuck/history").contains("\"data\":\"stuck\"")
         });
         signal(&s.child, "TERM");
         // The stuck client holds the graceful shutdown for seconds.

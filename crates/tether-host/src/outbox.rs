@@ -105,35 +105,35 @@ impl Outbox {
 
     /// Stores a message; returns once it is committed.
     pub async fn append(&self, message: NewOutboxMessage) -> Result<Stored, OutboxError> {
-        let (reply, answer) = oneshot::channel();
         let (client, id) = (message.client.clone(), message.msg_id.clone());
+        let (reply, answer) = oneshot::channel();
         self.appends
             .send(Append { message, reply })
             .await
             .map_err(|_| OutboxError::Closed)?;
-        let appended = answer
-            .await
-            .map_err(|_| OutboxError::Closed)?
-            .map_err(OutboxError::Store)?;
-        stored(&client, id, appended)
+        stored(&client, id, answer.await)
     }
 
     /// [`append`](Self::append) from a thread that may block (a module hook).
     pub fn append_blocking(&self, message: NewOutboxMessage) -> Result<Stored, OutboxError> {
-        let (reply, answer) = oneshot::channel();
         let (client, id) = (message.client.clone(), message.msg_id.clone());
+        let (reply, answer) = oneshot::channel();
         self.appends
             .blocking_send(Append { message, reply })
             .map_err(|_| OutboxError::Closed)?;
-        let appended = answer
-            .blocking_recv()
-            .map_err(|_| OutboxError::Closed)?
-            .map_err(OutboxError::Store)?;
-        stored(&client, id, appended)
+        stored(&client, id, answer.blocking_recv())
     }
 }
 
-fn stored(client: &str, id: String, appended: Appended) -> Result<Stored, OutboxError> {
+/// The writer's answer as the caller's result.
+fn stored(
+    client: &str,
+    id: String,
+    answer: Result<Result<Appended, Arc<StoreError>>, oneshot::error::RecvError>,
+) -> Result<Stored, OutboxError> {
+    let appended = answer
+        .map_err(|_| OutboxError::Closed)?
+        .map_err(OutboxError::Store)?;
     match appended {
         Appended::Stored { seq } => Ok(Stored {
             id,

@@ -53,3 +53,56 @@ pub async fn run_tether(args: Vec<String>, input: &'static [u8], wait: Duration)
     .await
     .unwrap()
 }
+
+/// A running `tether serve`, killed and waited for when dropped.
+pub struct Serve {
+    pub child: std::process::Child,
+    /// The API's base URL, `http://127.0.0.1:PORT`.
+    pub api: String,
+}
+
+impl Serve {
+    /// The API's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.api.trim_start_matches("http://").parse().unwrap()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `tether serve --config CONFIG` with the admin token `token` and
+/// these extra environment variables; returns once it listens. Its stderr
+/// is drained on a thread so it never blocks.
+// The child is waited for by `Serve`'s Drop, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn serve(config: &std::path::Path, token: &str, env: &[(&str, &str)]) -> Serve {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .env("TETHER_ADMIN_TOKEN", token)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            let status = child.wait();
+            panic!("serve exited before listening: {status:?}");
+        }
+        if let Some(url) = line.trim().strip_prefix("tether: management API on ") {
+            let api = url.to_string();
+            std::thread::spawn(move || for _ in reader.lines() {});
+            return Serve { child, api };
+        }
+    }
+}

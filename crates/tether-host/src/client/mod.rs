@@ -257,6 +257,11 @@ impl ClientRuntime {
             .collect()
     }
 
+    /// The settings the next connection attempt uses.
+    pub(crate) fn spec(&self) -> ClientSpec {
+        self.spec.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Replaces the settings used by the next connection attempt.
     pub fn set_spec(&self, spec: ClientSpec) {
         *self.spec.lock().unwrap_or_else(|e| e.into_inner()) = spec;

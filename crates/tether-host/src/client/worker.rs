@@ -218,12 +218,7 @@ impl Worker {
     }
 
     async fn attempt(&mut self) {
-        let spec = self
-            .rt
-            .spec
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let spec = self.rt.spec();
         if self.backoff.is_none() {
             self.backoff = Some(Backoff::new(spec.policy.clone()));
         }
@@ -331,12 +326,7 @@ impl Worker {
                 self.rt.publish(body::close(code, &reason));
                 self.hook("on_close", move |m, c| m.on_close(c, code, &reason))
                     .await;
-                let spec = self
-                    .rt
-                    .spec
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
+                let spec = self.rt.spec();
                 let why = error.map_or_else(|| format!("closed with {}", closed.code), |(_, m)| m);
                 self.lost(&spec, why);
             }

@@ -213,6 +213,18 @@ impl LuaModule {
         Ok(module)
     }
 
+    /// `{type = "text" | "binary", data = …}` for a message.
+    fn message_table(&self, message: &Message) -> mlua::Result<Table> {
+        let msg = self.lua.create_table()?;
+        let (kind, data) = match message {
+            Message::Text(t) => ("text", t.as_bytes()),
+            Message::Binary(b) => ("binary", b.as_slice()),
+        };
+        msg.set("type", kind)?;
+        msg.set("data", self.lua.create_string(data)?)?;
+        Ok(msg)
+    }
+
     /// Runs `f` under the CPU budget.
     fn guarded<R>(&self, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> mlua::Result<R> {
         self.budget.start();
@@ -268,15 +280,9 @@ impl ClientModule for LuaModule {
     }
 
     fn on_message(&mut self, _conn: &ConnHandle, message: &Message) -> Result<(), ModuleError> {
-        let err = |e: mlua::Error| ModuleError::new(describe(&e));
-        let msg = self.lua.create_table().map_err(err)?;
-        let (kind, data) = match message {
-            Message::Text(t) => ("text", t.as_bytes()),
-            Message::Binary(b) => ("binary", b.as_slice()),
-        };
-        msg.set("type", kind).map_err(err)?;
-        msg.set("data", self.lua.create_string(data).map_err(err)?)
-            .map_err(err)?;
+        let msg = self
+            .message_table(message)
+            .map_err(|e| ModuleError::new(describe(&e)))?;
         self.call("on_message", (self.conn.clone(), msg))
     }
 
@@ -318,14 +324,7 @@ impl ClientModule for LuaModule {
         let err = |e: mlua::Error| ModuleError::new(format!("outbox_ack: {}", describe(&e)));
         let f: Option<Function> = self.lua.globals().get("outbox_ack").map_err(err)?;
         let Some(f) = f else { return Ok(None) };
-        let msg = self.lua.create_table().map_err(err)?;
-        let (kind, data) = match message {
-            Message::Text(t) => ("text", t.as_bytes()),
-            Message::Binary(b) => ("binary", b.as_slice()),
-        };
-        msg.set("type", kind).map_err(err)?;
-        msg.set("data", self.lua.create_string(data).map_err(err)?)
-            .map_err(err)?;
+        let msg = self.message_table(message).map_err(err)?;
         let id: Value = self.guarded(|_| f.call(msg)).map_err(err)?;
         Ok(match id {
             Value::Nil | Value::Boolean(false) => None,
