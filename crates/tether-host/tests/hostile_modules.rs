@@ -161,6 +161,7 @@ async fn scene() -> Scene {
 /// for any, so only the slow ones check that count). Then checks that
 /// `good` still echoes, and that the host shuts down within 8 s.
 fn run_case(case: &str, expect: impl Fn(&Value) -> bool + Send + 'static) -> (Value, usize) {
+    let _one_at_a_time = serial();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -213,6 +214,13 @@ fn run_case(case: &str, expect: impl Fn(&Value) -> bool + Send + 'static) -> (Va
     // A call stuck in C must not hold the test process either.
     runtime.shutdown_timeout(Duration::from_millis(100));
     result
+}
+
+/// The cases measure what another client does meanwhile and run against
+/// CPU budgets: one at a time, so that they do not starve each other.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn module_error(text: &'static str) -> impl Fn(&Value) -> bool + Send + 'static {
@@ -353,6 +361,7 @@ fn a_close_metamethod_that_loops_after_the_limit_fails_only_its_client() {
 
 #[test]
 fn a_stuck_client_is_failed_and_closed() {
+    let _one_at_a_time = serial();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
