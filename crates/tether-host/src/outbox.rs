@@ -65,15 +65,17 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Starts the group-commit writer.
-    pub fn start(store: Arc<dyn Store>) -> Arc<Outbox> {
+    /// Starts the group-commit writer, and the pruning of done messages
+    /// older than `keep_done`.
+    pub fn start(store: Arc<dyn Store>, keep_done: std::time::Duration) -> Arc<Outbox> {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let outbox = Arc::new(Outbox {
             store: store.clone(),
             appends: tx,
             wake: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(write_batches(store, rx, Arc::downgrade(&outbox)));
+        tokio::spawn(write_batches(store.clone(), rx, Arc::downgrade(&outbox)));
+        tokio::spawn(prune_done(store, keep_done, Arc::downgrade(&outbox)));
         outbox
     }
 
@@ -150,6 +152,23 @@ fn stored(
             messages,
             bytes,
         }),
+    }
+}
+
+/// Deletes done messages once they are older than `keep`, now and then,
+/// while the outbox exists: a busy client sends millions a day.
+async fn prune_done(
+    store: Arc<dyn Store>,
+    keep: std::time::Duration,
+    outbox: std::sync::Weak<Outbox>,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    while outbox.strong_count() > 0 {
+        tick.tick().await;
+        let before = crate::store::now_ms() - keep.as_millis() as i64;
+        if let Err(e) = store.outbox_prune_done(before).await {
+            tracing::warn!(error = %e, "cannot prune done outbox messages");
+        }
     }
 }
 

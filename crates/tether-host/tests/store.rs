@@ -370,3 +370,58 @@ async fn outbox_purge_deletes_what_is_not_in_flight() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].status, OutboxStatus::InFlight);
 }
+
+#[tokio::test]
+async fn done_outbox_messages_are_pruned_others_kept() {
+    use tether_host::store::outbox::{NewOutboxMessage, OutboxLimits, OutboxStatus};
+    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+    let m = |id: &str| NewOutboxMessage {
+        client: "c".into(),
+        msg_id: id.into(),
+        caller_id: true,
+        binary: false,
+        payload: b"x".to_vec(),
+        expires_ms: None,
+        limits: OutboxLimits::default(),
+    };
+    store
+        .outbox_append(&[m("a"), m("b"), m("c"), m("d")])
+        .await
+        .unwrap();
+    let all = store.outbox_pending("c", 10).await.unwrap();
+    let seqs: Vec<i64> = all.iter().map(|m| m.seq).collect();
+    store
+        .outbox_mark(&seqs[..2], OutboxStatus::Done, None)
+        .await
+        .unwrap();
+    store
+        .outbox_mark(&seqs[2..3], OutboxStatus::Dead, Some("x"))
+        .await
+        .unwrap();
+    // Nothing is old enough yet.
+    assert_eq!(
+        store
+            .outbox_prune_done(tether_host::store::now_ms() - 60_000)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .outbox_prune_done(tether_host::store::now_ms() + 1)
+            .await
+            .unwrap(),
+        2
+    );
+    let left: Vec<OutboxStatus> = store
+        .outbox_list("c", None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.status)
+        .collect();
+    assert_eq!(left, [OutboxStatus::Dead, OutboxStatus::Pending]);
+    // The queue size the limits use still counts only the pending one.
+    let stats = store.outbox_stats("c").await.unwrap();
+    assert_eq!((stats.pending, stats.dead, stats.done), (1, 1, 0));
+}

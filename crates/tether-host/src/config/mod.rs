@@ -69,6 +69,11 @@ pub struct HostSection {
     /// run with nothing else installed). Default: off.
     #[serde(default)]
     pub demo_echo: Option<Spanned<SocketAddr>>,
+    /// Delivered (done) outbox messages are deleted after this many seconds;
+    /// pending, expired and dead ones are kept until retried or purged.
+    /// Default 3600.
+    #[serde(default = "hour")]
+    pub outbox_keep_done_secs: u64,
     /// The durable event log keeps the newest this many events. Default 1000000.
     #[serde(default = "million")]
     pub event_log_max_events: u64,
@@ -95,6 +100,9 @@ pub enum SecretsMode {
 const fn ten() -> u64 {
     10
 }
+const fn hour() -> u64 {
+    3600
+}
 const fn million() -> u64 {
     1_000_000
 }
@@ -113,6 +121,7 @@ impl Default for HostSection {
             secrets: SecretsMode::default(),
             secret_key_file: None,
             demo_echo: None,
+            outbox_keep_done_secs: hour(),
             event_log_max_events: million(),
             event_log_max_age_secs: week(),
         }
@@ -264,6 +273,8 @@ pub struct Loaded {
     pub demo_echo: Option<SocketAddr>,
     /// How long the event log keeps events.
     pub event_retention: crate::events::Retention,
+    /// How long delivered outbox messages are kept.
+    pub outbox_keep_done: Duration,
     /// The client types, by name.
     pub types: BTreeMap<String, ClientType>,
     /// Webhook sinks.
@@ -474,6 +485,7 @@ impl Loaded {
             secrets: config.host.secrets,
             secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
             demo_echo: config.host.demo_echo.map(Spanned::into_inner),
+            outbox_keep_done: Duration::from_secs(config.host.outbox_keep_done_secs),
             event_retention: crate::events::Retention {
                 max_events: config.host.event_log_max_events.max(1),
                 max_age: Duration::from_secs(config.host.event_log_max_age_secs.max(1)),

@@ -178,7 +178,7 @@ impl Host {
         let host = Arc::new(Host {
             webhooks,
             types,
-            outbox: crate::outbox::Outbox::start(store.clone()),
+            outbox: crate::outbox::Outbox::start(store.clone(), config.outbox_keep_done),
             store,
             clients: RwLock::new(BTreeMap::new()),
             dynamic: Arc::new(RwLock::new(BTreeMap::new())),

@@ -228,6 +228,9 @@ pub trait Store: Send + Sync {
     ) -> Result<std::collections::HashMap<String, outbox::OutboxStats>, StoreError>;
     /// Dead and expired messages (or one of them) back to pending.
     async fn outbox_retry(&self, client: &str, seq: Option<i64>) -> Result<u64, StoreError>;
+    /// Deletes done messages (of every client) done before `before_ms`;
+    /// returns how many.
+    async fn outbox_prune_done(&self, before_ms: i64) -> Result<u64, StoreError>;
     /// Deletes a client's messages that are not in flight (optionally of
     /// one status).
     async fn outbox_purge(

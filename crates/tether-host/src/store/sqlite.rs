@@ -545,6 +545,10 @@ impl Store for SqliteStore {
         self.outbox_retry_dead(client, seq).await
     }
 
+    async fn outbox_prune_done(&self, before_ms: i64) -> Result<u64, StoreError> {
+        self.outbox_prune(before_ms).await
+    }
+
     async fn outbox_purge(
         &self,
         client: &str,

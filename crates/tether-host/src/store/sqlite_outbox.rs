@@ -323,6 +323,14 @@ impl SqliteStore {
         Ok(done.rows_affected())
     }
 
+    pub(super) async fn outbox_prune(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM outbox WHERE status = 'done' AND done_ms < ?")
+            .bind(before_ms)
+            .execute(self.writer())
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     pub(super) async fn outbox_purge_client(
         &self,
         client: &str,
