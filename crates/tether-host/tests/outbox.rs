@@ -448,4 +448,10 @@ end
     call(&app, "POST", "/api/clients/f1/connect", None).await;
     wait_for("three messages", 10, || server.got().len() >= 3).await;
     assert_eq!(server.got(), ["login", "queued-before", "from-module"]);
+    // Every send is counted, the module's own plain one too.
+    let v = call(&app, "GET", "/api/clients/f1", None).await.1;
+    assert_eq!(
+        (v["messages_out"].as_u64(), v["bytes_out"].as_u64()),
+        (Some(3), Some(5 + 13 + 11))
+    );
 }

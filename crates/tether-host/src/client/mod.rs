@@ -60,7 +60,7 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Messages received.
     pub messages_in: u64,
-    /// Messages sent.
+    /// Messages sent: by the API, the module and the outbox.
     pub messages_out: u64,
     /// Payload bytes received.
     pub bytes_in: u64,
@@ -244,6 +244,7 @@ impl ClientRuntime {
         if let Some(rtt) = self.handle.connection().and_then(|c| c.rtt()) {
             s.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
         }
+        (s.messages_out, s.bytes_out) = self.handle.sent();
         s
     }
 
@@ -287,21 +288,15 @@ impl ClientRuntime {
         if self.status().state != ClientState::Open {
             return Err(format!("client {:?} is not open", self.key));
         }
-        let result = match message {
+        match message {
             tether::Message::Text(t) => self.handle.send_text(t),
             tether::Message::Binary(b) => self.handle.send_binary(b),
-        };
-        if result.is_ok() {
-            self.count_sent(message);
         }
-        result
     }
 
-    /// Counts a message sent, whoever sent it.
+    /// Counts a message the outbox sent on the connection.
     pub(crate) fn count_sent(&self, message: &tether::Message) {
-        let mut s = self.status.lock().unwrap_or_else(|e| e.into_inner());
-        s.messages_out += 1;
-        s.bytes_out += message.len() as u64;
+        self.handle.count_sent(message.len());
     }
 
     /// Publishes an event for this client.

@@ -51,6 +51,15 @@ pub struct ConnHandle {
     current: Arc<Mutex<Option<tether::Connection>>>,
     ready: Arc<Ready>,
     durable: Arc<std::sync::OnceLock<crate::outbox::DurableSender>>,
+    sent: Arc<Sent>,
+}
+
+/// What went out on a client's connections, whoever sent it (the API, the
+/// module, the outbox): every send is counted here.
+#[derive(Default)]
+pub(crate) struct Sent {
+    pub messages: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
 }
 
 /// Whether the outbox may deliver on the current connection.
@@ -68,7 +77,24 @@ impl ConnHandle {
             current: Arc::new(Mutex::new(None)),
             ready: Arc::default(),
             durable: Arc::default(),
+            sent: Arc::default(),
         }
+    }
+
+    /// Counts a message that went out.
+    pub(crate) fn count_sent(&self, len: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.sent.messages.fetch_add(1, Relaxed);
+        self.sent.bytes.fetch_add(len as u64, Relaxed);
+    }
+
+    /// Messages and payload bytes sent so far.
+    pub(crate) fn sent(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.sent.messages.load(Relaxed),
+            self.sent.bytes.load(Relaxed),
+        )
     }
 
     /// Gives the handle its client's durable sends (once).
@@ -150,13 +176,17 @@ impl ConnHandle {
     /// Sends a text message now (handlers never wait).
     pub fn send_text(&self, text: &str) -> Result<(), String> {
         let conn = self.connection().ok_or("not connected")?;
-        conn.try_send_text(text).map_err(|e| e.to_string())
+        conn.try_send_text(text).map_err(|e| e.to_string())?;
+        self.count_sent(text.len());
+        Ok(())
     }
 
     /// Sends a binary message now.
     pub fn send_binary(&self, data: &[u8]) -> Result<(), String> {
         let conn = self.connection().ok_or("not connected")?;
-        conn.try_send_binary(data).map_err(|e| e.to_string())
+        conn.try_send_binary(data).map_err(|e| e.to_string())?;
+        self.count_sent(data.len());
+        Ok(())
     }
 
     /// Starts the close handshake.
