@@ -205,7 +205,7 @@ async fn event_log(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
             dynamic: false,
             at: String::new(),
             body: body.clone(),
-            seq: None,
+            seq: Default::default(),
         };
         bus.publish(&history, event, true);
     }

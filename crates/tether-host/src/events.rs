@@ -27,10 +27,45 @@ pub struct HostEvent {
     /// `{"event": "open" | "message" | "error" | "close" | "state" | "module" | "reconnecting", …}`.
     #[serde(flatten)]
     pub body: Value,
-    /// Its number in the event log; `None` for an event its type does not
-    /// log (it reaches live subscribers only).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<i64>,
+    /// Its number in the event log, set once it is logged (0 until then,
+    /// and for an event its type does not log).
+    #[serde(skip_serializing_if = "Seq::is_unset")]
+    pub seq: Seq,
+}
+
+/// An event's log number, set once by the log writer while the same event
+/// already sits in a client's history: one copy of each event, not two.
+#[derive(Debug, Default)]
+pub struct Seq(std::sync::atomic::AtomicI64);
+
+impl Seq {
+    /// The number, if the event was logged.
+    pub fn get(&self) -> Option<i64> {
+        match self.0.load(std::sync::atomic::Ordering::Acquire) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    fn set(&self, n: i64) {
+        self.0.store(n, std::sync::atomic::Ordering::Release);
+    }
+
+    fn is_unset(&self) -> bool {
+        self.get().is_none()
+    }
+}
+
+impl Clone for Seq {
+    fn clone(&self) -> Self {
+        Seq(std::sync::atomic::AtomicI64::new(self.get().unwrap_or(0)))
+    }
+}
+
+impl Serialize for Seq {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.get().unwrap_or(0))
+    }
 }
 
 impl HostEvent {
@@ -88,7 +123,7 @@ pub mod body {
 #[derive(Clone)]
 pub struct EventBus {
     tx: broadcast::Sender<Arc<HostEvent>>,
-    log: Option<mpsc::UnboundedSender<(HostEvent, bool)>>,
+    log: Option<mpsc::UnboundedSender<(Arc<HostEvent>, bool)>>,
 }
 
 impl EventBus {
@@ -126,23 +161,24 @@ impl EventBus {
         event: HostEvent,
         logged: bool,
     ) {
+        let event = Arc::new(event);
         {
             let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
             if h.len() == HISTORY {
                 h.pop_front();
             }
-            h.push_back(Arc::new(event.clone()));
+            h.push_back(event.clone());
         }
         match &self.log {
             // The log writer broadcasts once the event has its number.
             Some(log) => {
                 if let Err(mpsc::error::SendError((event, _))) = log.send((event, logged)) {
-                    let _ = self.tx.send(Arc::new(event));
+                    let _ = self.tx.send(event);
                 }
             }
             // No subscribers is fine.
             None => {
-                let _ = self.tx.send(Arc::new(event));
+                let _ = self.tx.send(event);
             }
         }
     }
@@ -173,7 +209,7 @@ const LOG_BATCH: usize = 4096;
 /// order, with sequence numbers.
 async fn write_log(
     store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<(HostEvent, bool)>,
+    mut rx: mpsc::UnboundedReceiver<(Arc<HostEvent>, bool)>,
     tx: broadcast::Sender<Arc<HostEvent>>,
 ) {
     let mut batch = Vec::with_capacity(LOG_BATCH);
@@ -201,11 +237,13 @@ async fn write_log(
             }
         };
         let mut seqs = seqs.into_iter();
-        for (mut event, logged) in batch.drain(..) {
+        for (event, logged) in batch.drain(..) {
             if logged {
-                event.seq = seqs.next();
+                if let Some(seq) = seqs.next() {
+                    event.seq.set(seq);
+                }
             }
-            let _ = tx.send(Arc::new(event));
+            let _ = tx.send(event);
         }
     }
 }

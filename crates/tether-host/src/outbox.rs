@@ -190,22 +190,23 @@ async fn write_batches(
                 Err(_) => break,
             }
         }
-        let messages: Vec<NewOutboxMessage> = batch.iter().map(|a| a.message.clone()).collect();
+        let (messages, replies): (Vec<NewOutboxMessage>, Vec<_>) =
+            batch.drain(..).map(|a| (a.message, a.reply)).unzip();
         match store.outbox_append(&messages).await {
             Ok(results) => {
                 let outbox = outbox.upgrade();
-                for (append, result) in batch.drain(..).zip(results) {
+                for ((message, reply), result) in messages.iter().zip(replies).zip(results) {
                     if let (Some(o), Appended::Stored { .. }) = (&outbox, &result) {
-                        o.wake(&append.message.client);
+                        o.wake(&message.client);
                     }
-                    let _ = append.reply.send(Ok(result));
+                    let _ = reply.send(Ok(result));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, sends = batch.len(), "outbox batch not stored");
+                tracing::error!(error = %e, sends = messages.len(), "outbox batch not stored");
                 let e = Arc::new(e);
-                for append in batch.drain(..) {
-                    let _ = append.reply.send(Err(e.clone()));
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }

@@ -105,7 +105,7 @@ fn live_sse(e: &HostEvent) -> Event {
     let event = Event::default()
         .event(sse_name(e.name()))
         .data(serde_json::to_string(e).unwrap_or_default());
-    match e.seq {
+    match e.seq.get() {
         Some(seq) => event.id(seq.to_string()),
         None => event,
     }
@@ -151,7 +151,7 @@ impl Follow {
                     if self.key.as_ref().is_some_and(|k| *k != e.client) {
                         continue;
                     }
-                    match e.seq {
+                    match e.seq.get() {
                         Some(seq) if seq <= self.last => continue,
                         Some(seq) => self.last = seq,
                         None => {}

@@ -306,7 +306,7 @@ impl ClientRuntime {
             dynamic: self.dynamic,
             at: rfc3339(now_ms()),
             body,
-            seq: None,
+            seq: Default::default(),
         };
         let logged = self.logged.as_ref().is_none_or(|names| {
             event
