@@ -58,6 +58,16 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
+/// `POST /api/clients/feed/connect`, expecting 202.
+fn connect(agent: &ureq::Agent, api: &str) {
+    let r = agent
+        .post(format!("{api}/api/clients/feed/connect"))
+        .header("Authorization", format!("Bearer {TOKEN}"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(r.status(), 202);
+}
+
 fn number(text: &str) -> usize {
     text.trim_start_matches('m').parse().unwrap()
 }
@@ -90,12 +100,7 @@ async fn kill_9_during_delivery_loses_nothing() {
                 .unwrap();
             assert_eq!(r.status(), 202);
         }
-        let r = agent
-            .post(format!("{api}/api/clients/feed/connect"))
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .send_empty()
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        connect(&agent, &api);
         let deadline = Instant::now() + Duration::from_secs(20);
         while got2.lock().unwrap().len() < 200 {
             assert!(Instant::now() < deadline, "delivery never started");
@@ -109,12 +114,7 @@ async fn kill_9_during_delivery_loses_nothing() {
         // Restart on the same store; the predefined client must be
         // connected to resume (auto_connect is off), as an operator would.
         let (second, api) = serve(&config);
-        let r = agent
-            .post(format!("{api}/api/clients/feed/connect"))
-            .header("Authorization", format!("Bearer {TOKEN}"))
-            .send_empty()
-            .unwrap();
-        assert_eq!(r.status(), 202);
+        connect(&agent, &api);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let all: std::collections::BTreeSet<usize> =

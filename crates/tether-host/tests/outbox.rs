@@ -130,6 +130,27 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Polls `key`'s outbox counts until `done` holds; returns them.
+async fn wait_stats(
+    app: &axum::Router,
+    key: &str,
+    secs: u64,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        let stats = outbox(app, key).await["stats"].clone();
+        if done(&stats) {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outbox of {key}: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn outbox(app: &axum::Router, key: &str) -> Value {
     call(
         app,
@@ -188,18 +209,7 @@ async fn sends_to_a_down_server_all_arrive_in_order_once_it_is_up() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let expected: Vec<String> = (0..1000).map(|i| format!("m{i}")).collect();
     assert_eq!(server.got(), expected, "every message once, in order");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let stats = loop {
-        let stats = outbox(&app, "f1").await["stats"].clone();
-        if stats["done"] == 1000 {
-            break stats;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not all done: {stats}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let stats = wait_stats(&app, "f1", 10, |s| s["done"] == 1000).await;
     assert_eq!(
         (stats["pending"].as_u64(), stats["in_flight"].as_u64()),
         (Some(0), Some(0))
@@ -261,19 +271,7 @@ end
         .await;
         assert_eq!(s, StatusCode::ACCEPTED, "{v}");
     }
-    let mut last;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        last = outbox(&app, "f1").await["stats"].clone();
-        if last["done"] == 20 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not all done: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = wait_stats(&app, "f1", 30, |s| s["done"] == 20).await;
     assert_eq!(
         last,
         json!({"pending": 0, "in_flight": 0, "done": 20, "expired": 0, "dead": 0, "oldest_ms": null})
@@ -361,15 +359,7 @@ async fn limits_ids_ttl_and_attempts() {
     )
     .await;
     call(&app, "POST", "/api/clients/f1/connect", None).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let stats = loop {
-        let stats = outbox(&app, "f1").await["stats"].clone();
-        if stats["dead"] == 2 && stats["expired"] == 1 {
-            break stats;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{stats}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stats = wait_stats(&app, "f1", 20, |s| s["dead"] == 2 && s["expired"] == 1).await;
     assert_eq!(
         (stats["pending"].as_u64(), stats["done"].as_u64()),
         (Some(0), Some(0))

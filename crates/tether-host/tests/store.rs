@@ -343,19 +343,23 @@ async fn without_a_key_secrets_are_refused_and_a_plaintext_store_is_sealed_later
     assert!(!file_bytes(&ws).contains("old-plain-password"));
 }
 
-#[tokio::test]
-async fn outbox_purge_deletes_what_is_not_in_flight() {
-    use tether_host::store::outbox::{NewOutboxMessage, OutboxLimits, OutboxStatus};
-    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-    let m = |id: &str| NewOutboxMessage {
+/// A one-byte text message for client `c` with the caller's id `id`.
+fn m(id: &str) -> tether_host::store::outbox::NewOutboxMessage {
+    tether_host::store::outbox::NewOutboxMessage {
         client: "c".into(),
         msg_id: id.into(),
         caller_id: true,
         binary: false,
         payload: b"x".to_vec(),
         expires_ms: None,
-        limits: OutboxLimits::default(),
-    };
+        limits: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn outbox_purge_deletes_what_is_not_in_flight() {
+    use tether_host::store::outbox::OutboxStatus;
+    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
     store
         .outbox_append(&[m("a"), m("b"), m("c")])
         .await
@@ -373,17 +377,8 @@ async fn outbox_purge_deletes_what_is_not_in_flight() {
 
 #[tokio::test]
 async fn done_outbox_messages_are_pruned_others_kept() {
-    use tether_host::store::outbox::{NewOutboxMessage, OutboxLimits, OutboxStatus};
+    use tether_host::store::outbox::OutboxStatus;
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-    let m = |id: &str| NewOutboxMessage {
-        client: "c".into(),
-        msg_id: id.into(),
-        caller_id: true,
-        binary: false,
-        payload: b"x".to_vec(),
-        expires_ms: None,
-        limits: OutboxLimits::default(),
-    };
     store
         .outbox_append(&[m("a"), m("b"), m("c"), m("d")])
         .await
