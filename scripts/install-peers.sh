@@ -5,9 +5,11 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 peers=$root/target/peers
 mkdir -p "$peers"
-# nginx (TLS terminator), squid and tinyproxy (CONNECT proxies), dante (SOCKS5).
+# nginx (TLS terminator), squid and tinyproxy (CONNECT proxies), dante (SOCKS5);
+# python3 (the crash test checks SQLite integrity with it) and procps (kill,
+# for the signal tests).
 missing=""
-for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl chromium:chromium node:nodejs npm:npm; do
+for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl chromium:chromium node:nodejs npm:npm python3:python3 kill:procps; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing="$missing $pkg"
 done
