@@ -9,10 +9,12 @@ mkdir -p "$peers"
 # python3 (the crash test checks SQLite integrity with it) and procps (kill,
 # for the signal tests).
 missing=""
-for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl chromium:chromium node:nodejs npm:npm python3:python3 kill:procps; do
+for pair in nginx:nginx-light squid:squid tinyproxy:tinyproxy danted:dante-server openssl:openssl chromium:chromium node:nodejs npm:npm python3:python3; do
   bin=${pair%%:*}; pkg=${pair#*:}
   command -v "$bin" >/dev/null 2>&1 || [ -x "/usr/sbin/$bin" ] || missing="$missing $pkg"
 done
+# kill is also a shell builtin: look for the program.
+[ -x /usr/bin/kill ] || [ -x /bin/kill ] || missing="$missing procps"
 if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
