@@ -168,7 +168,7 @@ fn run_case(case: &str, expect: impl Fn(&Value) -> bool + Send + 'static) -> (Va
         .build()
         .unwrap();
     let case = case.to_string();
-    let result = runtime.block_on(async move {
+    let result = on_runtime(&runtime, async move {
         let mut s = scene().await;
         s.host
             .send("bad", &tether::Message::Text(case.clone()))
@@ -212,8 +212,7 @@ fn run_case(case: &str, expect: impl Fn(&Value) -> bool + Send + 'static) -> (Va
         (found, before)
     });
     // A call stuck in C must not hold the test process either.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    result
+    finish(runtime, result)
 }
 
 /// The cases measure what another client does meanwhile and run against
@@ -221,6 +220,23 @@ fn run_case(case: &str, expect: impl Fn(&Value) -> bool + Send + 'static) -> (Va
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` on `runtime`, catching a failed assertion so that the runtime
+/// can still be shut down without waiting for a hook stuck in Lua.
+fn on_runtime<T>(
+    runtime: &tokio::runtime::Runtime,
+    f: impl std::future::Future<Output = T>,
+) -> std::thread::Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runtime.block_on(f)))
+}
+
+/// Shuts `runtime` down without waiting for blocking threads (a call stuck
+/// in C must not hold the test process), then passes the result or the
+/// failure on.
+fn finish<T>(runtime: tokio::runtime::Runtime, result: std::thread::Result<T>) -> T {
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
 fn module_error(text: &'static str) -> impl Fn(&Value) -> bool + Send + 'static {
@@ -367,7 +383,7 @@ fn a_stuck_client_is_failed_and_closed() {
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
+    let result = on_runtime(&runtime, async {
         let mut s = scene().await;
         s.host
             .send("bad", &tether::Message::Text("c_function_stuck".into()))
@@ -399,7 +415,7 @@ fn a_stuck_client_is_failed_and_closed() {
         );
         s.host.shutdown().await;
     });
-    runtime.shutdown_timeout(Duration::from_millis(100));
+    finish(runtime, result)
 }
 
 #[test]
