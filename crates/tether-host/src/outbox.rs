@@ -40,6 +40,12 @@ pub enum OutboxError {
     Closed,
 }
 
+impl From<StoreError> for OutboxError {
+    fn from(e: StoreError) -> Self {
+        OutboxError::Store(Arc::new(e))
+    }
+}
+
 /// What a stored send came to: its sequence number, and whether the same
 /// id was stored before.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,15 +58,23 @@ pub struct Stored {
     pub duplicate: bool,
 }
 
-struct Append {
-    message: NewOutboxMessage,
-    reply: oneshot::Sender<Result<Appended, Arc<StoreError>>>,
+/// What the writer commits: a durable send, or delivered messages to mark
+/// done. Both kinds share a batch's transaction and its one fsync.
+enum Write {
+    Append {
+        message: NewOutboxMessage,
+        reply: oneshot::Sender<Result<Appended, Arc<StoreError>>>,
+    },
+    Done {
+        seqs: Vec<i64>,
+        reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
+    },
 }
 
 /// The host's outbox: appends and per-client wake-ups.
 pub struct Outbox {
     store: Arc<dyn Store>,
-    appends: mpsc::Sender<Append>,
+    writes: mpsc::Sender<Write>,
     wake: Mutex<HashMap<String, Arc<Notify>>>,
 }
 
@@ -71,7 +85,7 @@ impl Outbox {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
         let outbox = Arc::new(Outbox {
             store: store.clone(),
-            appends: tx,
+            writes: tx,
             wake: Mutex::new(HashMap::new()),
         });
         tokio::spawn(write_batches(store.clone(), rx, Arc::downgrade(&outbox)));
@@ -109,8 +123,8 @@ impl Outbox {
     pub async fn append(&self, message: NewOutboxMessage) -> Result<Stored, OutboxError> {
         let (client, id) = (message.client.clone(), message.msg_id.clone());
         let (reply, answer) = oneshot::channel();
-        self.appends
-            .send(Append { message, reply })
+        self.writes
+            .send(Write::Append { message, reply })
             .await
             .map_err(|_| OutboxError::Closed)?;
         stored(&client, id, answer.await)
@@ -120,10 +134,26 @@ impl Outbox {
     pub fn append_blocking(&self, message: NewOutboxMessage) -> Result<Stored, OutboxError> {
         let (client, id) = (message.client.clone(), message.msg_id.clone());
         let (reply, answer) = oneshot::channel();
-        self.appends
-            .blocking_send(Append { message, reply })
+        self.writes
+            .blocking_send(Write::Append { message, reply })
             .map_err(|_| OutboxError::Closed)?;
         stored(&client, id, answer.blocking_recv())
+    }
+
+    /// Marks delivered messages done, in the next group commit.
+    pub async fn mark_done(&self, seqs: Vec<i64>) -> Result<(), OutboxError> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writes
+            .send(Write::Done { seqs, reply })
+            .await
+            .map_err(|_| OutboxError::Closed)?;
+        answer
+            .await
+            .map_err(|_| OutboxError::Closed)?
+            .map_err(OutboxError::Store)
     }
 }
 
@@ -176,7 +206,7 @@ async fn prune_done(
 /// commits it in one transaction, answers each caller, wakes the clients.
 async fn write_batches(
     store: Arc<dyn Store>,
-    mut rx: mpsc::Receiver<Append>,
+    mut rx: mpsc::Receiver<Write>,
     outbox: std::sync::Weak<Outbox>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -186,13 +216,25 @@ async fn write_batches(
         tokio::task::yield_now().await;
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(a) => batch.push(a),
+                Ok(w) => batch.push(w),
                 Err(_) => break,
             }
         }
-        let (messages, replies): (Vec<NewOutboxMessage>, Vec<_>) =
-            batch.drain(..).map(|a| (a.message, a.reply)).unzip();
-        match store.outbox_append(&messages).await {
+        let (mut messages, mut replies, mut done, mut done_replies) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for w in batch.drain(..) {
+            match w {
+                Write::Append { message, reply } => {
+                    messages.push(message);
+                    replies.push(reply);
+                }
+                Write::Done { seqs, reply } => {
+                    done.extend(seqs);
+                    done_replies.push(reply);
+                }
+            }
+        }
+        match store.outbox_append(&messages, &done).await {
             Ok(results) => {
                 let outbox = outbox.upgrade();
                 for ((message, reply), result) in messages.iter().zip(replies).zip(results) {
@@ -201,11 +243,17 @@ async fn write_batches(
                     }
                     let _ = reply.send(Ok(result));
                 }
+                for reply in done_replies {
+                    let _ = reply.send(Ok(()));
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, sends = messages.len(), "outbox batch not stored");
                 let e = Arc::new(e);
                 for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+                for reply in done_replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
@@ -260,7 +308,9 @@ impl DurableSender {
         NewOutboxMessage {
             client: self.client.clone(),
             caller_id: id.is_some(),
-            msg_id: id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+            // Time-ordered (UUIDv7): generated ids land at the end of the
+            // (client, msg_id) index instead of on a random page each.
+            msg_id: id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
             binary,
             payload,
             expires_ms: ttl

@@ -361,7 +361,7 @@ async fn outbox_purge_deletes_what_is_not_in_flight() {
     use tether_host::store::outbox::OutboxStatus;
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
     store
-        .outbox_append(&[m("a"), m("b"), m("c")])
+        .outbox_append(&[m("a"), m("b"), m("c")], &[])
         .await
         .unwrap();
     let first = store.outbox_pending("c", 1).await.unwrap();
@@ -380,7 +380,7 @@ async fn done_outbox_messages_are_pruned_others_kept() {
     use tether_host::store::outbox::OutboxStatus;
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
     store
-        .outbox_append(&[m("a"), m("b"), m("c"), m("d")])
+        .outbox_append(&[m("a"), m("b"), m("c"), m("d")], &[])
         .await
         .unwrap();
     let all = store.outbox_pending("c", 10).await.unwrap();
@@ -419,4 +419,36 @@ async fn done_outbox_messages_are_pruned_others_kept() {
     // The queue size the limits use still counts only the pending one.
     let stats = store.outbox_stats("c").await.unwrap();
     assert_eq!((stats.pending, stats.dead, stats.done), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn done_marks_share_the_append_transaction() {
+    use tether_host::store::outbox::OutboxStatus;
+    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+    store.outbox_append(&[m("a"), m("b")], &[]).await.unwrap();
+    let first = store.outbox_pending("c", 10).await.unwrap();
+    assert_eq!(first.len(), 2);
+    // "a" delivered while "c" arrives: one commit does both.
+    store
+        .outbox_append(&[m("c")], &[first[0].seq])
+        .await
+        .unwrap();
+    let all: Vec<(String, OutboxStatus)> = store
+        .outbox_list("c", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.id, m.status))
+        .collect();
+    assert!(all.contains(&("a".into(), OutboxStatus::Done)), "{all:?}");
+    assert!(
+        all.contains(&("b".into(), OutboxStatus::Pending)),
+        "{all:?}"
+    );
+    assert!(
+        all.contains(&("c".into(), OutboxStatus::Pending)),
+        "{all:?}"
+    );
+    let stats = store.outbox_stats("c").await.unwrap();
+    assert_eq!((stats.pending, stats.done), (2, 1), "{stats:?}");
 }

@@ -14,6 +14,7 @@ use tokio::sync::Notify;
 
 use super::ClientRuntime;
 use crate::config::OutboxConfig;
+use crate::outbox::{Outbox, OutboxError};
 use crate::store::outbox::{OutboxMessage, OutboxStatus};
 use crate::store::{now_ms, Store, StoreError};
 
@@ -28,6 +29,8 @@ pub(super) struct Delivery {
     pub rt: Arc<ClientRuntime>,
     pub conn: tether::Connection,
     pub store: Arc<dyn Store>,
+    /// Done marks go through the outbox's group commit.
+    pub outbox: Arc<Outbox>,
     pub wake: Arc<Notify>,
     pub config: OutboxConfig,
     pub acks: bool,
@@ -53,7 +56,7 @@ impl Delivery {
         }
     }
 
-    async fn deliver(&self) -> Result<(), StoreError> {
+    async fn deliver(&self) -> Result<(), OutboxError> {
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -101,9 +104,7 @@ impl Delivery {
                 continue;
             }
             if sent == to_send.len() && self.written().await {
-                self.store
-                    .outbox_mark(&seqs, OutboxStatus::Done, None)
-                    .await?;
+                self.outbox.mark_done(seqs).await?;
                 continue;
             }
             // The link went before these were written: an attempt each, and

@@ -347,6 +347,7 @@ impl Worker {
             rt: self.rt.clone(),
             conn,
             store: durable.outbox().store().clone(),
+            outbox: durable.outbox().clone(),
             wake: durable.outbox().waker(&self.rt.key),
             config: durable.config().clone(),
             acks: self.acks,

@@ -189,10 +189,13 @@ pub trait Store: Send + Sync {
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Sets a host setting.
     async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
-    /// Stores outbox messages in one transaction, in order; one result each.
+    /// Stores outbox messages in one transaction, in order, one result
+    /// each; in the same transaction marks the messages numbered `done` as
+    /// done (delivered messages share the appends' commit).
     async fn outbox_append(
         &self,
         batch: &[outbox::NewOutboxMessage],
+        done: &[i64],
     ) -> Result<Vec<outbox::Appended>, StoreError>;
     /// The oldest pending messages of a client, in delivery order.
     async fn outbox_pending(

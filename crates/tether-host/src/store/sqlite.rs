@@ -82,17 +82,24 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
-                .connect_with(options)
+                .connect_with(options.clone())
                 .await
                 .map_err(database(format!("cannot open store {url:?}")))?
         };
         if !memory {
             // Small, frequent checkpoints between commits keep the log short
             // (a long one slows every read) without one large pause.
-            let checkpointer = writer.clone();
+            // On a connection of its own: a PASSIVE checkpoint runs beside
+            // the writer's commits instead of between them.
+            let checkpointer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone())
+                .await
+                .map_err(database(format!("cannot open store {url:?}")))?;
+            let writer_alive = writer.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-                while !checkpointer.is_closed() {
+                while !writer_alive.is_closed() {
                     tick.tick().await;
                     // PASSIVE: copies what it can without waiting for anyone.
                     let _ = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
@@ -493,8 +500,9 @@ impl Store for SqliteStore {
     async fn outbox_append(
         &self,
         batch: &[super::outbox::NewOutboxMessage],
+        done: &[i64],
     ) -> Result<Vec<super::outbox::Appended>, StoreError> {
-        self.outbox_append_batch(batch).await
+        self.outbox_append_batch(batch, done).await
     }
 
     async fn outbox_pending(

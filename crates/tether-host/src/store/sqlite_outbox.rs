@@ -103,8 +103,15 @@ impl SqliteStore {
     pub(super) async fn outbox_append_batch(
         &self,
         batch: &[NewOutboxMessage],
+        done: &[i64],
     ) -> Result<Vec<Appended>, StoreError> {
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in done.chunks(ROWS_PER_STATEMENT) {
+            mark_query(chunk, OutboxStatus::Done, None)
+                .build()
+                .execute(&mut *tx)
+                .await?;
+        }
         let now = now_ms();
         // Ids stored before (one query for the batch).
         let mut known: HashMap<(String, String), i64> = HashMap::new();
@@ -218,26 +225,14 @@ impl SqliteStore {
         if seqs.is_empty() {
             return Ok(());
         }
-        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE outbox SET status = ");
-        q.push_bind(status.as_str());
-        // Handed to a connection, or back to pending after a failed
-        // attempt: either way an attempt.
-        if matches!(status, OutboxStatus::InFlight | OutboxStatus::Pending) {
-            q.push(", attempts = attempts + 1");
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        for chunk in seqs.chunks(ROWS_PER_STATEMENT) {
+            mark_query(chunk, status, error)
+                .build()
+                .execute(&mut *tx)
+                .await?;
         }
-        if status == OutboxStatus::Done {
-            q.push(", done_ms = ").push_bind(now_ms());
-        }
-        if let Some(e) = error {
-            q.push(", last_error = ").push_bind(e.to_string());
-        }
-        q.push(" WHERE seq IN (");
-        let mut list = q.separated(", ");
-        for s in seqs {
-            list.push_bind(*s);
-        }
-        q.push(")");
-        q.build().execute(self.writer()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -374,4 +369,32 @@ fn stats_by_client(
         }
     }
     Ok(all)
+}
+
+/// `UPDATE` moving the messages numbered `seqs` (not empty) to `status`.
+fn mark_query<'a>(
+    seqs: &[i64],
+    status: OutboxStatus,
+    error: Option<&str>,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("UPDATE outbox SET status = ");
+    q.push_bind(status.as_str());
+    // Handed to a connection, or back to pending after a failed attempt:
+    // either way an attempt.
+    if matches!(status, OutboxStatus::InFlight | OutboxStatus::Pending) {
+        q.push(", attempts = attempts + 1");
+    }
+    if status == OutboxStatus::Done {
+        q.push(", done_ms = ").push_bind(now_ms());
+    }
+    if let Some(e) = error {
+        q.push(", last_error = ").push_bind(e.to_string());
+    }
+    q.push(" WHERE seq IN (");
+    let mut list = q.separated(", ");
+    for s in seqs {
+        list.push_bind(*s);
+    }
+    q.push(")");
+    q
 }
