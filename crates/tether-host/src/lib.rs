@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod brokers;
 pub mod client;
 pub mod config;
 pub mod demo_echo;

@@ -267,6 +267,7 @@ pub struct DurableSender {
     outbox: Arc<Outbox>,
     client: String,
     config: crate::config::OutboxConfig,
+    framing: Option<crate::brokers::framing::Framing>,
 }
 
 impl DurableSender {
@@ -276,7 +277,20 @@ impl DurableSender {
             outbox,
             client,
             config,
+            framing: None,
         }
+    }
+
+    /// Sends to a broker type: its frames, and (MQTT) packet ids set at
+    /// delivery.
+    pub fn with_framing(mut self, framing: Option<crate::brokers::framing::Framing>) -> Self {
+        self.framing = framing;
+        self
+    }
+
+    /// The broker framing of the client's type, if any.
+    pub fn framing(&self) -> Option<crate::brokers::framing::Framing> {
+        self.framing
     }
 
     /// The host's outbox.

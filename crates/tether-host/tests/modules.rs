@@ -110,6 +110,7 @@ fn json_log_env_clients_and_before_connect() {
         headers: [("Drop".to_string(), "x".to_string())]
             .into_iter()
             .collect(),
+        credentials: None,
     };
     h.module.before_connect(&mut request).unwrap();
     assert_eq!(request.url, "ws://h/?token=s3");

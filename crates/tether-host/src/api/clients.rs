@@ -114,12 +114,20 @@ pub(super) async fn disconnect(
 }
 
 /// `{"text": …}` or `{"base64": …}`, and for a durable send `"durable"`,
-/// `"id"` (idempotency key) and `"ttl_secs"`.
+/// `"id"` (idempotency key) and `"ttl_secs"`. A broker type takes
+/// `{"destination", "body", "headers"}` (STOMP) or `{"topic", "body",
+/// "qos", "retain"}` (MQTT) instead of text.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct SendBody {
     text: Option<String>,
     base64: Option<String>,
+    destination: Option<String>,
+    topic: Option<String>,
+    body: Option<Value>,
+    headers: Option<Value>,
+    qos: Option<Value>,
+    retain: Option<Value>,
     #[serde(default)]
     durable: Option<bool>,
     #[serde(default)]
@@ -148,10 +156,20 @@ pub(super) async fn send(
     Path(key): Path<String>,
     ApiJson(mut body): ApiJson<SendBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let message = body.message()?;
     let durable = body
         .durable
         .unwrap_or_else(|| s.host.durable_by_default(&key));
+    if body
+        .id
+        .as_deref()
+        .is_some_and(|id| id.is_empty() || id.len() > 200)
+    {
+        return Err(ApiError::invalid("\"id\" must be 1 to 200 characters"));
+    }
+    if body.destination.is_some() || body.topic.is_some() {
+        return send_broker(s, key, body, durable).await;
+    }
+    let message = body.message()?;
     if !durable {
         if body.id.is_some() || body.ttl_secs.is_some() {
             return Err(ApiError::invalid(
@@ -160,13 +178,6 @@ pub(super) async fn send(
         }
         s.host.send(&key, &message)?;
         return Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))));
-    }
-    if body
-        .id
-        .as_deref()
-        .is_some_and(|id| id.is_empty() || id.len() > 200)
-    {
-        return Err(ApiError::invalid("\"id\" must be 1 to 200 characters"));
     }
     let stored = s
         .host
@@ -178,6 +189,56 @@ pub(super) async fn send(
             json!({"durable": true, "seq": stored.seq, "duplicate": stored.duplicate,
                     "id": stored.id}),
         ),
+    ))
+}
+
+/// A send to a broker type, framed by the host.
+async fn send_broker(
+    s: AppState,
+    key: String,
+    body: SendBody,
+    durable: bool,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if body.text.is_some() || body.base64.is_some() {
+        return Err(ApiError::invalid(
+            "a broker send has \"body\", not \"text\" or \"base64\"",
+        ));
+    }
+    let mut send = serde_json::Map::new();
+    for (k, v) in [
+        ("destination", body.destination.map(Value::String)),
+        ("topic", body.topic.map(Value::String)),
+        ("body", body.body),
+        ("headers", body.headers),
+        ("qos", body.qos),
+        ("retain", body.retain),
+    ] {
+        if let Some(v) = v {
+            send.insert(k.into(), v);
+        }
+    }
+    let send = Value::Object(send);
+    if !durable {
+        if body.id.is_some() || body.ttl_secs.is_some() {
+            return Err(ApiError::invalid(
+                "\"id\" and \"ttl_secs\" are for durable sends: add \"durable\": true",
+            ));
+        }
+        s.host.send_broker(&key, &send, None).await?;
+        return Ok((StatusCode::ACCEPTED, Json(json!({"queued": true}))));
+    }
+    let stored = s
+        .host
+        .send_broker(&key, &send, Some((body.id, body.ttl_secs)))
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(match stored {
+            Some(st) => {
+                json!({"durable": true, "seq": st.seq, "duplicate": st.duplicate, "id": st.id})
+            }
+            None => json!({"queued": true}),
+        }),
     ))
 }
 

@@ -34,6 +34,8 @@ pub(super) struct Delivery {
     pub wake: Arc<Notify>,
     pub config: OutboxConfig,
     pub acks: bool,
+    /// A broker type's framing (MQTT packet ids are set here).
+    pub framing: Option<crate::brokers::framing::Framing>,
 }
 
 impl Delivery {
@@ -84,7 +86,13 @@ impl Delivery {
             }
             let mut sent = 0;
             for m in &to_send {
-                let message = m.message();
+                let message = match self.framing {
+                    // The packet id comes from the sequence number; DUP on a resend.
+                    Some(crate::brokers::framing::Framing::Mqtt { .. }) => tether::Message::Binary(
+                        crate::brokers::framing::mqtt_prepare(&m.payload, m.seq, m.attempts > 0),
+                    ),
+                    _ => m.message(),
+                };
                 let result = tokio::select! {
                     r = self.conn.send(&message) => r,
                     _ = self.stop.cancelled() => Err(tether::SendError::Closed),

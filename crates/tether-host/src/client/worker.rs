@@ -227,6 +227,7 @@ impl Worker {
             key: self.rt.key.clone(),
             url: spec.url.clone(),
             headers: spec.headers.clone(),
+            credentials: spec.credentials.clone(),
         };
         let prepared = self
             .hook("before_connect", move |m, _| {
@@ -294,18 +295,13 @@ impl Worker {
                         if acks {
                             m.outbox_ack(c, &message)
                         } else {
-                            Ok(None)
+                            Ok(Vec::new())
                         }
                     })
                     .await
-                    .flatten();
-                if let (Some(id), Some(d)) = (acked, self.rt.handle.durable()) {
-                    if let Err(e) = d.outbox().store().outbox_ack(&self.rt.key, &id).await {
-                        self.rt.publish_error(
-                            "outbox",
-                            &format!("cannot record the ack of {id:?}: {e}"),
-                        );
-                    }
+                    .unwrap_or_default();
+                if !acked.is_empty() {
+                    record_acks(self.rt.clone(), acked).await;
                 }
             }
             Event::Closed(closed) => {
@@ -351,6 +347,7 @@ impl Worker {
             wake: durable.outbox().waker(&self.rt.key),
             config: durable.config().clone(),
             acks: self.acks,
+            framing: durable.framing(),
         };
         self.delivery = Some((tokio::spawn(delivery.run()), stop));
     }
@@ -493,5 +490,43 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Marks the outbox messages the module reported acknowledged done. An
+/// MQTT type reports packet ids: each names the in-flight message whose
+/// sequence number gave it.
+async fn record_acks(rt: Arc<ClientRuntime>, acked: Vec<String>) {
+    let Some(d) = rt.handle.durable() else {
+        return;
+    };
+    let store = d.outbox().store();
+    let ids = match d.framing() {
+        Some(crate::brokers::framing::Framing::Mqtt { .. }) => {
+            let in_flight = store
+                .outbox_list(
+                    &rt.key,
+                    Some(crate::store::outbox::OutboxStatus::InFlight),
+                    10_000,
+                )
+                .await
+                .unwrap_or_default();
+            acked
+                .iter()
+                .filter_map(|pid| {
+                    let pid: u16 = pid.parse().ok()?;
+                    in_flight
+                        .iter()
+                        .find(|m| crate::brokers::framing::mqtt_packet_id(m.seq) == pid)
+                        .map(|m| m.id.clone())
+                })
+                .collect()
+        }
+        _ => acked,
+    };
+    for id in ids {
+        if let Err(e) = store.outbox_ack(&rt.key, &id).await {
+            rt.publish_error("outbox", &format!("cannot record the ack of {id:?}: {e}"));
+        }
     }
 }

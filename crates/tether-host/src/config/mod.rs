@@ -166,6 +166,11 @@ pub struct ClientTypeConfig {
     /// `reconnecting`). Default: all. The others reach live streams only.
     #[serde(default)]
     pub log_events: Option<Vec<String>>,
+    /// Settings the module reads as the global `settings` (for the
+    /// built-in broker types: `subscribe`, `qos`, `version`, `client_id`,
+    /// `heartbeat_ms`, …).
+    #[serde(default)]
+    pub settings: Option<toml::Table>,
     /// Defaults for the type's instances.
     #[serde(default)]
     pub defaults: TypeDefaults,
@@ -226,6 +231,10 @@ pub struct ClientType {
     pub cpu_limit: Duration,
     /// The durable outbox.
     pub outbox: OutboxConfig,
+    /// `[client_type.settings]` as JSON (an object).
+    pub settings: serde_json::Value,
+    /// How API sends become frames (the built-in broker types).
+    pub framing: Option<crate::brokers::framing::Framing>,
     /// The events logged (`None`: all).
     pub log_events: Option<Vec<String>>,
     /// Whether exactly one instance exists with key = name.
@@ -357,8 +366,21 @@ impl Loaded {
                     format!("predefined client type {name:?} needs defaults.url: its instance connects to it"),
                 ));
             }
+            let settings =
+                serde_json::to_value(t.settings.clone().unwrap_or_default()).unwrap_or_default();
+            let builtin = match &t.module {
+                Some(m) if m.get_ref().starts_with(crate::brokers::builtin::PREFIX) => Some(
+                    crate::brokers::builtin::Builtin::load(m.get_ref(), &settings)
+                        .map_err(|e| at(m.span(), e))?,
+                ),
+                _ => None,
+            };
             let (module, module_source) = match &t.module {
                 None => (None, None),
+                Some(_) if builtin.is_some() => {
+                    let b = builtin.as_ref().map(|b| (b.path(), b.source.to_string()));
+                    (b.as_ref().map(|b| b.0.clone()), b.map(|b| b.1))
+                }
                 Some(m) => {
                     let path = base.join(m.get_ref());
                     let source = std::fs::read_to_string(&path).map_err(|e| {
@@ -427,12 +449,24 @@ impl Loaded {
                     module_source,
                     env,
                     cpu_limit,
-                    outbox: t.outbox.clone(),
+                    outbox: match &builtin {
+                        // The built-in types are ready once subscribed.
+                        Some(_) => OutboxConfig {
+                            ready: ReadyWhen::Module,
+                            ..t.outbox.clone()
+                        },
+                        None => t.outbox.clone(),
+                    },
+                    settings,
+                    framing: builtin.as_ref().map(|b| b.framing),
                     log_events: t.log_events.clone(),
                     predefined: t.predefined,
                     url: d.url.map(Spanned::into_inner),
                     headers: d.headers,
-                    protocols: d.protocols,
+                    protocols: match (&builtin, d.protocols.is_empty()) {
+                        (Some(b), true) => vec![b.protocol.to_string()],
+                        _ => d.protocols,
+                    },
                     timeout: d.timeout.unwrap_or(30),
                     auto_connect: d.auto_connect,
                     use_env_proxy: d.use_env_proxy,

@@ -262,4 +262,48 @@ impl Host {
     pub fn send(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
         self.runtime(key)?.send(message).map_err(HostError::NotOpen)
     }
+
+    /// A send to a broker type (`builtin:stomp`, `builtin:mqtt`): `send` is
+    /// `{"destination"|"topic", "body", "headers"|"qos", …}`, framed for the
+    /// protocol. Durable: stored with the receipt (STOMP) or QoS 1 (MQTT)
+    /// that acknowledges it; returns what was stored. Plain: sent now.
+    pub async fn send_broker(
+        &self,
+        key: &str,
+        send: &serde_json::Value,
+        durable: Option<(Option<String>, Option<u64>)>,
+    ) -> Result<Option<crate::outbox::Stored>, HostError> {
+        let rt = self.runtime(key)?;
+        let handle = rt.handle();
+        let sender = handle.durable();
+        let framing = sender.and_then(|d| d.framing()).ok_or_else(|| {
+            HostError::Invalid(format!(
+                "client {key:?} is not of a broker type (module = \"builtin:stomp\" or \"builtin:mqtt\"); send \"text\" or \"base64\""
+            ))
+        })?;
+        let as_message = |bytes: Vec<u8>| match framing {
+            crate::brokers::framing::Framing::Stomp => match String::from_utf8(bytes) {
+                Ok(t) => tether::Message::Text(t),
+                Err(e) => tether::Message::Binary(e.into_bytes()),
+            },
+            _ => tether::Message::Binary(bytes),
+        };
+        let invalid = |e: crate::brokers::framing::FramingError| HostError::Invalid(e.to_string());
+        match (durable, sender) {
+            (Some((id, ttl)), Some(sender)) => {
+                let id = id.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+                let framed = framing.frame(send, Some(&id)).map_err(invalid)?;
+                let stored = sender
+                    .send(&as_message(framed.bytes), Some(id), ttl)
+                    .await?;
+                Ok(Some(stored))
+            }
+            _ => {
+                let framed = framing.frame(send, None).map_err(invalid)?;
+                rt.send(&as_message(framed.bytes))
+                    .map_err(HostError::NotOpen)?;
+                Ok(None)
+            }
+        }
+    }
 }

@@ -158,6 +158,7 @@ impl Host {
                     Some(Arc::new(
                         LuaFactory::new(source, path)
                             .env(t.env.clone())
+                            .settings(t.settings.clone())
                             .cpu_limit(t.cpu_limit),
                     ) as Arc<dyn ModuleFactory>)
                 });
@@ -331,11 +332,14 @@ impl Host {
         let lookup = self.lookup();
         let host = self.clone();
         let durable = match (dynamic, type_name.and_then(|t| self.types.get(t))) {
-            (false, Some(t)) => Some(crate::outbox::DurableSender::new(
-                self.outbox.clone(),
-                key.to_string(),
-                t.config.outbox.clone(),
-            )),
+            (false, Some(t)) => Some(
+                crate::outbox::DurableSender::new(
+                    self.outbox.clone(),
+                    key.to_string(),
+                    t.config.outbox.clone(),
+                )
+                .with_framing(t.config.framing),
+            ),
             _ => None,
         };
         let setup = ClientSetup {

@@ -41,6 +41,9 @@ pub struct ConnectRequest {
     pub url: String,
     /// The request headers.
     pub headers: BTreeMap<String, String>,
+    /// The instance's user and password (read-only: a broker module logs
+    /// in with them).
+    pub credentials: Option<(String, String)>,
 }
 
 /// The connection, as handlers see it: it follows the instance across
@@ -263,15 +266,15 @@ pub trait ClientModule: Send {
     fn handles_messages(&self) -> bool {
         true
     }
-    /// In ack mode: the outbox message id this incoming message
-    /// acknowledges, if any (a JSON-RPC id, a STOMP receipt, an MQTT packet
-    /// id). Called after [`on_message`](Self::on_message).
+    /// In ack mode: the outbox message ids this incoming message
+    /// acknowledges (a JSON-RPC id, STOMP receipts; for an MQTT type the
+    /// packet ids of PUBACKs). Called after [`on_message`](Self::on_message).
     fn outbox_ack(
         &mut self,
         _conn: &ConnHandle,
         _message: &Message,
-    ) -> Result<Option<String>, ModuleError> {
-        Ok(None)
+    ) -> Result<Vec<String>, ModuleError> {
+        Ok(Vec::new())
     }
     /// Whether the outbox waits for [`outbox_ack`](Self::outbox_ack)
     /// before a message is done (else it is done once written).

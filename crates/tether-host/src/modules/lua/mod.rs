@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mlua::{Function, Lua, LuaOptions, StdLib, Table, UserData, Value};
+use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, UserData, Value};
 
 use super::{
     ClientModule, ConnHandle, ConnectRequest, Message, ModuleContext, ModuleError, ModuleFactory,
@@ -83,6 +83,7 @@ pub struct LuaFactory {
     path: PathBuf,
     limits: LuaLimits,
     env: Vec<String>,
+    settings: serde_json::Value,
 }
 
 impl LuaFactory {
@@ -93,6 +94,7 @@ impl LuaFactory {
             path,
             limits: LuaLimits::default(),
             env: Vec::new(),
+            settings: serde_json::Value::Object(Default::default()),
         }
     }
 
@@ -105,6 +107,12 @@ impl LuaFactory {
     /// Sets every limit.
     pub fn limits(mut self, limits: LuaLimits) -> Self {
         self.limits = limits;
+        self
+    }
+
+    /// The type's `[client_type.settings]`, the global `settings`.
+    pub fn settings(mut self, settings: serde_json::Value) -> Self {
+        self.settings = settings;
         self
     }
 
@@ -203,6 +211,15 @@ impl LuaModule {
         sandbox::install_budget(&lua, &budget)?;
         sandbox::install(&lua, sandbox::module_dir(&factory.path), &budget)?;
         globals::install(&lua, &ctx, &factory.env, &factory.limits)?;
+        crate::brokers::lua::install(&lua)?;
+        let settings = match &factory.settings {
+            serde_json::Value::Null => lua.create_table()?,
+            s => match lua.to_value(s)? {
+                Value::Table(t) => t,
+                _ => lua.create_table()?,
+            },
+        };
+        lua.globals().set("settings", settings)?;
         let conn = lua.create_userdata(LuaConn(ctx.conn.clone()))?;
         let module = LuaModule { lua, conn, budget };
         module.guarded(|lua| {
@@ -263,6 +280,10 @@ impl ClientModule for LuaModule {
         client.set("key", request.key.as_str()).map_err(err)?;
         client.set("url", request.url.as_str()).map_err(err)?;
         client.set("headers", headers).map_err(err)?;
+        if let Some((user, password)) = &request.credentials {
+            client.set("user", user.as_str()).map_err(err)?;
+            client.set("password", password.as_str()).map_err(err)?;
+        }
         self.guarded(|_| f.call::<()>(client.clone()))
             .map_err(err)?;
         request.url = client.get::<String>("url").map_err(err)?;
@@ -320,24 +341,36 @@ impl ClientModule for LuaModule {
         &mut self,
         _conn: &ConnHandle,
         message: &Message,
-    ) -> Result<Option<String>, ModuleError> {
+    ) -> Result<Vec<String>, ModuleError> {
         let err = |e: mlua::Error| ModuleError::new(format!("outbox_ack: {}", describe(&e)));
         let f: Option<Function> = self.lua.globals().get("outbox_ack").map_err(err)?;
-        let Some(f) = f else { return Ok(None) };
+        let Some(f) = f else { return Ok(Vec::new()) };
         let msg = self.message_table(message).map_err(err)?;
-        let id: Value = self.guarded(|_| f.call(msg)).map_err(err)?;
-        Ok(match id {
-            Value::Nil | Value::Boolean(false) => None,
-            Value::Integer(i) => Some(i.to_string()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::String(s) => Some(s.to_string_lossy()),
-            other => {
-                return Err(ModuleError::new(format!(
-                    "outbox_ack: returned a {}; return the acknowledged message id (a string or an integer) or nil",
-                    other.type_name()
-                )))
+        let acked: Value = self.guarded(|_| f.call(msg)).map_err(err)?;
+        let one = |v: Value| -> Result<Option<String>, ModuleError> {
+            Ok(match v {
+                Value::Nil | Value::Boolean(false) => None,
+                Value::Integer(i) => Some(i.to_string()),
+                Value::Number(n) => Some(n.to_string()),
+                Value::String(s) => Some(s.to_string_lossy()),
+                other => {
+                    return Err(ModuleError::new(format!(
+                        "outbox_ack: returned a {}; return the acknowledged message id (a string or an integer), a list of them, or nil",
+                        other.type_name()
+                    )))
+                }
+            })
+        };
+        match acked {
+            Value::Table(list) => {
+                let mut ids = Vec::new();
+                for v in list.sequence_values::<Value>() {
+                    ids.extend(one(v.map_err(err)?)?);
+                }
+                Ok(ids)
             }
-        })
+            v => Ok(one(v)?.into_iter().collect()),
+        }
     }
 
     fn on_timer(&mut self, _conn: &ConnHandle, id: u64) -> Result<bool, ModuleError> {
