@@ -5,7 +5,7 @@
 #     (ws://127.0.0.1:15675/ws), plain STOMP on 61613 and MQTT on 1884;
 #   - Mosquitto with a websockets listener (ws://127.0.0.1:8083) and a plain
 #     one on 18830 for mosquitto_pub/mosquitto_sub.
-# Usage: scripts/brokers.sh install|start|stop|env
+# Usage: scripts/brokers.sh install|start|stop|env|start-mosquitto|stop-mosquitto
 # `env` prints the variables the tests read (TETHER_TEST_*).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -119,6 +119,12 @@ case "${1:-}" in
   install) install ;;
   start) stop; start_mosquitto; start_rabbit; echo "brokers: RabbitMQ and Mosquitto up" ;;
   start-mosquitto) start_mosquitto ;;
+  stop-mosquitto)
+    if [ -f "$dir/mosquitto.pid" ]; then
+      pid=$(cat "$dir/mosquitto.pid"); kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      rm -f "$dir/mosquitto.pid"
+    fi ;;
   stop) stop ;;
   env) env_vars ;;
   *) echo "usage: $0 install|start|stop|env" >&2; exit 2 ;;

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs the third-party peers the tests talk
-# to, checks formatting and lints, runs every crate's tests, then runs the
+# to, starts the message brokers (RabbitMQ, Mosquitto) on loopback, checks
+# formatting and lints, runs every crate's tests, then runs the
 # web UI test in headless Chromium, then the full Autobahn|Testsuite client
 # conformance suite.
 #
@@ -11,6 +12,11 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 
 scripts/install-peers.sh
+scripts/brokers.sh install
+scripts/brokers.sh start
+trap 'scripts/brokers.sh stop' EXIT
+# The broker tests fail, rather than skip, when a broker is missing.
+export TETHER_REQUIRE_BROKERS=1
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

@@ -44,6 +44,7 @@ pub enum FramingError {
     Mqtt(#[from] mqtt::MqttError),
 }
 
+#[derive(Debug)]
 /// A frame ready to store or send, and whether the broker will acknowledge
 /// it (a receipt, or a PUBACK).
 pub struct Framed {

@@ -151,7 +151,10 @@ impl Decoder {
 
     /// Takes the next bytes of the stream.
     pub fn feed(&mut self, data: &[u8]) {
-        self.buf.extend_from_slice(data);
+        // A broken stream is not buffered any further.
+        if self.failed.is_none() {
+            self.buf.extend_from_slice(data);
+        }
     }
 
     /// Bytes held that are not a whole packet yet.

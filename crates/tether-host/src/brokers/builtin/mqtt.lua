@@ -139,7 +139,11 @@ function on_message(conn, msg)
       if #filters > 0 then
         send(conn, { type = "subscribe", pid = 65001, filters = filters })
       end
-      emit({ mqtt = "connected", session_present = p.session_present, subscriptions = subscriptions })
+      emit({
+        mqtt = "connected",
+        session_present = p.session_present,
+        subscriptions = #subscriptions > 0 and subscriptions or nil,
+      })
       conn:ready()
     elseif t == "publish" then
       local ok, err = pcall(handle_publish, p)

@@ -128,7 +128,7 @@ function on_message(conn, msg)
         server = frame.headers.server,
         version = frame.headers.version,
         heartbeat = { send_ms = send_ms, receive_ms = receive_ms },
-        subscriptions = subscriptions,
+        subscriptions = #subscriptions > 0 and subscriptions or nil,
       })
       conn:ready()
     elseif c == "MESSAGE" then
@@ -147,6 +147,8 @@ function on_message(conn, msg)
       if #frame.body > 0 then
         why = why .. ": " .. frame.body:gsub("%s+$", "")
       end
+      -- The broker should close after an ERROR; not all do over WebSocket.
+      conn:close(4002, "STOMP ERROR")
       error("STOMP ERROR from the broker: " .. why)
     end
   end

@@ -1,0 +1,520 @@
+//! The built-in broker types against the real servers, started by
+//! `scripts/brokers.sh start`: RabbitMQ (Web-STOMP, Web-MQTT) and Mosquitto
+//! (websockets). Independent clients stand on the broker side:
+//! `mosquitto_pub`/`mosquitto_sub` and Python's stomp.py.
+//!
+//! When no broker listens these tests say so and pass, unless
+//! `TETHER_REQUIRE_BROKERS=1` (which `scripts/test.sh` sets after starting
+//! them): then a missing broker fails the test. They run one at a time,
+//! since some restart or pause a broker.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::{call, start_host, wait_event, wait_state, Workspace};
+use tokio::process::Command;
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> std::path::PathBuf {
+    root().join("target/peers/venv/bin/python")
+}
+
+/// Whether the brokers are up; panics when they are required and are not.
+fn brokers_up() -> bool {
+    let up = [8083u16, 15674, 61613].iter().all(|p| {
+        std::net::TcpStream::connect_timeout(
+            &([127, 0, 0, 1], *p).into(),
+            Duration::from_millis(300),
+        )
+        .is_ok()
+    });
+    if !up && std::env::var("TETHER_REQUIRE_BROKERS").as_deref() == Ok("1") {
+        panic!("the brokers are not running: scripts/brokers.sh start");
+    }
+    if !up {
+        eprintln!("skipped: no brokers on loopback (scripts/brokers.sh start)");
+    }
+    up
+}
+
+fn config(types: &str) -> String {
+    format!(
+        r#"
+[host]
+listen = "127.0.0.1:0"
+{types}
+"#
+    )
+}
+
+const MOSQUITTO: &str = r#"
+[[client_type]]
+name = "mosq"
+module = "builtin:mqtt"
+predefined = true
+[client_type.settings]
+subscribe = ["tether-test/in/#"]
+keepalive_secs = 5
+[client_type.defaults]
+url = "ws://127.0.0.1:8083"
+auto_connect = true
+[client_type.defaults.reconnect]
+initial_delay_ms = 100
+max_delay_ms = 500
+"#;
+
+async fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Publishes with stomp.py over plain STOMP (61613).
+async fn stomp_publish(destination: &str, body: &str, headers: Value) {
+    let script = format!(
+        "import stomp,json\nc=stomp.Connection12([('127.0.0.1',61613)],vhost='/')\nc.connect('guest','guest',wait=True)\nc.send({destination:?},{body:?},headers=json.loads({h:?}))\nc.disconnect()\n",
+        h = headers.to_string()
+    );
+    run(python().to_str().unwrap(), &["-c", &script]).await;
+}
+
+/// Reads `n` messages from a queue with stomp.py; returns the bodies in
+/// order of arrival.
+async fn stomp_read(destination: &str, n: usize) -> Vec<String> {
+    let script = format!(
+        "import stomp,time,json\ngot=[]\nclass L(stomp.ConnectionListener):\n  def on_message(self,f): got.append(f.body)\nc=stomp.Connection12([('127.0.0.1',61613)],vhost='/')\nc.set_listener('',L())\nc.connect('guest','guest',wait=True)\nc.subscribe({destination:?},id=1,ack='auto')\nend=time.time()+15\nwhile len(got)<{n} and time.time()<end: time.sleep(0.05)\ntime.sleep(0.3)\nc.disconnect()\nprint(json.dumps(got))\n"
+    );
+    let out = run(python().to_str().unwrap(), &["-c", &script]).await;
+    serde_json::from_str(out.trim()).unwrap()
+}
+
+async fn outbox_done(app: &axum::Router, key: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, v) = call(app, "GET", &format!("/api/clients/{key}/outbox"), None).await;
+        if v["stats"]["done"] == n && v["stats"]["pending"] == 0 && v["stats"]["in_flight"] == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "outbox of {key} not all done: {}",
+            v["stats"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !brokers_up() {
+        return;
+    }
+    let ws = Workspace::new("mosq");
+    ws.write("tether.toml", &config(MOSQUITTO));
+    let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
+    let mut rx = host.events().subscribe();
+    wait_state(&app, "mosq", "open").await;
+    wait_event(&mut rx, "mosq", |b| {
+        b["event"] == "module" && b["data"]["mqtt"] == "connected"
+    })
+    .await;
+
+    // 1. Broker side publishes (MQTT 5, JSON content type, retained).
+    run(
+        "mosquitto_pub",
+        &[
+            "-p",
+            "18830",
+            "-V",
+            "5",
+            "-t",
+            "tether-test/in/a",
+            "-m",
+            r#"{"n":1}"#,
+            "-D",
+            "publish",
+            "content-type",
+            "application/json",
+        ],
+    )
+    .await;
+    let e = wait_event(&mut rx, "mosq", |b| {
+        b["event"] == "module" && b["data"]["topic"].is_string()
+    })
+    .await;
+    assert_eq!(e["data"]["topic"], "tether-test/in/a");
+    assert_eq!(e["data"]["body"], json!({"n": 1}));
+    assert_eq!(e["data"]["properties"]["content_type"], "application/json");
+
+    // 2. Tether publishes 20 durable messages; an independent subscriber
+    // gets all of them, in order, and the outbox ends all done (PUBACKs).
+    let sub = Command::new("mosquitto_sub")
+        .args([
+            "-p",
+            "18830",
+            "-t",
+            "tether-test/out",
+            "-q",
+            "1",
+            "-C",
+            "20",
+            "-W",
+            "20",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..20 {
+        let (status, v) = call(
+            &app,
+            "POST",
+            "/api/clients/mosq/send",
+            Some(json!({"topic": "tether-test/out", "body": format!("m{i}"), "durable": true})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+    }
+    let out = sub.wait_with_output().await.unwrap();
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    assert_eq!(got, want);
+    outbox_done(&app, "mosq", 20).await;
+
+    // 3. The broker restarts, with 10 sends queued while it is down: Tether
+    // reconnects, subscribes again, and everything flows, in order.
+    run(
+        "bash",
+        &[
+            root().join("scripts/brokers.sh").to_str().unwrap(),
+            "stop-mosquitto",
+        ],
+    )
+    .await;
+    wait_event(&mut rx, "mosq", |b| b["event"] == "close").await;
+    for i in 0..10 {
+        let (status, _) = call(
+            &app,
+            "POST",
+            "/api/clients/mosq/send",
+            Some(json!({"topic": "tether-test/out", "body": format!("q{i}"), "durable": true})),
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let sub_again = async {
+        // Subscribe as soon as the broker is back, before Tether delivers.
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", 18830)).is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Command::new("mosquitto_sub")
+            .args([
+                "-p",
+                "18830",
+                "-t",
+                "tether-test/out",
+                "-q",
+                "1",
+                "-C",
+                "10",
+                "-W",
+                "20",
+                "-c",
+                "-i",
+                "tether-test-sub",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // A persistent subscriber session registered before the restart would
+    // be lost with the broker's memory: register it first, then restart.
+    run(
+        "bash",
+        &[
+            root().join("scripts/brokers.sh").to_str().unwrap(),
+            "start-mosquitto",
+        ],
+    )
+    .await;
+    let sub = sub_again.await;
+    let e = wait_event(&mut rx, "mosq", |b| {
+        b["event"] == "module" && b["data"]["mqtt"] == "connected"
+    })
+    .await;
+    assert_eq!(e["data"]["subscriptions"], json!(["tether-test/in/#"]));
+    let out = sub.wait_with_output().await.unwrap();
+    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    // Delivered after the restart, in order; a message the subscriber
+    // missed while connecting would show as a gap at the front.
+    let want: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
+    assert_eq!(got, want);
+    outbox_done(&app, "mosq", 30).await;
+    run(
+        "mosquitto_pub",
+        &["-p", "18830", "-t", "tether-test/in/b", "-m", "after"],
+    )
+    .await;
+    let e = wait_event(&mut rx, "mosq", |b| {
+        b["data"]["topic"] == "tether-test/in/b"
+    })
+    .await;
+    assert_eq!(e["data"]["body"], "after");
+    host.shutdown().await;
+}
+
+// Not auto-connected: each test sets the login first.
+const RABBIT: &str = r#"
+[[client_type]]
+name = "rstomp"
+module = "builtin:stomp"
+predefined = true
+[client_type.settings]
+subscribe = ["/queue/tether-test-in"]
+heartbeat_ms = 1000
+[client_type.defaults]
+url = "ws://127.0.0.1:15674/ws"
+
+[[client_type]]
+name = "rmqtt"
+module = "builtin:mqtt"
+predefined = true
+[client_type.settings]
+subscribe = ["tether-test/rabbit/#"]
+version = "3.1.1"
+[client_type.defaults]
+url = "ws://127.0.0.1:15675/ws"
+"#;
+
+#[tokio::test]
+async fn stomp_and_mqtt_on_rabbitmq_both_ways() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !brokers_up() {
+        return;
+    }
+    let ws = Workspace::new("rabbit");
+    ws.write("tether.toml", &config(RABBIT));
+    let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
+    let mut rx = host.events().subscribe();
+    for (key, k) in [("rstomp", "stomp"), ("rmqtt", "mqtt")] {
+        // Set the instance's broker login.
+        let (status, v) = call(
+            &app,
+            "PATCH",
+            &format!("/api/clients/{key}"),
+            Some(json!({"user": "guest", "password": "guest"})),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        call(&app, "POST", &format!("/api/clients/{key}/connect"), None).await;
+        wait_event(&mut rx, key, |b| {
+            b["event"] == "module" && b["data"][k] == "connected"
+        })
+        .await;
+    }
+
+    // STOMP, broker side → Tether: body JSON-decoded, headers kept.
+    stomp_publish(
+        "/queue/tether-test-in",
+        r#"{"order":7}"#,
+        json!({"content-type": "application/json", "x-trace": "abc"}),
+    )
+    .await;
+    let e = wait_event(&mut rx, "rstomp", |b| {
+        b["event"] == "module" && b["data"]["destination"].is_string()
+    })
+    .await;
+    assert_eq!(e["data"]["destination"], "/queue/tether-test-in");
+    assert_eq!(e["data"]["body"], json!({"order": 7}));
+    assert_eq!(e["data"]["headers"]["x-trace"], "abc");
+
+    // STOMP, Tether → broker: 20 durable sends with receipts, read back by
+    // an independent client in order; the receipts complete the outbox.
+    for i in 0..20 {
+        let (status, v) = call(
+            &app,
+            "POST",
+            "/api/clients/rstomp/send",
+            Some(json!({"destination": "/queue/tether-test-out", "body": format!("s{i}"), "durable": true})),
+        )
+        .await;
+        assert_eq!(status, 202, "{v}");
+    }
+    outbox_done(&app, "rstomp", 20).await;
+    let got = stomp_read("/queue/tether-test-out", 20).await;
+    let want: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();
+    assert_eq!(got, want);
+
+    // MQTT 3.1.1 on RabbitMQ: broker-side publish (plain MQTT port) in,
+    // a durable send out to a STOMP reader of the same topic exchange.
+    run(
+        "mosquitto_pub",
+        &[
+            "-p",
+            "1884",
+            "-u",
+            "guest",
+            "-P",
+            "guest",
+            "-t",
+            "tether-test/rabbit/x",
+            "-m",
+            "hello",
+        ],
+    )
+    .await;
+    let e = wait_event(&mut rx, "rmqtt", |b| {
+        b["data"]["topic"] == "tether-test/rabbit/x"
+    })
+    .await;
+    assert_eq!(e["data"]["body"], "hello");
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/api/clients/rmqtt/send",
+        Some(json!({"topic": "tether-test/rabbit/out", "body": "to-rabbit", "durable": true})),
+    )
+    .await;
+    assert_eq!(status, 202);
+    outbox_done(&app, "rmqtt", 1).await;
+    host.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_a_clear_error_and_backs_off() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !brokers_up() {
+        return;
+    }
+    let ws = Workspace::new("badpw");
+    ws.write("tether.toml", &config(RABBIT));
+    let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
+    let mut rx = host.events().subscribe();
+    // Auto-connect: the host keeps trying, with backoff.
+    let started = Instant::now();
+    let (status, v) = call(
+        &app,
+        "PATCH",
+        "/api/clients/rstomp",
+        Some(json!({"user": "guest", "password": "wrong", "auto_connect": true})),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    call(&app, "POST", "/api/clients/rstomp/connect", None).await;
+    let e = wait_event(&mut rx, "rstomp", |b| {
+        b["event"] == "error" && b["kind"] == "module"
+    })
+    .await;
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("STOMP ERROR from the broker"), "{message}");
+    assert!(
+        message.to_lowercase().contains("access refused") || message.contains("Bad CONNECT"),
+        "{message}"
+    );
+    assert!(!message.contains("wrong"), "the password leaked: {message}");
+    // Backoff: count the connections opened in the next 6 s.
+    let mut opens = 1;
+    while started.elapsed() < Duration::from_secs(6) {
+        match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
+            Ok(Ok(e)) if e.client == "rstomp" && e.body["event"] == "open" => opens += 1,
+            _ => {}
+        }
+    }
+    assert!(opens <= 5, "{opens} connections in 6 s: no backoff");
+    assert!(opens >= 2, "it stopped trying after one attempt");
+    host.shutdown().await;
+}
+
+/// Resumes a paused process even when the test fails.
+struct Resume(String);
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn stomp_heartbeat_loss_is_detected_within_the_interval_and_grace() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    if !brokers_up() {
+        return;
+    }
+    let ws = Workspace::new("hb");
+    ws.write("tether.toml", &config(RABBIT));
+    let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
+    let mut rx = host.events().subscribe();
+    call(
+        &app,
+        "PATCH",
+        "/api/clients/rstomp",
+        Some(json!({"user": "guest", "password": "guest"})),
+    )
+    .await;
+    call(&app, "POST", "/api/clients/rstomp/connect", None).await;
+    let e = wait_event(&mut rx, "rstomp", |b| b["data"]["stomp"] == "connected").await;
+    let receive_ms = e["data"]["heartbeat"]["receive_ms"].as_u64().unwrap();
+    assert!(receive_ms > 0, "no heart-beats negotiated: {e}");
+    // Healthy for three intervals: no false alarm.
+    let quiet = tokio::time::timeout(Duration::from_millis(3 * receive_ms), async {
+        loop {
+            let e = rx.recv().await.unwrap();
+            if e.client == "rstomp" && e.body["event"] == "error" {
+                return e.body.clone();
+            }
+        }
+    })
+    .await;
+    assert!(
+        quiet.is_err(),
+        "an error while the broker was healthy: {quiet:?}"
+    );
+    let beam = run("pgrep", &["-f", "beam.smp.*rabbit"]).await;
+    let pid = beam.lines().next().unwrap().trim().to_string();
+    let _resume = Resume(pid.clone());
+    run("kill", &["-STOP", &pid]).await;
+    let stopped = Instant::now();
+    let e = wait_event(&mut rx, "rstomp", |b| {
+        b["event"] == "error" && b["kind"] == "module"
+    })
+    .await;
+    let took = stopped.elapsed();
+    drop(_resume);
+    assert!(
+        e["message"].as_str().unwrap().contains("heart-beat lost"),
+        "{e}"
+    );
+    // Nothing arrived for at most receive_ms before the pause; the limit is
+    // receive_ms plus half, checked every tenth.
+    let limit = Duration::from_millis(receive_ms * 3 / 2 + receive_ms / 10 + 300);
+    assert!(took <= limit, "detected after {took:?}, limit {limit:?}");
+    host.shutdown().await;
+}
