@@ -111,6 +111,7 @@ fn json_log_env_clients_and_before_connect() {
             .into_iter()
             .collect(),
         credentials: None,
+        settings: serde_json::json!({}),
     };
     h.module.before_connect(&mut request).unwrap();
     assert_eq!(request.url, "ws://h/?token=s3");

@@ -62,6 +62,29 @@ impl Builtin {
     }
 }
 
+/// The framing of one instance of a type: a built-in broker type's, from
+/// its merged settings (an instance may choose its MQTT version or QoS).
+pub fn framing_for(t: &crate::config::ClientType, settings: &serde_json::Value) -> Option<Framing> {
+    t.framing?;
+    let name = t.module.as_ref()?.file_stem()?.to_str()?;
+    Builtin::load(name, settings)
+        .ok()
+        .map(|b| b.framing)
+        .or(t.framing)
+}
+
+/// The type's settings with an instance's on top (key by key).
+pub fn merge(
+    type_settings: &serde_json::Value,
+    instance: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Value {
+    let mut out = type_settings.as_object().cloned().unwrap_or_default();
+    for (k, v) in instance {
+        out.insert(k.clone(), v.clone());
+    }
+    serde_json::Value::Object(out)
+}
+
 /// The settings each built-in type takes, with their JSON kinds.
 fn check_settings(name: &str, settings: &serde_json::Value) -> Result<(), String> {
     let known: &[(&str, &str)] = match name {

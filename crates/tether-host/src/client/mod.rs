@@ -119,6 +119,8 @@ pub struct ClientSpec {
     pub use_env_proxy: bool,
     /// TLS options for `wss://`.
     pub tls: tether::TlsOptions,
+    /// The module's settings: the type's, with the instance's on top.
+    pub settings: serde_json::Value,
 }
 
 impl ClientSpec {

@@ -228,6 +228,7 @@ impl Worker {
             url: spec.url.clone(),
             headers: spec.headers.clone(),
             credentials: spec.credentials.clone(),
+            settings: spec.settings.clone(),
         };
         let prepared = self
             .hook("before_connect", move |m, _| {

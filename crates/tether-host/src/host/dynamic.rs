@@ -62,6 +62,7 @@ impl Host {
                 .map_or(30, |t| t.config.timeout),
             auto_connect: false,
             use_env_proxy: false,
+            settings: Default::default(),
             created_ms: now_ms(),
             updated_ms: now_ms(),
             version: 0,

@@ -50,6 +50,9 @@ impl Host {
             .clone()
             .unwrap_or_else(|| t.config.headers.clone());
         check_headers(&headers)?;
+        if let Some(s) = &input.settings {
+            check_instance_settings(&t.config, s)?;
+        }
         let now = now_ms();
         let record = InstanceRecord {
             key: key.clone(),
@@ -62,6 +65,7 @@ impl Host {
             timeout_secs: check_timeout(input.timeout.unwrap_or(t.config.timeout))?,
             auto_connect: input.auto_connect.unwrap_or(t.config.auto_connect),
             use_env_proxy: input.use_env_proxy.unwrap_or(t.config.use_env_proxy),
+            settings: input.settings.clone().unwrap_or_default(),
             created_ms: now,
             updated_ms: now,
             version: 1,
@@ -147,6 +151,13 @@ impl Host {
         if let Some(a) = input.auto_connect {
             record.auto_connect = a;
             changed.insert("auto_connect".into(), json!(a));
+        }
+        if let Some(s) = &input.settings {
+            if let Some(t) = self.types.get(&record.type_name) {
+                check_instance_settings(&t.config, s)?;
+            }
+            record.settings = s.clone();
+            changed.insert("settings".into(), json!(s));
         }
         if let Some(p) = input.use_env_proxy {
             record.use_env_proxy = p;
@@ -306,4 +317,26 @@ impl Host {
             }
         }
     }
+}
+
+/// Instance settings of a built-in broker type are checked as the type's
+/// are (known keys, right kinds), merged over the type's.
+fn check_instance_settings(
+    t: &crate::config::ClientType,
+    settings: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), HostError> {
+    let Some(module) = t.module.as_ref().and_then(|m| m.to_str()) else {
+        return Ok(());
+    };
+    if t.framing.is_none() {
+        return Ok(());
+    }
+    let name = module
+        .strip_prefix("builtin/")
+        .and_then(|m| m.strip_suffix(".lua"))
+        .unwrap_or(module);
+    let merged = crate::brokers::builtin::merge(&t.settings, settings);
+    crate::brokers::builtin::Builtin::load(name, &merged)
+        .map(|_| ())
+        .map_err(HostError::Invalid)
 }

@@ -79,6 +79,8 @@ pub struct ClientView {
     pub password_set: bool,
     /// Headers, values of credential headers masked.
     pub headers: BTreeMap<String, String>,
+    /// Module settings over the type's.
+    pub settings: serde_json::Map<String, serde_json::Value>,
     /// Connect timeout in seconds.
     pub timeout: u64,
     /// Its type is gone from the config.
@@ -119,6 +121,9 @@ pub struct InstanceInput {
     pub auto_connect: Option<bool>,
     /// Honour the proxy environment.
     pub use_env_proxy: Option<bool>,
+    /// Module settings over the type's `[client_type.settings]` (replace
+    /// all; `{}` clears them).
+    pub settings: Option<serde_json::Map<String, serde_json::Value>>,
     /// Predefined flag: may not be changed.
     pub predefined: Option<bool>,
 }
@@ -210,6 +215,7 @@ impl Host {
                         timeout_secs: c.timeout,
                         auto_connect: c.auto_connect,
                         use_env_proxy: c.use_env_proxy,
+                        settings: Default::default(),
                         created_ms: now,
                         updated_ms: now,
                         version: 1,
@@ -269,6 +275,10 @@ impl Host {
             compression: t.is_none_or(|t| t.compression),
             use_env_proxy: record.use_env_proxy,
             tls: t.map(|t| t.tls.clone()).unwrap_or_default(),
+            settings: crate::brokers::builtin::merge(
+                &t.map(|t| t.settings.clone()).unwrap_or_default(),
+                &record.settings,
+            ),
         }
     }
 
@@ -338,7 +348,10 @@ impl Host {
                     key.to_string(),
                     t.config.outbox.clone(),
                 )
-                .with_framing(t.config.framing),
+                .with_framing(crate::brokers::builtin::framing_for(
+                    &t.config,
+                    &spec.settings,
+                )),
             ),
             _ => None,
         };
@@ -466,6 +479,7 @@ impl Host {
             user: record.user.clone(),
             password_set: record.password.as_deref().is_some_and(|p| !p.is_empty()),
             headers: masked(&record.headers),
+            settings: record.settings.clone(),
             timeout: record.timeout_secs,
             orphaned: !self.types.contains_key(&record.type_name),
             status: rt.map(|r| r.status()).unwrap_or_else(Status::closed),

@@ -44,6 +44,7 @@ pub(super) fn audit_detail(r: &InstanceRecord) -> serde_json::Value {
         "timeout": r.timeout_secs,
         "auto_connect": r.auto_connect,
         "use_env_proxy": r.use_env_proxy,
+        "settings": r.settings,
     })
 }
 

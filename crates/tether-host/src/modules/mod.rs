@@ -44,6 +44,9 @@ pub struct ConnectRequest {
     /// The instance's user and password (read-only: a broker module logs
     /// in with them).
     pub credentials: Option<(String, String)>,
+    /// The module's settings for this attempt (read-only): the type's
+    /// `[client_type.settings]` with the instance's on top.
+    pub settings: serde_json::Value,
 }
 
 /// The connection, as handlers see it: it follows the instance across

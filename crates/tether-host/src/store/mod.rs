@@ -10,6 +10,7 @@ pub mod secrets;
 mod sqlite;
 mod sqlite_events;
 mod sqlite_outbox;
+mod sqlite_secrets;
 pub use secrets::{SecretError, SecretKey, Secrets};
 pub use sqlite::SqliteStore;
 
@@ -36,6 +37,8 @@ pub struct InstanceRecord {
     pub auto_connect: bool,
     /// Honour the proxy environment variables.
     pub use_env_proxy: bool,
+    /// Settings for the module that override the type's (a JSON object).
+    pub settings: serde_json::Map<String, serde_json::Value>,
     /// Creation time, Unix milliseconds.
     pub created_ms: i64,
     /// Last change, Unix milliseconds.

@@ -8,13 +8,10 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use super::secrets::{seal_with, SecretKey, Secrets};
+use super::secrets::Secrets;
+use super::sqlite_secrets::url_has_password;
 use super::{now_ms, AuditEntry, Change, InstanceRecord, Store, StoreError};
 use crate::host::is_secret_header;
-
-/// The setting that proves which key sealed the store.
-const KEY_CHECK: &str = "secret_key_check";
-const KEY_CHECK_TEXT: &str = "tether secret key check";
 
 /// Instances and audit log in one SQLite file.
 #[derive(Clone)]
@@ -23,8 +20,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     /// The one writer: writes queue here instead of meeting in SQLite's
     /// busy handler, which sleeps for milliseconds.
-    writer: SqlitePool,
-    secrets: Secrets,
+    pub(super) writer: SqlitePool,
+    pub(super) secrets: Secrets,
 }
 
 fn database(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -126,98 +123,6 @@ impl SqliteStore {
         Ok(store)
     }
 
-    /// Checks the key against the one the store was sealed with (recording
-    /// it on first use).
-    async fn check_key(&self) -> Result<(), StoreError> {
-        let check = self.setting(KEY_CHECK).await?;
-        match (&self.secrets, check) {
-            (Secrets::Sealed(key), None) => {
-                self.set_setting(KEY_CHECK, &seal_with(key, KEY_CHECK_TEXT))
-                    .await
-            }
-            (Secrets::Sealed(_), Some(check)) => {
-                self.secrets.open(&check).map_err(|_| {
-                    StoreError::Secret(super::SecretError::WrongKey(
-                        "TETHER_SECRET_KEY is not the key this store was sealed with".into(),
-                    ))
-                })?;
-                Ok(())
-            }
-            (_, Some(_)) => Err(StoreError::Secret(super::SecretError::WrongKey(
-                "this store holds encrypted secrets: set TETHER_SECRET_KEY (or secret_key_file) to its key".into(),
-            ))),
-            (_, None) => Ok(()),
-        }
-    }
-
-    /// Re-seals every secret under `to`: values sealed under `from` (or in
-    /// plaintext, when `from` is `None`) are opened and sealed again, in one
-    /// transaction. Returns how many instances changed.
-    async fn reseal(&self, from: Option<&SecretKey>, to: &SecretKey) -> Result<usize, StoreError> {
-        // Plaintext values pass through `open`; sealed ones open under
-        // `from`, or, when sealing a plaintext store, under `to` itself.
-        let old = Secrets::Sealed(from.unwrap_or(to).clone());
-        let new = Secrets::Sealed(to.clone());
-        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query("SELECT key, url, password, headers FROM instances")
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut changed = 0;
-        for row in &rows {
-            let key: String = row.try_get("key")?;
-            let url: String = row.try_get("url")?;
-            let password: Option<String> = row.try_get("password")?;
-            let headers: String = row.try_get("headers")?;
-            let needs = |v: &str| from.is_some() || !Secrets::is_sealed(v);
-            let url_secret = url_has_password(&old.open(&url)?);
-            let touch = (url_secret && needs(&url))
-                || password.as_deref().is_some_and(needs)
-                || parse_headers(&headers)?
-                    .iter()
-                    .any(|(n, v)| is_secret_header(n) && needs(v));
-            if !touch {
-                continue;
-            }
-            let url = self::reseal_value(&old, &new, &url, url_secret)?;
-            let password = password
-                .map(|p| self::reseal_value(&old, &new, &p, true))
-                .transpose()?;
-            let headers: BTreeMap<String, String> = parse_headers(&headers)?
-                .into_iter()
-                .map(|(n, v)| {
-                    let secret = is_secret_header(&n);
-                    Ok((n, self::reseal_value(&old, &new, &v, secret)?))
-                })
-                .collect::<Result<_, StoreError>>()?;
-            sqlx::query("UPDATE instances SET url = ?, password = ?, headers = ? WHERE key = ?")
-                .bind(url)
-                .bind(password)
-                .bind(headers_text(&headers))
-                .bind(&key)
-                .execute(&mut *tx)
-                .await?;
-            changed += 1;
-        }
-        sqlx::query("INSERT INTO settings (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = excluded.value")
-            .bind(KEY_CHECK)
-            .bind(seal_with(to, KEY_CHECK_TEXT))
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(changed)
-    }
-
-    /// `tether secrets rotate`: re-seals everything under `new`. The store
-    /// must have been opened with its current key.
-    pub async fn rotate(&self, new: &SecretKey) -> Result<usize, StoreError> {
-        let Secrets::Sealed(current) = &self.secrets else {
-            return Err(StoreError::Secret(super::SecretError::WrongKey(
-                "rotating needs the current key in TETHER_SECRET_KEY".into(),
-            )));
-        };
-        self.reseal(Some(current), new).await
-    }
-
     fn record(&self, row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
         let headers: String = row.try_get("headers")?;
         let password: Option<String> = row.try_get("password")?;
@@ -235,6 +140,8 @@ impl SqliteStore {
             timeout_secs: row.try_get::<i64, _>("timeout_secs")?.max(0) as u64,
             auto_connect: row.try_get("auto_connect")?,
             use_env_proxy: row.try_get("use_env_proxy")?,
+            settings: serde_json::from_str(&row.try_get::<String, _>("settings")?)
+                .map_err(|e| StoreError::Corrupt(format!("instance settings: {e}")))?,
             created_ms: row.try_get("created_ms")?,
             updated_ms: row.try_get("updated_ms")?,
             version: row.try_get("version")?,
@@ -284,29 +191,11 @@ impl SqliteStore {
     }
 }
 
-fn reseal_value(
-    old: &Secrets,
-    new: &Secrets,
-    stored: &str,
-    secret: bool,
-) -> Result<String, StoreError> {
-    let value = old.open(stored)?;
-    Ok(if secret {
-        new.seal(&value, "a secret")?
-    } else {
-        value
-    })
-}
-
-fn url_has_password(url: &str) -> bool {
-    url::Url::parse(url).is_ok_and(|u| u.password().is_some())
-}
-
-fn parse_headers(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
+pub(super) fn parse_headers(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad headers column: {e}")))
 }
 
-fn headers_text(h: &BTreeMap<String, String>) -> String {
+pub(super) fn headers_text(h: &BTreeMap<String, String>) -> String {
     serde_json::to_string(h).unwrap_or_else(|_| "{}".into())
 }
 
@@ -359,7 +248,7 @@ impl Store for SqliteStore {
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let result = sqlx::query(
             "INSERT INTO instances (key, type_name, predefined, url, user, password, headers, timeout_secs, \
-             auto_connect, use_env_proxy, created_ms, updated_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+             auto_connect, use_env_proxy, settings, created_ms, updated_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         )
         .bind(&r.key)
         .bind(&r.type_name)
@@ -371,6 +260,7 @@ impl Store for SqliteStore {
         .bind(r.timeout_secs as i64)
         .bind(r.auto_connect)
         .bind(r.use_env_proxy)
+        .bind(serde_json::Value::Object(r.settings.clone()).to_string())
         .bind(r.created_ms)
         .bind(r.updated_ms)
         .execute(&mut *tx)
@@ -399,7 +289,7 @@ impl Store for SqliteStore {
         check_version(&r.key, expected, current)?;
         sqlx::query(
             "UPDATE instances SET type_name = ?, predefined = ?, url = ?, user = ?, password = ?, headers = ?, \
-             timeout_secs = ?, auto_connect = ?, use_env_proxy = ?, updated_ms = ?, version = ? WHERE key = ?",
+             timeout_secs = ?, auto_connect = ?, use_env_proxy = ?, settings = ?, updated_ms = ?, version = ? WHERE key = ?",
         )
         .bind(&r.type_name)
         .bind(r.predefined)
@@ -410,6 +300,7 @@ impl Store for SqliteStore {
         .bind(r.timeout_secs as i64)
         .bind(r.auto_connect)
         .bind(r.use_env_proxy)
+        .bind(serde_json::Value::Object(r.settings.clone()).to_string())
         .bind(r.updated_ms)
         .bind(current + 1)
         .bind(&r.key)

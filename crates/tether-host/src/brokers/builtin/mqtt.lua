@@ -22,7 +22,7 @@
 -- the PUBACK acknowledges them. This module's own packets (SUBSCRIBE) use
 -- ids above 65000.
 
-local version = settings.version or "5"
+local version
 local decoder
 local login, passcode
 local timers = {}
@@ -46,6 +46,7 @@ function before_connect(req)
 end
 
 function on_open(conn)
+  version = settings.version or "5"
   decoder = mqtt.decoder(version)
   acked, subscriptions, silent_ms = {}, {}, 0
   stop_timers()

@@ -265,6 +265,12 @@ impl LuaModule {
 
 impl ClientModule for LuaModule {
     fn before_connect(&mut self, request: &mut ConnectRequest) -> Result<(), ModuleError> {
+        // The instance's settings apply from this attempt on.
+        if request.settings.is_object() {
+            let err = |e: mlua::Error| ModuleError::new(format!("settings: {}", describe(&e)));
+            let settings = self.lua.to_value(&request.settings).map_err(err)?;
+            self.lua.globals().set("settings", settings).map_err(err)?;
+        }
         let f: Option<Function> = self
             .lua
             .globals()
