@@ -80,6 +80,9 @@ start_mosquitto() {
   cat > "$dir/mosquitto.conf" <<EOF
 log_dest stderr
 allow_anonymous true
+# No per-client queue limit: the default (1000) drops QoS 1 messages for a
+# subscriber that falls behind a flood, which the benchmark makes.
+max_queued_messages 0
 listener 18830 127.0.0.1
 socket_domain ipv4
 listener 8083 127.0.0.1

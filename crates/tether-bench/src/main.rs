@@ -5,6 +5,7 @@
 //! its own core), then the CPU-bound paths. It prints a table of medians and
 //! ratios; `--json` also writes `[{scenario, implementation, value, unit}]`.
 
+mod brokers;
 mod clients;
 mod durable;
 mod memory;
@@ -149,6 +150,12 @@ fn main() -> anyhow::Result<()> {
     pin(0);
     let _ = rlimit::increase_nofile_limit(65_536);
 
+    if args.iter().any(|a| a == "--brokers") {
+        let result = brokers::run(quick);
+        let _ = server.kill();
+        let _ = server.wait();
+        return result;
+    }
     if args.iter().any(|a| a == "--durable") {
         let result = durable::run(s.ws, quick);
         let _ = server.kill();

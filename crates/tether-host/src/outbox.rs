@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::store::outbox::{Appended, NewOutboxMessage};
+use crate::store::outbox::{Appended, NewOutboxMessage, OutboxAck, OutboxCommit};
 use crate::store::{Store, StoreError};
 
 /// The most sends committed in one transaction.
@@ -67,6 +67,10 @@ enum Write {
     },
     Done {
         seqs: Vec<i64>,
+        reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
+    },
+    Acked {
+        acks: Vec<OutboxAck>,
         reply: oneshot::Sender<Result<(), Arc<StoreError>>>,
     },
 }
@@ -146,8 +150,32 @@ impl Outbox {
             return Ok(());
         }
         let (reply, answer) = oneshot::channel();
+        self.write(Write::Done { seqs, reply }, answer).await
+    }
+
+    /// Records acknowledgements of in-flight messages in the next group
+    /// commit, without waiting for it: a client's acks arrive one per
+    /// message, and waiting for each commit would cap them at one per
+    /// fsync. An ack lost to a crash only means a resend (at least once).
+    /// The commit wakes the clients' deliveries (their window moved).
+    pub async fn ack(&self, acks: Vec<OutboxAck>) -> Result<(), OutboxError> {
+        if acks.is_empty() {
+            return Ok(());
+        }
+        let (reply, _) = oneshot::channel();
         self.writes
-            .send(Write::Done { seqs, reply })
+            .send(Write::Acked { acks, reply })
+            .await
+            .map_err(|_| OutboxError::Closed)
+    }
+
+    async fn write(
+        &self,
+        write: Write,
+        answer: oneshot::Receiver<Result<(), Arc<StoreError>>>,
+    ) -> Result<(), OutboxError> {
+        self.writes
+            .send(write)
             .await
             .map_err(|_| OutboxError::Closed)?;
         answer
@@ -220,8 +248,8 @@ async fn write_batches(
                 Err(_) => break,
             }
         }
-        let (mut messages, mut replies, mut done, mut done_replies) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut messages, mut replies, mut done, mut acks, mut done_replies) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for w in batch.drain(..) {
             match w {
                 Write::Append { message, reply } => {
@@ -232,11 +260,25 @@ async fn write_batches(
                     done.extend(seqs);
                     done_replies.push(reply);
                 }
+                Write::Acked { acks: a, reply } => {
+                    acks.extend(a);
+                    done_replies.push(reply);
+                }
             }
         }
-        match store.outbox_append(&messages, &done).await {
+        let commit = OutboxCommit {
+            appends: &messages,
+            done: &done,
+            acks: &acks,
+        };
+        match store.outbox_commit(commit).await {
             Ok(results) => {
                 let outbox = outbox.upgrade();
+                if let Some(o) = &outbox {
+                    for a in &acks {
+                        o.wake(&a.client);
+                    }
+                }
                 for ((message, reply), result) in messages.iter().zip(replies).zip(results) {
                     if let (Some(o), Appended::Stored { .. }) = (&outbox, &result) {
                         o.wake(&message.client);

@@ -361,7 +361,7 @@ async fn outbox_purge_deletes_what_is_not_in_flight() {
     use tether_host::store::outbox::OutboxStatus;
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
     store
-        .outbox_append(&[m("a"), m("b"), m("c")], &[])
+        .outbox_append(&[m("a"), m("b"), m("c")])
         .await
         .unwrap();
     let first = store.outbox_pending("c", 1).await.unwrap();
@@ -380,7 +380,7 @@ async fn done_outbox_messages_are_pruned_others_kept() {
     use tether_host::store::outbox::OutboxStatus;
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
     store
-        .outbox_append(&[m("a"), m("b"), m("c"), m("d")], &[])
+        .outbox_append(&[m("a"), m("b"), m("c"), m("d")])
         .await
         .unwrap();
     let all = store.outbox_pending("c", 10).await.unwrap();
@@ -423,14 +423,19 @@ async fn done_outbox_messages_are_pruned_others_kept() {
 
 #[tokio::test]
 async fn done_marks_share_the_append_transaction() {
-    use tether_host::store::outbox::OutboxStatus;
+    use tether_host::store::outbox::{OutboxCommit, OutboxStatus};
     let store = SqliteStore::open("sqlite::memory:").await.unwrap();
-    store.outbox_append(&[m("a"), m("b")], &[]).await.unwrap();
+    store.outbox_append(&[m("a"), m("b")]).await.unwrap();
     let first = store.outbox_pending("c", 10).await.unwrap();
     assert_eq!(first.len(), 2);
     // "a" delivered while "c" arrives: one commit does both.
+    let appends = [m("c")];
     store
-        .outbox_append(&[m("c")], &[first[0].seq])
+        .outbox_commit(OutboxCommit {
+            appends: &appends,
+            done: &[first[0].seq],
+            acks: &[],
+        })
         .await
         .unwrap();
     let all: Vec<(String, OutboxStatus)> = store
@@ -451,4 +456,57 @@ async fn done_marks_share_the_append_transaction() {
     );
     let stats = store.outbox_stats("c").await.unwrap();
     assert_eq!((stats.pending, stats.done), (2, 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn acks_by_message_id_and_by_mqtt_packet_id_complete_in_flight_messages() {
+    use tether_host::brokers::framing::mqtt_packet_id;
+    use tether_host::store::outbox::{AckId, OutboxAck, OutboxCommit, OutboxStatus};
+    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+    store
+        .outbox_append(&[m("a"), m("b"), m("c")])
+        .await
+        .unwrap();
+    let all = store.outbox_pending("c", 10).await.unwrap();
+    let seqs: Vec<i64> = all.iter().map(|m| m.seq).collect();
+    store
+        .outbox_mark(&seqs[..2], OutboxStatus::InFlight, None)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_in_flight("c").await.unwrap(), 2);
+    let ack = |id| OutboxAck {
+        client: "c".into(),
+        id,
+    };
+    // "c" is pending, not in flight: its ack changes nothing; an unknown
+    // id neither.
+    let acks = [
+        ack(AckId::Message("a".into())),
+        ack(AckId::Packet(mqtt_packet_id(seqs[1]))),
+        ack(AckId::Message("c".into())),
+        ack(AckId::Packet(999)),
+    ];
+    store
+        .outbox_commit(OutboxCommit {
+            acks: &acks,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let status: Vec<OutboxStatus> = store
+        .outbox_list("c", None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.status)
+        .collect();
+    assert_eq!(
+        status,
+        [
+            OutboxStatus::Done,
+            OutboxStatus::Done,
+            OutboxStatus::Pending
+        ]
+    );
+    assert_eq!(store.outbox_in_flight("c").await.unwrap(), 0);
 }

@@ -63,7 +63,22 @@ impl Delivery {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let batch = self.store.outbox_pending(&self.rt.key, BATCH).await?;
+            // In ack mode at most BATCH messages are unacknowledged: what a
+            // crash can make the server see twice, and within a broker's
+            // receive limit. Acks wake this loop.
+            let room = if self.acks {
+                let in_flight = self.store.outbox_in_flight(&self.rt.key).await?;
+                u64::from(BATCH).saturating_sub(in_flight) as u32
+            } else {
+                BATCH
+            };
+            if room == 0 {
+                tokio::select! {
+                    _ = woken => continue,
+                    _ = self.stop.cancelled() => return Ok(()),
+                }
+            }
+            let batch = self.store.outbox_pending(&self.rt.key, room).await?;
             if batch.is_empty() {
                 tokio::select! {
                     _ = woken => continue,

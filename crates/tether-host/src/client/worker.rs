@@ -494,40 +494,40 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
     }
 }
 
-/// Marks the outbox messages the module reported acknowledged done. An
-/// MQTT type reports packet ids: each names the in-flight message whose
-/// sequence number gave it.
+/// Records the acknowledgements the module reported (in the outbox's next
+/// group commit). An MQTT type reports packet ids: each names the oldest
+/// in-flight message whose sequence number gave it.
 async fn record_acks(rt: Arc<ClientRuntime>, acked: Vec<String>) {
+    use crate::store::outbox::{AckId, OutboxAck};
     let Some(d) = rt.handle.durable() else {
         return;
     };
-    let store = d.outbox().store();
-    let ids = match d.framing() {
-        Some(crate::brokers::framing::Framing::Mqtt { .. }) => {
-            let in_flight = store
-                .outbox_list(
-                    &rt.key,
-                    Some(crate::store::outbox::OutboxStatus::InFlight),
-                    10_000,
-                )
-                .await
-                .unwrap_or_default();
-            acked
-                .iter()
-                .filter_map(|pid| {
-                    let pid: u16 = pid.parse().ok()?;
-                    in_flight
-                        .iter()
-                        .find(|m| crate::brokers::framing::mqtt_packet_id(m.seq) == pid)
-                        .map(|m| m.id.clone())
-                })
-                .collect()
-        }
-        _ => acked,
-    };
-    for id in ids {
-        if let Err(e) = store.outbox_ack(&rt.key, &id).await {
-            rt.publish_error("outbox", &format!("cannot record the ack of {id:?}: {e}"));
-        }
+    let packets = matches!(
+        d.framing(),
+        Some(crate::brokers::framing::Framing::Mqtt { .. })
+    );
+    let mut acks = Vec::with_capacity(acked.len());
+    for id in acked {
+        let id = if packets {
+            match id.parse() {
+                Ok(pid) => AckId::Packet(pid),
+                Err(_) => {
+                    rt.publish_error(
+                        "outbox",
+                        &format!("outbox_ack: {id:?} is not an MQTT packet id"),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            AckId::Message(id)
+        };
+        acks.push(OutboxAck {
+            client: rt.key.clone(),
+            id,
+        });
+    }
+    if let Err(e) = d.outbox().ack(acks).await {
+        rt.publish_error("outbox", &format!("cannot record acknowledgements: {e}"));
     }
 }

@@ -192,14 +192,26 @@ pub trait Store: Send + Sync {
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError>;
     /// Sets a host setting.
     async fn set_setting(&self, name: &str, value: &str) -> Result<(), StoreError>;
-    /// Stores outbox messages in one transaction, in order, one result
-    /// each; in the same transaction marks the messages numbered `done` as
-    /// done (delivered messages share the appends' commit).
+    /// One group commit of the outbox writer, in one transaction: stores
+    /// the appends in order (one result each), marks the delivered messages
+    /// done, and marks done the in-flight messages the acks name.
+    async fn outbox_commit(
+        &self,
+        commit: outbox::OutboxCommit<'_>,
+    ) -> Result<Vec<outbox::Appended>, StoreError>;
+    /// Stores outbox messages in one transaction, in order; one result each.
     async fn outbox_append(
         &self,
         batch: &[outbox::NewOutboxMessage],
-        done: &[i64],
-    ) -> Result<Vec<outbox::Appended>, StoreError>;
+    ) -> Result<Vec<outbox::Appended>, StoreError> {
+        self.outbox_commit(outbox::OutboxCommit {
+            appends: batch,
+            ..Default::default()
+        })
+        .await
+    }
+    /// How many of a client's messages are in flight (sent, not acked).
+    async fn outbox_in_flight(&self, client: &str) -> Result<u64, StoreError>;
     /// The oldest pending messages of a client, in delivery order.
     async fn outbox_pending(
         &self,
@@ -217,8 +229,6 @@ pub trait Store: Send + Sync {
     /// Puts a client's in-flight messages back to pending (after a lost
     /// link or a restart); returns how many.
     async fn outbox_requeue(&self, client: &str) -> Result<u64, StoreError>;
-    /// Marks the in-flight message with this id done; false if there is none.
-    async fn outbox_ack(&self, client: &str, msg_id: &str) -> Result<bool, StoreError>;
     /// A client's messages, optionally of one status, in order.
     async fn outbox_list(
         &self,

@@ -77,6 +77,36 @@ impl Default for OutboxLimits {
     }
 }
 
+/// One group commit of the outbox writer.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OutboxCommit<'a> {
+    /// Messages to store, in order.
+    pub appends: &'a [NewOutboxMessage],
+    /// Delivered messages (by sequence number) now done.
+    pub done: &'a [i64],
+    /// Acknowledgements of in-flight messages.
+    pub acks: &'a [OutboxAck],
+}
+
+/// An acknowledgement of an in-flight message of a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxAck {
+    /// The client.
+    pub client: String,
+    /// What the ack names.
+    pub id: AckId,
+}
+
+/// What an acknowledgement names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckId {
+    /// The message id (a JSON-RPC id, a STOMP receipt).
+    Message(String),
+    /// An MQTT packet id, which the outbox derived from the sequence number
+    /// (`brokers::framing::mqtt_packet_id`).
+    Packet(u16),
+}
+
 /// A message to store.
 #[derive(Debug, Clone)]
 pub struct NewOutboxMessage {

@@ -388,12 +388,15 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn outbox_append(
+    async fn outbox_commit(
         &self,
-        batch: &[super::outbox::NewOutboxMessage],
-        done: &[i64],
+        commit: super::outbox::OutboxCommit<'_>,
     ) -> Result<Vec<super::outbox::Appended>, StoreError> {
-        self.outbox_append_batch(batch, done).await
+        self.outbox_append_batch(commit).await
+    }
+
+    async fn outbox_in_flight(&self, client: &str) -> Result<u64, StoreError> {
+        self.outbox_in_flight_count(client).await
     }
 
     async fn outbox_pending(
@@ -415,10 +418,6 @@ impl Store for SqliteStore {
 
     async fn outbox_requeue(&self, client: &str) -> Result<u64, StoreError> {
         self.outbox_requeue_client(client).await
-    }
-
-    async fn outbox_ack(&self, client: &str, msg_id: &str) -> Result<bool, StoreError> {
-        self.outbox_ack_id(client, msg_id).await
     }
 
     async fn outbox_list(

@@ -10,7 +10,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 const ROWS_PER_STATEMENT: usize = 500;
 
 use super::outbox::{
-    Appended, FullPolicy, NewOutboxMessage, OutboxMessage, OutboxStats, OutboxStatus,
+    AckId, Appended, FullPolicy, NewOutboxMessage, OutboxCommit, OutboxMessage, OutboxStats,
+    OutboxStatus,
 };
 use super::sqlite::SqliteStore;
 use super::{now_ms, StoreError};
@@ -102,15 +103,34 @@ async fn drop_oldest(
 impl SqliteStore {
     pub(super) async fn outbox_append_batch(
         &self,
-        batch: &[NewOutboxMessage],
-        done: &[i64],
+        commit: OutboxCommit<'_>,
     ) -> Result<Vec<Appended>, StoreError> {
+        let batch = commit.appends;
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
-        for chunk in done.chunks(ROWS_PER_STATEMENT) {
+        for chunk in commit.done.chunks(ROWS_PER_STATEMENT) {
             mark_query(chunk, OutboxStatus::Done, None)
                 .build()
                 .execute(&mut *tx)
                 .await?;
+        }
+        for ack in commit.acks {
+            let q = match &ack.id {
+                AckId::Message(id) => sqlx::query(
+                    "UPDATE outbox SET status = 'done', done_ms = ? WHERE client = ? AND msg_id = ? AND status = 'in-flight'",
+                )
+                .bind(now_ms())
+                .bind(&ack.client)
+                .bind(id),
+                // The oldest in-flight message whose number gives this id.
+                AckId::Packet(pid) => sqlx::query(
+                    "UPDATE outbox SET status = 'done', done_ms = ? WHERE seq = (SELECT seq FROM outbox \
+                     WHERE client = ? AND status = 'in-flight' AND seq % 65000 + 1 = ? ORDER BY seq LIMIT 1)",
+                )
+                .bind(now_ms())
+                .bind(&ack.client)
+                .bind(i64::from(*pid)),
+            };
+            q.execute(&mut *tx).await?;
         }
         let now = now_ms();
         // Ids stored before (one query for the batch).
@@ -246,20 +266,14 @@ impl SqliteStore {
         Ok(done.rows_affected())
     }
 
-    pub(super) async fn outbox_ack_id(
-        &self,
-        client: &str,
-        msg_id: &str,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'done', done_ms = ? WHERE client = ? AND msg_id = ? AND status = 'in-flight'",
+    pub(super) async fn outbox_in_flight_count(&self, client: &str) -> Result<u64, StoreError> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE client = ? AND status = 'in-flight'",
         )
-        .bind(now_ms())
         .bind(client)
-        .bind(msg_id)
-        .execute(self.writer())
+        .fetch_one(self.pool())
         .await?;
-        Ok(done.rows_affected() > 0)
+        Ok(n.max(0) as u64)
     }
 
     pub(super) async fn outbox_messages(
