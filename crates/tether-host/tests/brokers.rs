@@ -340,6 +340,23 @@ async fn stomp_and_mqtt_on_rabbitmq_both_ways() {
         .await;
     }
 
+    // The protocol state the API (and the UI) shows.
+    let (_, v) = call(&app, "GET", "/api/clients/rstomp", None).await;
+    let p = &v["protocol"];
+    assert_eq!(p["protocol"], "STOMP 1.2", "{v}");
+    assert_eq!(p["subscriptions"], json!(["/queue/tether-test-in"]));
+    assert!(
+        p["heartbeat"]["receive_ms"].as_u64().unwrap() >= 1000,
+        "{p}"
+    );
+    assert!(p["last_heard"].as_str().unwrap().ends_with('Z'), "{p}");
+    let (_, v) = call(&app, "GET", "/api/clients/rmqtt", None).await;
+    assert_eq!(v["protocol"]["protocol"], "MQTT 3.1.1", "{v}");
+    assert_eq!(
+        v["protocol"]["subscriptions"],
+        json!(["tether-test/rabbit/#"])
+    );
+
     // STOMP, broker side → Tether: body JSON-decoded, headers kept.
     stomp_publish(
         "/queue/tether-test-in",

@@ -106,6 +106,7 @@ async function refreshClients() {
       cell('URL', c.url, 'url'),
       cell('Auto', c.auto_connect ? 'yes' : 'no'),
       cell('Last error', c.last_error || ''),
+      cell('Protocol', protocolText(c.protocol)),
       cell('RTT', c.rtt_ms == null ? '' : `${c.rtt_ms.toFixed(1)} ms`),
       cell('Msgs in / out', `${c.messages_in} / ${c.messages_out}`),
       cell('Outbox', outboxCell(c)),
@@ -114,6 +115,19 @@ async function refreshClients() {
       cell('Actions', btns)));
   }
   $('#clients-empty').hidden = clients.length > 0;
+}
+
+// What a broker module reports (conn:report): protocol, subscriptions,
+// heart-beats, when the broker was last heard.
+function protocolText(p) {
+  if (!p || typeof p !== 'object') return '';
+  const parts = [];
+  if (p.protocol) parts.push(String(p.protocol));
+  if (Array.isArray(p.subscriptions)) parts.push(`subscribed: ${p.subscriptions.join(', ')}`);
+  if (p.heartbeat) parts.push(`heart-beat ${p.heartbeat.send_ms}/${p.heartbeat.receive_ms} ms`);
+  if (p.keepalive_secs) parts.push(`keepalive ${p.keepalive_secs} s`);
+  if (p.last_heard) parts.push(`heard ${new Date(p.last_heard).toLocaleTimeString()}`);
+  return parts.join(' · ');
 }
 
 function outboxCell(c) {

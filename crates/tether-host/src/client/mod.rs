@@ -74,6 +74,8 @@ pub struct Status {
     pub rtt_ms: Option<f64>,
     /// Errors seen, by kind.
     pub errors: std::collections::BTreeMap<String, u64>,
+    /// What the module reports of its protocol (`conn:report{…}`).
+    pub protocol: Option<serde_json::Value>,
 }
 
 impl Status {
@@ -90,6 +92,7 @@ impl Status {
             connected_since: None,
             rtt_ms: None,
             errors: Default::default(),
+            protocol: None,
         }
     }
 }
@@ -247,6 +250,7 @@ impl ClientRuntime {
             s.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
         }
         (s.messages_out, s.bytes_out) = self.handle.sent();
+        s.protocol = self.handle.protocol();
         s
     }
 

@@ -58,6 +58,7 @@ pub struct ConnHandle {
     ready: Arc<Ready>,
     durable: Arc<std::sync::OnceLock<crate::outbox::DurableSender>>,
     sent: Arc<Sent>,
+    protocol: Arc<Mutex<Option<serde_json::Value>>>,
 }
 
 /// What went out on a client's connections, whoever sent it (the API, the
@@ -84,7 +85,23 @@ impl ConnHandle {
             ready: Arc::default(),
             durable: Arc::default(),
             sent: Arc::default(),
+            protocol: Arc::default(),
         }
+    }
+
+    /// What the module reports of its protocol's state (a broker type: its
+    /// subscriptions, negotiated heart-beats, when the broker was last
+    /// heard); shown by the API and the UI.
+    pub fn report(&self, state: serde_json::Value) {
+        *self.protocol.lock().unwrap_or_else(|e| e.into_inner()) = Some(state);
+    }
+
+    /// The last [`report`](Self::report).
+    pub fn protocol(&self) -> Option<serde_json::Value> {
+        self.protocol
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Counts a message that went out.

@@ -70,6 +70,12 @@ function on_open(conn)
   })
 end
 
+local state = {} -- what conn:report shows in the API and the UI
+local function heard(conn)
+  state.last_heard = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  conn:report(state)
+end
+
 local function start_keepalive(conn)
   local period = (settings.keepalive_secs or 30) * 1000
   if period == 0 then
@@ -81,6 +87,9 @@ local function start_keepalive(conn)
   local tick = math.max(10, period // 10)
   local limit = period + period // 2
   timers[#timers + 1] = timer.every(tick, function()
+    if silent_ms == 0 then
+      heard(conn)
+    end
     silent_ms = silent_ms + tick
     if silent_ms >= limit then
       stop_timers()
@@ -140,6 +149,13 @@ function on_message(conn, msg)
       if #filters > 0 then
         send(conn, { type = "subscribe", pid = 65001, filters = filters })
       end
+      state = {
+        protocol = "MQTT " .. version,
+        subscriptions = #subscriptions > 0 and subscriptions or nil,
+        keepalive_secs = settings.keepalive_secs or 30,
+        session_present = p.session_present,
+      }
+      heard(conn)
       emit({
         mqtt = "connected",
         session_present = p.session_present,
@@ -177,6 +193,8 @@ function outbox_ack(_)
   return ids
 end
 
-function on_close(_, _, _)
+function on_close(conn, _, _)
   stop_timers()
+  state = {}
+  conn:report(nil)
 end

@@ -67,6 +67,13 @@ function on_open(conn)
   send(conn, { command = "CONNECT", headers = headers })
 end
 
+-- The UI shows when the broker was last heard (to the tick).
+local state = {} -- what conn:report shows in the API and the UI
+local function heard(conn)
+  state.last_heard = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  conn:report(state)
+end
+
 -- Heart-beats: a newline every send_ms; the link is dead when nothing came
 -- for receive_ms plus half of it (the grace the specification suggests).
 local function start_heartbeats(conn)
@@ -79,6 +86,9 @@ local function start_heartbeats(conn)
     tick_ms = math.max(10, receive_ms // 10)
     local limit = receive_ms + receive_ms // 2
     timers[#timers + 1] = timer.every(tick_ms, function()
+      if silent_ms == 0 then
+        heard(conn)
+      end
       silent_ms = silent_ms + tick_ms
       if silent_ms >= limit then
         stop_timers()
@@ -123,6 +133,13 @@ function on_message(conn, msg)
         })
         subscriptions[#subscriptions + 1] = destination
       end
+      state = {
+        protocol = "STOMP " .. tostring(frame.headers.version),
+        server = frame.headers.server,
+        subscriptions = #subscriptions > 0 and subscriptions or nil,
+        heartbeat = { send_ms = send_ms, receive_ms = receive_ms },
+      }
+      heard(conn)
       emit({
         stomp = "connected",
         server = frame.headers.server,
@@ -161,6 +178,8 @@ function outbox_ack(_)
   return ids
 end
 
-function on_close(_, _, _)
+function on_close(conn, _, _)
   stop_timers()
+  state = {}
+  conn:report(nil)
 end

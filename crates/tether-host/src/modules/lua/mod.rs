@@ -171,6 +171,10 @@ impl UserData for LuaConn {
                 Ok(Value::Integer(stored.seq))
             },
         );
+        methods.add_method("report", |lua, this, state: Value| {
+            this.0.report(lua.from_value(state)?);
+            Ok(())
+        });
         methods.add_method("ready", |_, this, ()| {
             this.0.mark_ready();
             Ok(())
