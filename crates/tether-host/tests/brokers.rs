@@ -421,6 +421,22 @@ async fn stomp_and_mqtt_on_rabbitmq_both_ways() {
     .await;
     assert_eq!(status, 202);
     outbox_done(&app, "rmqtt", 1).await;
+
+    // An operator's disconnect says goodbye in STOMP: DISCONNECT with a
+    // receipt. RabbitMQ 3.10 answers it by closing (1000 "STOMP died")
+    // rather than with a RECEIPT; either ends the link cleanly before the
+    // host's own close (after 2 s, "disconnected by operator").
+    let asked = Instant::now();
+    call(&app, "POST", "/api/clients/rstomp/disconnect", None).await;
+    let closed = wait_event(&mut rx, "rstomp", |b| b["event"] == "close").await;
+    assert_eq!(closed["code"], 1000, "{closed}");
+    assert_eq!(
+        closed["reason"], "STOMP died",
+        "the broker did not see a DISCONNECT: {closed}"
+    );
+    assert!(asked.elapsed() < Duration::from_secs(2));
+    let (_, v) = call(&app, "GET", "/api/clients/rstomp", None).await;
+    assert_eq!(v["protocol"], Value::Null, "{v}");
     host.shutdown().await;
 }
 

@@ -43,6 +43,8 @@ pub(super) struct Worker {
     delivery: Option<(JoinHandle<()>, tokio_util::sync::CancellationToken)>,
     /// The module acknowledges outbox messages (`outbox_ack`).
     acks: bool,
+    /// An operator's close waiting for the module's protocol goodbye.
+    close_at: Option<tokio::time::Instant>,
 }
 
 impl Worker {
@@ -56,6 +58,7 @@ impl Worker {
         let acks = module.acks_outbox();
         Worker {
             acks,
+            close_at: None,
             delivery: None,
             rt,
             module: Some(module),
@@ -85,7 +88,7 @@ impl Worker {
                             self.attempt().await;
                         }
                     }
-                    Some(Control::Disconnect) => self.stop(1000, "disconnected by operator"),
+                    Some(Control::Disconnect) => self.disconnect().await,
                     Some(Control::Timer(id)) => self.timer(id).await,
                     Some(Control::Shutdown) | None => {
                         self.stop(1001, "host shutting down");
@@ -98,6 +101,10 @@ impl Worker {
                     Some(e) => self.handle_event(e).await,
                     None => self.events = None,
                 },
+                _ = sleep_until(self.close_at), if self.close_at.is_some() => {
+                    self.close_at = None;
+                    self.stop(1000, "disconnected by operator");
+                }
                 _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
                     self.retry_at = None;
                     self.attempt().await;
@@ -306,6 +313,7 @@ impl Worker {
                 }
             }
             Event::Closed(closed) => {
+                self.close_at = None;
                 self.rt.handle.set(None);
                 self.events = None;
                 self.stop_delivery().await;
@@ -402,6 +410,27 @@ impl Worker {
 
     /// Closes the connection with `code` and stops reconnecting. A failed
     /// client stays failed.
+    /// An operator's close: the module may say goodbye first (and close
+    /// once the server answered); the host closes after the grace anyway.
+    async fn disconnect(&mut self) {
+        let open = self.rt.handle.connection().is_some() && self.events.is_some();
+        if open && self.module.is_some() {
+            self.want = false;
+            self.retry_at = None;
+            self.backoff = None;
+            let waits = self
+                .hook("before_close", |m, c| m.before_close(c))
+                .await
+                .unwrap_or(false);
+            if waits && self.events.is_some() {
+                self.rt.set_state(ClientState::Closing);
+                self.close_at = Some(tokio::time::Instant::now() + crate::modules::CLOSE_GRACE);
+                return;
+            }
+        }
+        self.stop(1000, "disconnected by operator");
+    }
+
     fn stop(&mut self, code: u16, reason: &str) {
         self.want = false;
         self.retry_at = None;

@@ -49,6 +49,9 @@ pub struct ConnectRequest {
     pub settings: serde_json::Value,
 }
 
+/// How long the host waits for a module's goodbye before it closes.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
 /// The connection, as handlers see it: it follows the instance across
 /// reconnects.
 #[derive(Clone)]
@@ -280,6 +283,13 @@ pub trait ClientModule: Send {
         _reason: &str,
     ) -> Result<(), ModuleError> {
         Ok(())
+    }
+    /// Before an operator's close of an open connection: the module may
+    /// say goodbye in its protocol (STOMP DISCONNECT, MQTT DISCONNECT).
+    /// `true`: the module closes the connection itself once the server
+    /// answered (the host closes it anyway after [`CLOSE_GRACE`]).
+    fn before_close(&mut self, _conn: &ConnHandle) -> Result<bool, ModuleError> {
+        Ok(false)
     }
     /// Whether [`on_message`](Self::on_message) does anything: a module
     /// without it spares the host a trip to the blocking pool per message.

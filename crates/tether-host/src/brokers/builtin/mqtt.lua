@@ -186,6 +186,15 @@ function on_message(conn, msg)
   end
 end
 
+-- An operator's close: DISCONNECT (MQTT has no answer to it), then the
+-- host closes the link.
+function before_close(conn)
+  if state.protocol ~= nil then
+    send(conn, { type = "disconnect" })
+  end
+  return false
+end
+
 -- The PUBACKs that arrived with this message: outbox messages done.
 function outbox_ack(_)
   local ids = acked

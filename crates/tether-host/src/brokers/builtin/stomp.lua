@@ -158,7 +158,12 @@ function on_message(conn, msg)
         error("STOMP message on " .. tostring(frame.headers.destination) .. " not handled (NACKed): " .. tostring(err))
       end
     elseif c == "RECEIPT" then
-      acked[#acked + 1] = frame.headers["receipt-id"]
+      local id = frame.headers["receipt-id"]
+      if id == "tether-disconnect" then
+        conn:close(1000, "STOMP DISCONNECT receipted")
+      else
+        acked[#acked + 1] = id
+      end
     elseif c == "ERROR" then
       local why = frame.headers.message or ""
       if #frame.body > 0 then
@@ -169,6 +174,16 @@ function on_message(conn, msg)
       error("STOMP ERROR from the broker: " .. why)
     end
   end
+end
+
+-- An operator's close: DISCONNECT with a receipt; the RECEIPT closes the
+-- link (the host closes it anyway after two seconds).
+function before_close(conn)
+  if state.protocol == nil then
+    return false
+  end
+  send(conn, { command = "DISCONNECT", headers = { receipt = "tether-disconnect" } })
+  return true
 end
 
 -- The receipts that arrived with this message: outbox messages done.

@@ -306,6 +306,15 @@ impl ClientModule for LuaModule {
         Ok(())
     }
 
+    fn before_close(&mut self, _conn: &ConnHandle) -> Result<bool, ModuleError> {
+        let err = |e: mlua::Error| ModuleError::new(format!("before_close: {}", describe(&e)));
+        let f: Option<Function> = self.lua.globals().get("before_close").map_err(err)?;
+        let Some(f) = f else { return Ok(false) };
+        let conn = self.conn.clone();
+        let waits: Value = self.guarded(|_| f.call(conn)).map_err(err)?;
+        Ok(matches!(waits, Value::Boolean(true)))
+    }
+
     fn on_open(&mut self, _conn: &ConnHandle) -> Result<(), ModuleError> {
         self.call("on_open", self.conn.clone())
     }
