@@ -196,7 +196,7 @@ async fn event_log(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
     // The writer alone.
     let bus = tether_host::events::EventBus::with_log(4096, store.clone(), Default::default());
     let (_, before) = store.events_bounds().await?;
-    let history = std::sync::Mutex::new(std::collections::VecDeque::new());
+    let history = std::sync::Mutex::new(tether_host::events::History::default());
     let body = serde_json::json!({"event": "message", "type": "text", "data": "y".repeat(200)});
     let started = Instant::now();
     for _ in 0..n {
@@ -206,6 +206,7 @@ async fn event_log(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
             at: String::new(),
             body: body.clone(),
             seq: Default::default(),
+            held: None,
         };
         bus.publish(&history, event, true);
     }

@@ -173,6 +173,11 @@ pub async fn render(host: &Host) -> String {
 async fn outbox_and_log(host: &Host, clients: &[crate::host::ClientView], out: &mut String) {
     let store = host.store();
     let now = crate::store::now_ms();
+    let _ = writeln!(
+        out,
+        "# HELP tether_event_memory_bytes Bytes the host's events hold in memory (histories, live streams, the log queue).\n# TYPE tether_event_memory_bytes gauge\ntether_event_memory_bytes {}",
+        host.events().memory_held()
+    );
     let _ = writeln!(out, "# HELP tether_outbox_depth Durable messages not yet delivered (pending and in flight).\n# TYPE tether_outbox_depth gauge");
     let mut rows = Vec::new();
     for c in clients {

@@ -2,7 +2,7 @@
 //! connection, its module, its state and counters, and the worker task that
 //! runs them. Socket → connection → event → module hooks, one at a time.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -170,7 +170,7 @@ pub struct ClientRuntime {
     status: Mutex<Status>,
     handle: ConnHandle,
     control: mpsc::UnboundedSender<Control>,
-    history: Mutex<VecDeque<Arc<HostEvent>>>,
+    history: Mutex<crate::events::History>,
     bus: EventBus,
     /// The event names its type logs (`None`: all).
     logged: Option<Vec<String>>,
@@ -225,7 +225,7 @@ impl ClientRuntime {
                 ..Status::closed()
             }),
             control,
-            history: Mutex::new(VecDeque::new()),
+            history: Mutex::new(crate::events::History::default()),
             bus,
             logged,
         });
@@ -259,9 +259,7 @@ impl ClientRuntime {
         self.history
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+            .events()
     }
 
     /// The settings the next connection attempt uses.
@@ -305,6 +303,32 @@ impl ClientRuntime {
         self.handle.count_sent(message.len());
     }
 
+    /// Publishes a received message: without its data when the data is
+    /// larger than `event_data_limit_bytes` (the module got all of it).
+    pub(crate) fn publish_message(&self, message: &tether::Message) {
+        let limit = self.bus.memory().data_limit;
+        if message.len() > limit {
+            let kind = match message {
+                tether::Message::Text(_) => "text",
+                tether::Message::Binary(_) => "binary",
+            };
+            self.publish(serde_json::json!({
+                "event": "message", "type": kind, "size": message.len(),
+                "truncated": "event_data_limit_bytes",
+            }));
+        } else {
+            self.publish(body::message(message));
+        }
+    }
+
+    /// Bytes of events this client keeps in its history.
+    pub fn history_bytes(&self) -> usize {
+        self.history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .bytes()
+    }
+
     /// Publishes an event for this client.
     pub fn publish(&self, body: serde_json::Value) {
         let event = HostEvent {
@@ -313,6 +337,7 @@ impl ClientRuntime {
             at: rfc3339(now_ms()),
             body,
             seq: Default::default(),
+            held: None,
         };
         let logged = self.logged.as_ref().is_none_or(|names| {
             event

@@ -292,7 +292,7 @@ impl Worker {
                     s.messages_in += 1;
                     s.bytes_in += message.len() as u64;
                 });
-                self.rt.publish(body::message(&message));
+                self.rt.publish_message(&message);
                 if !self.module.as_ref().is_some_and(|m| m.handles_messages()) {
                     return;
                 }

@@ -12,11 +12,13 @@ use toml::Spanned;
 
 mod connection;
 mod error;
+mod host;
 mod outbox;
 mod webhook;
 use connection::tls_options;
 pub use connection::{KeepaliveConfig, ReconnectConfig, TlsConfig};
 pub use error::ConfigError;
+pub use host::{HostSection, SecretsMode};
 pub use outbox::{OutboxConfig, ReadyWhen};
 pub use webhook::WebhookConfig;
 
@@ -33,107 +35,6 @@ pub struct HostConfig {
     /// Webhook sinks for the event log, each a `[[webhook]]` table.
     #[serde(default, rename = "webhook")]
     pub webhooks: Vec<WebhookConfig>,
-}
-
-/// `[host]`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HostSection {
-    /// Where the management API listens. Default `127.0.0.1:7878`. Binding
-    /// anything but loopback needs an admin token set in the config or in
-    /// `TETHER_ADMIN_TOKEN`.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// The store, `sqlite://PATH` (relative to the config file) or
-    /// `sqlite::memory:`. Default `sqlite://tether.db`; created when missing.
-    #[serde(default = "default_store")]
-    pub store: String,
-    /// The admin token. `TETHER_ADMIN_TOKEN` wins over it; with neither, one
-    /// is generated at first start, printed once, and kept (hashed) in the store.
-    #[serde(default)]
-    pub admin_token: Option<String>,
-    /// Serve `/metrics` without the token. Only allowed when `listen` is a
-    /// loopback address. Default false.
-    #[serde(default)]
-    pub metrics_public: bool,
-    /// Seconds a shutdown may take (closing clients, flushing the store)
-    /// before the process exits anyway. Default 10.
-    #[serde(default = "ten")]
-    pub shutdown_grace_secs: u64,
-    /// How passwords and secret header values are stored: `"encrypted"`
-    /// (the default: needs `TETHER_SECRET_KEY` or `secret_key_file` before
-    /// any secret can be stored) or `"plaintext"` (warned about at every start).
-    #[serde(default)]
-    pub secrets: SecretsMode,
-    /// Serve a WebSocket echo endpoint on this loopback address (for a first
-    /// run with nothing else installed). Default: off.
-    #[serde(default)]
-    pub demo_echo: Option<Spanned<SocketAddr>>,
-    /// Delivered (done) outbox messages are deleted after this many seconds;
-    /// pending, expired and dead ones are kept until retried or purged.
-    /// Default 3600.
-    #[serde(default = "hour")]
-    pub outbox_keep_done_secs: u64,
-    /// The durable event log keeps the newest this many events. Default 1000000.
-    #[serde(default = "million")]
-    pub event_log_max_events: u64,
-    /// … and none older than this many seconds. Default 604800 (7 days).
-    #[serde(default = "week")]
-    pub event_log_max_age_secs: u64,
-    /// A file holding the secret key as base64, relative to the config file.
-    /// `TETHER_SECRET_KEY` wins over it.
-    #[serde(default)]
-    pub secret_key_file: Option<PathBuf>,
-}
-
-/// `[host] secrets`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SecretsMode {
-    /// Sealed under the secret key; refused without one.
-    #[default]
-    Encrypted,
-    /// Stored as they are.
-    Plaintext,
-}
-
-const fn ten() -> u64 {
-    10
-}
-const fn hour() -> u64 {
-    3600
-}
-const fn million() -> u64 {
-    1_000_000
-}
-const fn week() -> u64 {
-    7 * 86_400
-}
-
-impl Default for HostSection {
-    fn default() -> Self {
-        HostSection {
-            listen: default_listen(),
-            store: default_store(),
-            admin_token: None,
-            metrics_public: false,
-            shutdown_grace_secs: ten(),
-            secrets: SecretsMode::default(),
-            secret_key_file: None,
-            demo_echo: None,
-            outbox_keep_done_secs: hour(),
-            event_log_max_events: million(),
-            event_log_max_age_secs: week(),
-        }
-    }
-}
-
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7878))
-}
-
-fn default_store() -> String {
-    "sqlite://tether.db".into()
 }
 
 /// `[[client_type]]`: a kind of server the host talks to.
@@ -282,6 +183,8 @@ pub struct Loaded {
     pub demo_echo: Option<SocketAddr>,
     /// How long the event log keeps events.
     pub event_retention: crate::events::Retention,
+    /// What events may hold in memory.
+    pub event_memory: crate::events::EventMemory,
     /// How long delivered outbox messages are kept.
     pub outbox_keep_done: Duration,
     /// The client types, by name.
@@ -523,6 +426,11 @@ impl Loaded {
             event_retention: crate::events::Retention {
                 max_events: config.host.event_log_max_events.max(1),
                 max_age: Duration::from_secs(config.host.event_log_max_age_secs.max(1)),
+            },
+            event_memory: crate::events::EventMemory {
+                data_limit: config.host.event_data_limit_bytes.max(1024),
+                history_per_client: config.host.history_bytes_per_client,
+                total: config.host.event_memory_bytes.max(1 << 20),
             },
             types,
             webhooks: config.webhooks,

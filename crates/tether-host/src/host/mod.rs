@@ -176,7 +176,8 @@ impl Host {
                 )
             })
             .collect();
-        let bus = EventBus::with_log(4096, store.clone(), config.event_retention);
+        let bus = EventBus::with_log(4096, store.clone(), config.event_retention)
+            .with_memory(config.event_memory);
         let mut webhooks = Vec::new();
         for w in &config.webhooks {
             webhooks.push(crate::webhooks::Webhook::start(w.clone(), store.clone(), &bus).await?);

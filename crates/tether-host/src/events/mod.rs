@@ -12,8 +12,42 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::store::Store;
 
-/// How many events each client keeps for late viewers.
+mod memory;
+pub use memory::{Budget, EventMemory, Held};
+
+/// How many events each client keeps for late viewers (fewer when their
+/// bytes pass `history_bytes_per_client`).
 pub const HISTORY: usize = 200;
+
+/// A client's recent events, bounded in count and in bytes.
+#[derive(Debug, Default)]
+pub struct History {
+    events: VecDeque<Arc<HostEvent>>,
+    bytes: usize,
+}
+
+impl History {
+    fn push(&mut self, event: Arc<HostEvent>, max_bytes: usize) {
+        self.bytes += event.bytes();
+        self.events.push_back(event);
+        while self.events.len() > HISTORY || self.bytes > max_bytes {
+            match self.events.pop_front() {
+                Some(old) => self.bytes -= old.bytes(),
+                None => break,
+            }
+        }
+    }
+
+    /// The events, oldest first.
+    pub fn events(&self) -> Vec<Arc<HostEvent>> {
+        self.events.iter().cloned().collect()
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
 
 /// One event of one client.
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +65,16 @@ pub struct HostEvent {
     /// and for an event its type does not log).
     #[serde(skip_serializing_if = "Seq::is_unset")]
     pub seq: Seq,
+    /// The bytes it holds of the host's event memory (set when published).
+    #[serde(skip)]
+    pub held: Option<Arc<Held>>,
+}
+
+impl HostEvent {
+    /// The bytes it counts against the event memory.
+    pub fn bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |h| h.bytes())
+    }
 }
 
 /// An event's log number, set once by the log writer while the same event
@@ -124,7 +168,12 @@ pub mod body {
 pub struct EventBus {
     tx: broadcast::Sender<Arc<HostEvent>>,
     log: Option<mpsc::UnboundedSender<(Arc<HostEvent>, bool)>>,
+    memory: EventMemory,
+    budget: Arc<Budget>,
 }
+
+/// What every event counts besides its data (fields, the Arc, the JSON).
+const EVENT_OVERHEAD: usize = 256;
 
 impl EventBus {
     /// A bus without a log: events reach live subscribers only.
@@ -132,7 +181,25 @@ impl EventBus {
         EventBus {
             tx: broadcast::channel(capacity.max(16)).0,
             log: None,
+            memory: EventMemory::default(),
+            budget: Arc::default(),
         }
+    }
+
+    /// Sets the memory limits.
+    pub fn with_memory(mut self, memory: EventMemory) -> Self {
+        self.memory = memory;
+        self
+    }
+
+    /// The limits.
+    pub fn memory(&self) -> EventMemory {
+        self.memory
+    }
+
+    /// Bytes all events hold now.
+    pub fn memory_held(&self) -> usize {
+        self.budget.held()
     }
 
     /// A bus whose events are logged in `store` before they are broadcast,
@@ -145,6 +212,8 @@ impl EventBus {
         EventBus {
             tx,
             log: Some(log_tx),
+            memory: EventMemory::default(),
+            budget: Arc::default(),
         }
     }
 
@@ -155,20 +224,22 @@ impl EventBus {
 
     /// Publishes `event` (logged unless `logged` is false), keeping it in
     /// `history` too.
-    pub fn publish(
-        &self,
-        history: &std::sync::Mutex<VecDeque<Arc<HostEvent>>>,
-        event: HostEvent,
-        logged: bool,
-    ) {
-        let event = Arc::new(event);
-        {
-            let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
-            if h.len() == HISTORY {
-                h.pop_front();
+    pub fn publish(&self, history: &std::sync::Mutex<History>, mut event: HostEvent, logged: bool) {
+        let size = memory::data_bytes(&event.body) + EVENT_OVERHEAD;
+        let held = match self.budget.take(size, self.memory.total) {
+            Some(held) => held,
+            None => {
+                // Over the host's event memory: published without its data.
+                event.body = memory::truncated(&event.body, "event_memory_bytes");
+                self.budget.take_always(EVENT_OVERHEAD)
             }
-            h.push_back(event.clone());
-        }
+        };
+        event.held = Some(Arc::new(held));
+        let event = Arc::new(event);
+        history
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(event.clone(), self.memory.history_per_client);
         match &self.log {
             // The log writer broadcasts once the event has its number.
             Some(log) => {
