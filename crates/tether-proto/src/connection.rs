@@ -358,7 +358,11 @@ impl ClientConnection {
             self.events = VecDeque::new();
         }
         self.scratch = Vec::new();
-        self.control = Vec::new();
+        // A control frame's payload may be half received (its first bytes
+        // came with the 101, or in an earlier read): keep it then.
+        if !matches!(self.inbound, Inbound::Control { .. }) {
+            self.control = Vec::new();
+        }
         self.spare = Vec::new();
     }
 

@@ -223,3 +223,18 @@ fn long_close_reason_is_truncated_to_fit() {
         .unwrap();
     assert_eq!(pair.sent()[0].payload.len(), 125);
 }
+
+#[test]
+fn shrinking_buffers_keeps_a_half_received_ping() {
+    // A driver frees idle buffers (and the handshake's) between reads; a
+    // ping whose first payload bytes already arrived must survive it.
+    let mut pair = Pair::open(plain_config());
+    let frame = server_frame(true, false, 9, b"payload-0");
+    pair.feed(&frame[..5]);
+    pair.client.shrink_buffers();
+    pair.feed(&frame[5..]);
+    let sent = pair.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].opcode, 10);
+    assert_eq!(sent[0].payload, b"payload-0");
+}
