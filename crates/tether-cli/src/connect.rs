@@ -75,10 +75,10 @@ pub struct ConnectArgs {
     #[arg(long)]
     pub no_proxy: bool,
     /// Seconds between keepalive pings (0 turns them off).
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    #[arg(long, value_name = "SECS", default_value_t = tether::proto::DEFAULT_PING_INTERVAL.as_secs_f64())]
     pub ping_interval: f64,
     /// Seconds to wait for a pong before the connection counts as dead (0: forever).
-    #[arg(long, value_name = "SECS", default_value_t = 20.0)]
+    #[arg(long, value_name = "SECS", default_value_t = tether::proto::DEFAULT_PING_TIMEOUT.as_secs_f64())]
     pub ping_timeout: f64,
     /// Outgoing buffer limit in bytes.
     #[arg(long, value_name = "BYTES", default_value_t = 16 << 20)]

@@ -391,6 +391,34 @@ async fn metrics_need_the_token_and_speak_prometheus() {
     assert!(text.contains("tether_handler_duration_seconds_bucket{le=\"+Inf\"}"));
 }
 
+#[tokio::test]
+async fn the_bearer_scheme_is_matched_in_any_case_for_the_api_and_metrics() {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+    let (_ws, app) = app().await;
+    for (header, want) in [
+        (format!("Bearer {}", support::TOKEN), StatusCode::OK),
+        (format!("bearer {}", support::TOKEN), StatusCode::OK),
+        (format!("BEARER  {} ", support::TOKEN), StatusCode::OK),
+        (
+            format!("Basic {}", support::TOKEN),
+            StatusCode::UNAUTHORIZED,
+        ),
+        ("Bearer wrong".to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        for path in ["/api/clients", "/metrics"] {
+            let req = Request::builder()
+                .uri(path)
+                .header("authorization", &header)
+                .body(Body::empty())
+                .unwrap();
+            let status = app.clone().oneshot(req).await.unwrap().status();
+            assert_eq!(status, want, "{path} with {header:?}");
+        }
+    }
+}
+
 mod browser_session {
     use super::*;
     use axum::body::Body;

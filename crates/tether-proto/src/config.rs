@@ -19,13 +19,21 @@ pub struct Config {
     pub close_timeout: Duration,
     /// permessage-deflate offer; `None` turns compression off. Default: on.
     pub deflate: Option<DeflateConfig>,
-    /// Send a ping when nothing was sent for this long. `None`: never.
-    /// Default: 20 s.
+    /// Send a ping every this long, at a fixed interval whether or not
+    /// anything else was sent: a pong proves the server still reads and
+    /// gives the round trip, which traffic in one direction does not.
+    /// `None`: never. Default: [`DEFAULT_PING_INTERVAL`].
     pub ping_interval: Option<Duration>,
     /// Fail the connection (1006, timeout) when a ping is unanswered for this
-    /// long. `None`: wait forever. Default: 20 s.
+    /// long. `None`: wait forever. Default: [`DEFAULT_PING_TIMEOUT`].
     pub ping_timeout: Option<Duration>,
 }
+
+/// The keepalive interval every layer defaults to (engine, library, host,
+/// CLI).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// How long a ping may go unanswered, by default.
+pub const DEFAULT_PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for Config {
     fn default() -> Self {
@@ -35,8 +43,8 @@ impl Default for Config {
             max_handshake_size: 64 << 10,
             close_timeout: Duration::from_secs(5),
             deflate: Some(DeflateConfig::default()),
-            ping_interval: Some(Duration::from_secs(20)),
-            ping_timeout: Some(Duration::from_secs(20)),
+            ping_interval: Some(DEFAULT_PING_INTERVAL),
+            ping_timeout: Some(DEFAULT_PING_TIMEOUT),
         }
     }
 }

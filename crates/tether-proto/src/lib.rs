@@ -49,7 +49,7 @@ mod opening;
 pub mod utf8;
 
 pub use close::CloseCode;
-pub use config::Config;
+pub use config::{Config, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use connection::{ClientConnection, PayloadBuffer, State};
 pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{HandshakeError, ProtocolError, SendError};

@@ -40,13 +40,6 @@ pub(crate) enum ProxyKind {
     Socks5,
 }
 
-fn decode(s: &str) -> String {
-    url::form_urlencoded::parse(format!("x={s}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
 impl Proxy {
     pub fn parse(url: &str) -> Result<Proxy, Error> {
         let bad = |reason: String| Error::InvalidUrl {
@@ -76,8 +69,8 @@ impl Proxy {
         });
         let auth = (!parsed.username().is_empty()).then(|| {
             (
-                decode(parsed.username()),
-                decode(parsed.password().unwrap_or("")),
+                crate::target::decode_userinfo(parsed.username()),
+                crate::target::decode_userinfo(parsed.password().unwrap_or("")),
             )
         });
         let scheme = parsed.scheme();

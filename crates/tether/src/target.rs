@@ -1,7 +1,6 @@
 //! Turning a `ws://` or `wss://` URL into where to connect and what to ask.
 
 use base64::Engine as _;
-use percent_encoding_lite::decode;
 use tether_proto::Request;
 use url::Url;
 
@@ -18,26 +17,12 @@ pub(crate) struct Target {
     pub request: Request,
 }
 
-mod percent_encoding_lite {
-    /// Decodes %XX escapes (userinfo in URLs is percent-encoded).
-    pub fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            if bytes[i] == b'%' && i + 2 < bytes.len() {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                if let Some(b) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    out.push(b);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(bytes[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
+/// Decodes the %XX escapes of a URL's user or password (RFC 3986: `+` is
+/// a plus sign there, not a space). The one decoder for every URL we take.
+pub(crate) fn decode_userinfo(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
 }
 
 impl Target {
@@ -90,8 +75,8 @@ impl Target {
         }
         let url_auth = (!parsed.username().is_empty()).then(|| {
             (
-                decode(parsed.username()),
-                decode(parsed.password().unwrap_or("")),
+                decode_userinfo(parsed.username()),
+                decode_userinfo(parsed.password().unwrap_or("")),
             )
         });
         if let Some((user, pass)) = options.basic_auth.clone().or(url_auth) {
@@ -149,8 +134,9 @@ mod tests {
 
     #[test]
     fn decodes_userinfo_and_redacts() {
-        assert_eq!(decode("a%40b%3Ac"), "a@b:c");
-        assert_eq!(decode("100%"), "100%");
+        assert_eq!(decode_userinfo("a%40b%3Ac"), "a@b:c");
+        assert_eq!(decode_userinfo("100%"), "100%");
+        assert_eq!(decode_userinfo("a+b%2B"), "a+b+");
         assert_eq!(redact("ws://u:secret@h/"), "ws://u:***@h/");
         let err = Target::parse("http://u:secret@h/", &ConnectOptions::default()).unwrap_err();
         assert!(!err.to_string().contains("secret"));

@@ -13,22 +13,23 @@ use crate::error::Error;
 pub fn default_config() -> Result<Arc<rustls::ClientConfig>, Error> {
     static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
     CONFIG
-        .get_or_init(|| {
-            let mut roots = RootCertStore::empty();
-            let native = rustls_native_certs::load_native_certs();
-            for cert in native.certs {
-                let _ = roots.add(cert);
-            }
-            if roots.is_empty() {
-                tracing::debug!(
-                    "no platform CA certificates found; using the bundled webpki roots"
-                );
-                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-            }
-            config_with_roots(roots).map(Arc::new)
-        })
+        .get_or_init(|| config_with_roots(platform_roots()).map(Arc::new))
         .clone()
         .map_err(Error::TlsConfig)
+}
+
+/// The platform's CA certificates (rustls-native-certs), or the bundled
+/// webpki roots when the platform has none. The one place roots are loaded.
+fn platform_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(cert);
+    }
+    if roots.is_empty() {
+        tracing::debug!("no platform CA certificates found; using the bundled webpki roots");
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    }
+    roots
 }
 
 /// A client configuration that trusts exactly `roots`.
@@ -85,13 +86,7 @@ impl TlsOptions {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
         let bad = |m: String| Error::TlsConfig(m);
-        let mut roots = RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
-        if roots.is_empty() {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
+        let mut roots = platform_roots();
         for file in &self.ca_files {
             let mut found = 0;
             for cert in CertificateDer::pem_file_iter(file)

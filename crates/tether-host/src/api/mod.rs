@@ -133,17 +133,22 @@ pub fn actor(headers: &axum::http::HeaderMap) -> String {
         .to_string()
 }
 
+/// The token of `Authorization: Bearer <token>` (the scheme is matched
+/// without regard to case, as RFC 9110 says). The one parser for the API
+/// and `/metrics`.
+fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
 async fn require_token(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let bearer = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        });
-    match bearer {
-        Some(t) if state.token.accepts(t.trim()) => next.run(request).await,
+    match bearer_token(request.headers()) {
+        Some(t) if state.token.accepts(t) => next.run(request).await,
         Some(_) => ApiError::unauthorized("the admin token is wrong").into_response(),
         None if session::session_id(request.headers()).is_some() => {
             match session::check(&state.sessions, request.method(), request.headers()) {
@@ -159,11 +164,7 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
 async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     if !state.metrics_public {
         let headers = request.headers();
-        let bearer_ok = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|t| state.token.accepts(t.trim()));
+        let bearer_ok = bearer_token(headers).is_some_and(|t| state.token.accepts(t));
         if !bearer_ok && session::check(&state.sessions, request.method(), headers).is_err() {
             return ApiError::unauthorized("send the admin token as 'Authorization: Bearer <token>', or set metrics_public = true on a loopback listener").into_response();
         }

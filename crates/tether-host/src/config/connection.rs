@@ -89,22 +89,25 @@ impl ReconnectConfig {
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
     /// Seconds between pings; 0 turns pings off. Default 20.
-    #[serde(default = "twenty")]
+    #[serde(default = "default_ping_interval")]
     pub ping_interval_secs: u64,
     /// Seconds to wait for a pong before the link counts as dead. Default 20.
-    #[serde(default = "twenty")]
+    #[serde(default = "default_ping_timeout")]
     pub ping_timeout_secs: u64,
 }
 
-const fn twenty() -> u64 {
-    20
+const fn default_ping_interval() -> u64 {
+    tether::proto::DEFAULT_PING_INTERVAL.as_secs()
+}
+const fn default_ping_timeout() -> u64 {
+    tether::proto::DEFAULT_PING_TIMEOUT.as_secs()
 }
 
 impl Default for KeepaliveConfig {
     fn default() -> Self {
         KeepaliveConfig {
-            ping_interval_secs: 20,
-            ping_timeout_secs: 20,
+            ping_interval_secs: default_ping_interval(),
+            ping_timeout_secs: default_ping_timeout(),
         }
     }
 }
