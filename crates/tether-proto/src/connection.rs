@@ -83,7 +83,29 @@ struct Keepalive {
     rtt: Option<Duration>,
 }
 
-/// The client side of one WebSocket connection, without I/O.
+/// The client side of one WebSocket connection, without I/O: bytes in,
+/// events out, no sockets, clock or threads of its own.
+///
+/// # Driving it
+///
+/// 1. [`new`](Self::new), then write what [`poll_transmit`](Self::poll_transmit)
+///    gives (the opening handshake) to the socket.
+/// 2. Loop:
+///    - bytes read from the socket go to [`receive_data`](Self::receive_data)
+///      (any chunking), the end of the stream to
+///      [`receive_eof`](Self::receive_eof);
+///    - when the instant from [`poll_timeout`](Self::poll_timeout) passes,
+///      call [`handle_timeout`](Self::handle_timeout);
+///    - the application's sends are `send_text`, `send_binary`,
+///      [`send_ping`](Self::send_ping) and [`close`](Self::close), which only
+///      queue;
+///    - after each of those, drain [`poll_transmit`](Self::poll_transmit)
+///      (write all of it) and [`poll_event`](Self::poll_event), then sleep
+///      until the next read, send or [`poll_timeout`](Self::poll_timeout).
+/// 3. Stop once [`state`](Self::state) is [`State::Closed`] and no event is
+///    left.
+///
+/// `docs/sans-io.md` walks through a complete loop.
 pub struct ClientConnection {
     config: Arc<Config>,
     state: State,
@@ -240,7 +262,9 @@ impl ClientConnection {
     }
 
     /// Call when the instant from [`poll_timeout`](Self::poll_timeout) has
-    /// passed. May queue a ping, or close the connection on a timeout.
+    /// passed. May queue a ping, or close the connection on a timeout. Then
+    /// drain [`poll_transmit`](Self::poll_transmit) (the ping) and
+    /// [`poll_event`](Self::poll_event) (a timeout's close).
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.state == State::Closed {
             return;
@@ -277,7 +301,8 @@ impl ClientConnection {
         self.send_data(OpCode::Binary, data)
     }
 
-    /// Queues a ping with up to 125 bytes of payload.
+    /// Queues a ping with up to 125 bytes of payload. Then drain
+    /// [`poll_transmit`](Self::poll_transmit).
     pub fn send_ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         self.check_can_send()?;
         if payload.len() > 125 {
@@ -290,7 +315,9 @@ impl ClientConnection {
     /// Starts the close handshake: queues a close frame and arms the close
     /// timeout. The connection reaches [`State::Closed`] when the server's
     /// close frame arrives or the timeout passes. The reason is cut to the
-    /// 123 bytes a close frame can carry.
+    /// 123 bytes a close frame can carry. Then drain
+    /// [`poll_transmit`](Self::poll_transmit), and keep reading until
+    /// [`poll_event`](Self::poll_event) gives the `Closed` event.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
         self.check_can_send()?;
         if !code.is_sendable() {

@@ -70,9 +70,6 @@ pub enum ProtocolError {
     /// The compressed data could not be inflated.
     #[error("invalid compressed data: {0}")]
     InvalidDeflate(String),
-    /// The server sent data after its close frame.
-    #[error("data after the close frame")]
-    DataAfterClose,
 }
 
 impl ProtocolError {
@@ -161,12 +158,4 @@ pub enum SendError {
     /// A ping payload over 125 bytes.
     #[error("control frame payload of {0} bytes is over 125")]
     ControlTooLong(usize),
-    /// The message is larger than the configured outgoing limit.
-    #[error("message of {size} bytes is over the limit of {limit} bytes")]
-    MessageTooBig {
-        /// The message size.
-        size: usize,
-        /// The configured limit.
-        limit: usize,
-    },
 }

@@ -57,6 +57,10 @@ pub enum PersistentEvent {
     },
     /// Closed on request. No event follows.
     Closed,
+    /// A setting makes every attempt fail before it reaches the network
+    /// (a CA file that cannot be read, a bad proxy in the environment): no
+    /// attempt is made again. No event follows.
+    Failed(Box<Error>),
 }
 
 /// The state of a persistent connection.
@@ -277,8 +281,20 @@ async fn supervise(
         if inner.stopped.load(Ordering::Acquire) {
             break;
         }
-        let Ok((conn, mut rx)) = open(key.clone(), &url, &options) else {
-            break;
+        let (conn, mut rx) = match open(key.clone(), &url, &options) {
+            Ok(pair) => pair,
+            Err(error) => {
+                tracing::warn!(key = %key, error = %error, "not reconnecting: the settings fail every attempt");
+                inner.set_state(PersistentState::Closed);
+                inner
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0
+                    .clear();
+                let _ = tx.send(PersistentEvent::Failed(Box::new(error))).await;
+                return;
+            }
         };
         *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         if inner.stopped.load(Ordering::Acquire) {

@@ -369,3 +369,35 @@ async fn dropping_the_handles_and_the_receiver_closes_with_1001() {
     drop(other);
     assert_eq!(timeout(T, codes.recv()).await.unwrap(), Some(1001));
 }
+
+#[tokio::test]
+async fn a_setting_that_fails_every_attempt_is_reported_not_retried() {
+    // The URL is fine; the CA file is not: every attempt would fail the same
+    // way before reaching the network.
+    let mut o = options();
+    o.tls(tether::TlsOptions {
+        ca_files: vec!["/nonexistent/ca.pem".into()],
+        ..Default::default()
+    });
+    let (p, mut rx) = Persistent::open(
+        "k",
+        "wss://127.0.0.1:9/",
+        &o,
+        PersistentOptions {
+            policy: fast_policy(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let event = timeout(T, rx.next()).await.unwrap();
+    let Some(PersistentEvent::Failed(e)) = event else {
+        panic!("expected Failed, got {event:?}");
+    };
+    assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+    assert_eq!(
+        timeout(T, rx.next()).await.unwrap().map(|_| ()),
+        None,
+        "nothing follows"
+    );
+    assert_eq!(p.state(), PersistentState::Closed);
+}
