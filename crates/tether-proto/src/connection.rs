@@ -34,17 +34,42 @@ pub use receive::PayloadBuffer;
 /// Message buffers smaller than this are not worth recycling.
 const RECYCLE_MIN: usize = 64 << 10;
 
-/// Where the connection is in its life.
+/// Where the connection is in its life, as the WebSocket API names it.
+/// The one state type: the async client reports the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
 pub enum State {
-    /// The opening handshake is in progress.
-    Connecting,
+    /// The opening handshake (or, in a driver, TCP and TLS) is in progress.
+    Connecting = 0,
     /// Messages flow both ways.
-    Open,
-    /// We sent a close frame and wait for the server's.
-    Closing,
-    /// Done; nothing more is sent or reported.
-    Closed,
+    Open = 1,
+    /// A close frame was sent; the other side's is awaited.
+    Closing = 2,
+    /// Done, cleanly or not; nothing more is sent or reported.
+    Closed = 3,
+}
+
+impl State {
+    /// The lower-case name: `connecting`, `open`, `closing`, `closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Open => "open",
+            State::Closing => "closing",
+            State::Closed => "closed",
+        }
+    }
+
+    /// The state stored as `self as u8` (in an atomic, say); anything
+    /// unknown reads as `Closed`.
+    pub fn from_u8(v: u8) -> State {
+        match v {
+            0 => State::Connecting,
+            1 => State::Open,
+            2 => State::Closing,
+            _ => State::Closed,
+        }
+    }
 }
 
 /// What the bytes being read belong to.

@@ -22,50 +22,8 @@ const YIELD_AFTER: usize = 256 << 10;
 /// would not keep them either).
 const RECYCLE_MIN: usize = 64 << 10;
 
-/// A connection's state, as the WebSocket API names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum State {
-    /// TCP, TLS or the handshake is in progress.
-    Connecting,
-    /// Open: messages flow.
-    Open,
-    /// The close handshake is in progress.
-    Closing,
-    /// Closed, cleanly or not.
-    Closed,
-}
-
-impl State {
-    fn from_u8(v: u8) -> State {
-        match v {
-            0 => State::Connecting,
-            1 => State::Open,
-            2 => State::Closing,
-            _ => State::Closed,
-        }
-    }
-
-    /// The lower-case name: `connecting`, `open`, `closing`, `closed`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Connecting => "connecting",
-            State::Open => "open",
-            State::Closing => "closing",
-            State::Closed => "closed",
-        }
-    }
-}
-
-impl From<tether_proto::State> for State {
-    fn from(s: tether_proto::State) -> Self {
-        match s {
-            tether_proto::State::Connecting => State::Connecting,
-            tether_proto::State::Open => State::Open,
-            tether_proto::State::Closing => State::Closing,
-            tether_proto::State::Closed => State::Closed,
-        }
-    }
-}
+/// A connection's state: the engine's, as the WebSocket API names it.
+pub use tether_proto::State;
 
 /// How a connection ended.
 #[derive(Debug)]
@@ -328,7 +286,7 @@ impl Connection {
                 let r = engine
                     .close(Instant::now(), code, reason)
                     .map_err(SendError::from);
-                self.shared.set_state(engine.state().into());
+                self.shared.set_state(engine.state());
                 r
             }
             Some(engine) if engine.state() != tether_proto::State::Connecting => {
@@ -420,7 +378,7 @@ impl Connection {
         if buffered > 0 && buffered + len > limit && engine.state() == tether_proto::State::Open {
             if policy == BackpressurePolicy::Close {
                 let _ = engine.close(Instant::now(), CloseCode::GOING_AWAY, "send buffer full");
-                self.shared.set_state(engine.state().into());
+                self.shared.set_state(engine.state());
                 drop(inner);
                 self.shared.driver.wake();
             }

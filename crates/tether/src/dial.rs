@@ -8,9 +8,9 @@ use tokio::net::TcpStream;
 
 use tether_proto::{ClientConnection, CloseKind};
 
-use crate::driver::Transport;
 use crate::error::Error;
 use crate::options::ConnectOptions;
+use crate::start::Transport;
 use crate::target::Target;
 
 /// TCP (through a proxy if one applies), then TLS for `wss://`.

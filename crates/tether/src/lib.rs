@@ -37,11 +37,11 @@ pub mod persistent;
 pub mod proxy;
 mod reconnect;
 mod registry;
+mod start;
 mod target;
 pub mod tls;
 
 pub use connection::{Closed, Connection, Event, Message, Receiver, State};
-pub use driver::{connect, connect_keyed, open, open_on, Transport};
 pub use error::{Error, HandshakeError, ProtocolError, RequestError, SendError};
 pub use handlers::Handlers;
 pub use options::{BackpressurePolicy, ConnectOptions};
@@ -51,6 +51,7 @@ pub use persistent::{
 pub use proxy::ProxyMode;
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use registry::{Registry, RegistryError};
+pub use start::{connect, connect_keyed, open, open_on, Transport};
 pub use target::redact;
 /// The protocol engine this crate drives.
 pub use tether_proto as proto;

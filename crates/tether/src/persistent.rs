@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
 use crate::connection::{Closed, Connection, Event, Message};
-use crate::driver::open;
 use crate::error::{Error, SendError};
 use crate::options::ConnectOptions;
 use crate::reconnect::{Backoff, ReconnectPolicy};
+use crate::start::open;
 
 /// How a persistent connection retries and queues.
 #[derive(Debug, Clone, Default)]

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use crate::connection::{Connection, Receiver};
-use crate::driver::open;
 use crate::error::Error;
 use crate::handlers::Handlers;
 use crate::options::ConnectOptions;
+use crate::start::open;
 
 /// A set of live connections, each under a unique key. A connection leaves
 /// the registry by itself once it is closed.
