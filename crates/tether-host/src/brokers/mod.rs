@@ -8,6 +8,7 @@ pub(crate) mod lua;
 // Packet fields are named as in the MQTT specification.
 #[allow(missing_docs)]
 pub mod mqtt;
+mod mqtt_encode;
 #[allow(missing_docs)]
 pub mod mqtt_props;
 pub mod stomp;
