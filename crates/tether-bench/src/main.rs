@@ -8,6 +8,7 @@
 mod brokers;
 mod clients;
 mod durable;
+mod host;
 mod memory;
 mod micro;
 mod server;
@@ -150,6 +151,12 @@ fn main() -> anyhow::Result<()> {
     pin(0);
     let _ = rlimit::increase_nofile_limit(65_536);
 
+    if args.iter().any(|a| a == "--host") {
+        let result = host::run(s.ws, quick);
+        let _ = server.kill();
+        let _ = server.wait();
+        return result;
+    }
     if args.iter().any(|a| a == "--brokers") {
         let result = brokers::run(quick);
         let _ = server.kill();

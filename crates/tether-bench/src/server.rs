@@ -2,7 +2,8 @@
 //! a fastwebsockets WebSocket server and a length-prefixed raw TCP server.
 //!
 //! WebSocket paths: `/echo` echoes every frame; `/sink?n=N` reads N messages
-//! then sends the text "done"; `/source?n=N&size=S` sends N binary messages
+//! then sends the text "done"; `/json?n=N&size=S` sends N JSON texts of
+//! about S bytes; `/source?n=N&size=S` sends N binary messages
 //! of S bytes, then waits for the client's close. Raw TCP takes a one-byte
 //! mode first: `e` echo, `s` sink (then u32 N), `o` source (then u32 N, u32 S).
 
@@ -60,6 +61,18 @@ async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
         }
         ws.write_frame(Frame::text(Payload::Borrowed(b"done")))
             .await?;
+    } else if path.starts_with("/json") {
+        // Text messages of about `size` bytes, each a JSON object.
+        let (n, size) = (query(&path, "n"), query(&path, "size"));
+        for i in 0..n {
+            let head = format!(
+                "{{\"type\":\"tick\",\"seq\":{i},\"symbol\":\"ABC\",\"price\":101.25,\"pad\":\""
+            );
+            let pad = size.saturating_sub(head.len() + 2);
+            let text = format!("{head}{}\"}}", "x".repeat(pad));
+            ws.write_frame(Frame::text(Payload::Owned(text.into_bytes())))
+                .await?;
+        }
     } else if path.starts_with("/source") {
         let (n, size) = (query(&path, "n"), query(&path, "size"));
         let data = vec![0x5Au8; size];

@@ -301,12 +301,19 @@ end
 async fn limits_ids_ttl_and_attempts() {
     let down = free_addr();
     let ws = Workspace::new("outbox-limits");
+    // Ack mode with acks that never come: every delivery is an attempt
+    // however fast the socket takes the bytes (done-once-written would race
+    // the server's drop).
+    ws.write(
+        "modules/never_acks.lua",
+        "function outbox_ack(msg) return nil end\n",
+    );
     ws.write(
         "tether.toml",
         &config(
             &format!("ws://{down}/"),
             "max_messages = 3\nmax_attempts = 2",
-            None,
+            Some("never_acks.lua"),
         ),
     );
     let (_host, app) = start_host(&ws.config(), &ws.store_url()).await;

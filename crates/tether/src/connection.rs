@@ -426,6 +426,14 @@ impl Receiver {
         event
     }
 
+    /// The next event if one is waiting, without waiting for one (`None`:
+    /// nothing yet, or the stream ended). For taking a burst at once.
+    pub fn try_next(&mut self) -> Option<Event> {
+        let event = self.rx.try_recv().ok();
+        self.taken(event.as_ref());
+        event
+    }
+
     /// The next message, skipping other events; `Err` carries the close.
     pub async fn next_message(&mut self) -> Result<Message, Option<Closed>> {
         loop {

@@ -24,6 +24,9 @@ use crate::store::{now_ms, rfc3339};
 /// gives the call up (the Lua budget stops Lua code well inside this).
 const CALL_GRACE: Duration = Duration::from_secs(1);
 
+/// The most messages of a burst handed to the module in one call.
+const MESSAGE_BATCH: usize = 256;
+
 /// The task behind one client.
 pub(super) struct Worker {
     rt: Arc<ClientRuntime>,
@@ -288,28 +291,33 @@ impl Worker {
                 }
             }
             Event::Message(message) => {
-                self.rt.update(|s| {
-                    s.messages_in += 1;
-                    s.bytes_in += message.len() as u64;
-                });
-                self.rt.publish_message(&message);
-                if !self.module.as_ref().is_some_and(|m| m.handles_messages()) {
-                    return;
-                }
-                let acks = self.acks;
-                let acked = self
-                    .hook("on_message", move |m, c| {
-                        m.on_message(c, &message)?;
-                        if acks {
-                            m.outbox_ack(c, &message)
-                        } else {
-                            Ok(Vec::new())
+                let handles = self.module.as_ref().is_some_and(|m| m.handles_messages());
+                let mut batch = vec![message];
+                let mut deferred = None;
+                // A burst that already arrived goes to the module in one
+                // call: one trip to the blocking pool, not one per message.
+                while handles && batch.len() < MESSAGE_BATCH {
+                    match self.events.as_mut().and_then(|rx| rx.try_next()) {
+                        Some(Event::Message(m)) => batch.push(m),
+                        Some(other) => {
+                            deferred = Some(other);
+                            break;
                         }
-                    })
-                    .await
-                    .unwrap_or_default();
-                if !acked.is_empty() {
-                    record_acks(self.rt.clone(), acked).await;
+                        None => break,
+                    }
+                }
+                for m in &batch {
+                    self.rt.update(|s| {
+                        s.messages_in += 1;
+                        s.bytes_in += m.len() as u64;
+                    });
+                    self.rt.publish_message(m);
+                }
+                if handles {
+                    self.on_messages(batch).await;
+                }
+                if let Some(e) = deferred {
+                    Box::pin(self.handle_event(e)).await;
                 }
             }
             Event::Closed(closed) => {
@@ -336,6 +344,58 @@ impl Worker {
                 self.lost(&spec, why);
             }
             _ => {}
+        }
+    }
+
+    /// Runs `on_message` (and, in ack mode, `outbox_ack`) for each message,
+    /// in order, in as few hook calls as the call limit allows: a call
+    /// stops taking messages once it has run for half the limit, and the
+    /// next call goes on. A failing message is reported and the rest still
+    /// run.
+    async fn on_messages(&mut self, batch: Vec<tether::Message>) {
+        let acks = self.acks;
+        let budget = self.call_limit / 2;
+        let mut rest = batch;
+        while !rest.is_empty() {
+            let chunk = std::mem::take(&mut rest);
+            let rt = self.rt.clone();
+            let done = self
+                .hook("on_message", move |m, c| {
+                    let started = Instant::now();
+                    let mut acked = Vec::new();
+                    let mut messages = chunk.into_iter();
+                    for message in messages.by_ref() {
+                        let handled = m.on_message(c, &message).and_then(|()| {
+                            if acks {
+                                m.outbox_ack(c, &message)
+                            } else {
+                                Ok(Vec::new())
+                            }
+                        });
+                        match handled {
+                            Ok(ids) => acked.extend(ids),
+                            // Reported in place: between the events of the
+                            // messages before and after it.
+                            Err(e) => {
+                                tracing::warn!(client = %rt.key, error = %e, "handler failed");
+                                rt.publish_error("module", &e.message);
+                            }
+                        }
+                        if started.elapsed() >= budget {
+                            break;
+                        }
+                    }
+                    Ok((acked, messages.collect::<Vec<_>>()))
+                })
+                .await;
+            // The module is stuck or gone: nothing more to run.
+            let Some((acked, left)) = done else {
+                return;
+            };
+            if !acked.is_empty() {
+                record_acks(self.rt.clone(), acked).await;
+            }
+            rest = left;
         }
     }
 
