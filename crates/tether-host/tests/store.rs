@@ -510,3 +510,49 @@ async fn acks_by_message_id_and_by_mqtt_packet_id_complete_in_flight_messages() 
     );
     assert_eq!(store.outbox_in_flight("c").await.unwrap(), 0);
 }
+
+#[tokio::test]
+async fn queue_counts_follow_appends_done_marks_and_acks_across_batches() {
+    use tether_host::store::outbox::{Appended, OutboxLimits, OutboxStatus};
+    let store = SqliteStore::open("sqlite::memory:").await.unwrap();
+    let limited = |id: &str| {
+        let mut msg = m(id);
+        msg.limits = OutboxLimits {
+            max_messages: 4,
+            ..Default::default()
+        };
+        msg
+    };
+    let first = store
+        .outbox_append(&[limited("a"), limited("b"), limited("c")])
+        .await
+        .unwrap();
+    assert!(
+        first.iter().all(|a| matches!(a, Appended::Stored { .. })),
+        "{first:?}"
+    );
+    let a = store.outbox_pending("c", 1).await.unwrap()[0].seq;
+    store
+        .outbox_mark(&[a], OutboxStatus::Done, None)
+        .await
+        .unwrap();
+    // Two not done (b, c): two more fit, the third does not.
+    let second = store
+        .outbox_append(&[limited("d"), limited("e"), limited("f")])
+        .await
+        .unwrap();
+    assert!(matches!(second[0], Appended::Stored { .. }), "{second:?}");
+    assert!(matches!(second[1], Appended::Stored { .. }), "{second:?}");
+    assert_eq!(
+        second[2],
+        Appended::Full {
+            messages: 4,
+            bytes: 4
+        }
+    );
+    // Another client's queue is its own.
+    let mut other = limited("a");
+    other.client = "other".into();
+    let third = store.outbox_append(&[other]).await.unwrap();
+    assert!(matches!(third[0], Appended::Stored { .. }), "{third:?}");
+}

@@ -42,13 +42,20 @@ fn message(row: &SqliteRow) -> Result<OutboxMessage, StoreError> {
 /// Inserts the messages waiting in `insert` (batch index, message), many
 /// rows per statement, and records each one's number in `seq_of`. Inside
 /// the write transaction the AUTOINCREMENT numbers of one statement's rows
-/// are consecutive, in VALUES order, ending at last_insert_rowid.
+/// are consecutive, in VALUES order, ending at last_insert_rowid. Adds them
+/// to their clients' queue counts (`outbox_open`), once per client.
 async fn insert_rows(
     tx: &mut Transaction<'_, Sqlite>,
     insert: &mut Vec<(usize, &NewOutboxMessage)>,
     seq_of: &mut HashMap<usize, i64>,
     now: i64,
 ) -> Result<(), StoreError> {
+    let mut added: HashMap<&str, (i64, i64)> = HashMap::new();
+    for (_, m) in insert.iter() {
+        let a = added.entry(m.client.as_str()).or_default();
+        a.0 += 1;
+        a.1 += m.payload.len() as i64;
+    }
     for chunk in insert.chunks(ROWS_PER_STATEMENT) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO outbox (client, msg_id, is_binary, payload, created_ms, expires_ms) ",
@@ -66,6 +73,17 @@ async fn insert_rows(
         for (k, (i, _)) in chunk.iter().enumerate() {
             seq_of.insert(*i, first + k as i64);
         }
+    }
+    for (client, (messages, bytes)) in added {
+        sqlx::query(
+            "INSERT INTO outbox_open (client, messages, bytes) VALUES (?, ?, ?) \
+             ON CONFLICT(client) DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes",
+        )
+        .bind(client)
+        .bind(messages)
+        .bind(bytes)
+        .execute(&mut **tx)
+        .await?;
     }
     insert.clear();
     Ok(())
