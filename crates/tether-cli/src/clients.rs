@@ -62,6 +62,11 @@ pub struct Fields {
     /// Honour HTTP_PROXY / HTTPS_PROXY / NO_PROXY.
     #[arg(long)]
     pub use_env_proxy: Option<bool>,
+    /// A module setting over the type's, 'KEY=VALUE' (repeatable; replaces
+    /// all the instance's settings). VALUE is JSON when it parses as JSON
+    /// (`subscribe=["/queue/a"]`, `qos=1`), else a string.
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -259,6 +264,17 @@ fn fields_body(fields: Fields) -> Result<Map<String, Value>, String> {
     }
     if let Some(p) = fields.use_env_proxy {
         body.insert("use_env_proxy".into(), json!(p));
+    }
+    if !fields.settings.is_empty() {
+        let mut settings = Map::new();
+        for s in &fields.settings {
+            let (k, v) = s
+                .split_once('=')
+                .ok_or_else(|| format!("setting {s:?} must look like KEY=VALUE"))?;
+            let value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+            settings.insert(k.trim().to_string(), value);
+        }
+        body.insert("settings".into(), Value::Object(settings));
     }
     Ok(body)
 }

@@ -79,9 +79,32 @@ async fn operator_walkthrough() {
 
     let a = api.clone();
     let added = json(
-        &blocking(move || clients(&a, &["add", "--type", "feed", "--key", "f1", "--json"])).await,
+        &blocking(move || {
+            clients(
+                &a,
+                &[
+                    "add",
+                    "--type",
+                    "feed",
+                    "--key",
+                    "f1",
+                    "--json",
+                    "--setting",
+                    r#"subscribe=["/queue/a"]"#,
+                    "--setting",
+                    "qos=1",
+                    "--setting",
+                    "name=plain text",
+                ],
+            )
+        })
+        .await,
     );
     assert_eq!(added["key"], "f1");
+    assert_eq!(
+        added["settings"],
+        serde_json::json!({"subscribe": ["/queue/a"], "qos": 1, "name": "plain text"})
+    );
     let a = api.clone();
     let out = blocking(move || clients(&a, &["connect", "f1", "--json"])).await;
     assert!(out.status.success());

@@ -119,3 +119,13 @@ async fn bad_settings_of_a_builtin_type_are_refused_with_the_reason() {
     let e = tether_host::config::Loaded::load(&ws.dir.join("tether.toml")).unwrap_err();
     assert!(e.to_string().contains("no such built-in type"), "{e}");
 }
+
+#[test]
+fn the_broker_example_config_loads() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/brokers.toml");
+    let loaded = tether_host::config::Loaded::load(&path).unwrap();
+    let orders = &loaded.types["orders"];
+    assert_eq!(orders.protocols, ["v12.stomp"]);
+    assert!(orders.framing.is_some());
+    assert_eq!(loaded.types["sensors"].protocols, ["mqtt"]);
+}
