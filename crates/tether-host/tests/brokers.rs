@@ -105,6 +105,24 @@ async fn stomp_read(destination: &str, n: usize) -> Vec<String> {
     serde_json::from_str(out.trim()).unwrap()
 }
 
+/// Durable sends through the API, in order, each accepted (202).
+async fn send_durably(app: &axum::Router, key: &str, sends: impl Iterator<Item = Value>) {
+    for mut body in sends {
+        body["durable"] = json!(true);
+        let (status, v) = call(app, "POST", &format!("/api/clients/{key}/send"), Some(body)).await;
+        assert_eq!(status, 202, "{v}");
+    }
+}
+
+/// What an independent subscriber printed, a line each.
+async fn lines_of(sub: tokio::process::Child) -> Vec<String> {
+    let out = sub.wait_with_output().await.unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(String::from)
+        .collect()
+}
+
 async fn outbox_done(app: &axum::Router, key: &str, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -183,23 +201,14 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for i in 0..20 {
-        let (status, v) = call(
-            &app,
-            "POST",
-            "/api/clients/mosq/send",
-            Some(json!({"topic": "tether-test/out", "body": format!("m{i}"), "durable": true})),
-        )
-        .await;
-        assert_eq!(status, 202, "{v}");
-    }
-    let out = sub.wait_with_output().await.unwrap();
-    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect();
+    send_durably(
+        &app,
+        "mosq",
+        (0..20).map(|i| json!({"topic": "tether-test/out", "body": format!("m{i}")})),
+    )
+    .await;
     let want: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
-    assert_eq!(got, want);
+    assert_eq!(lines_of(sub).await, want);
     outbox_done(&app, "mosq", 20).await;
 
     // 3. The broker restarts, with 10 sends queued while it is down: Tether
@@ -213,16 +222,12 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
     )
     .await;
     wait_event(&mut rx, "mosq", |b| b["event"] == "close").await;
-    for i in 0..10 {
-        let (status, _) = call(
-            &app,
-            "POST",
-            "/api/clients/mosq/send",
-            Some(json!({"topic": "tether-test/out", "body": format!("q{i}"), "durable": true})),
-        )
-        .await;
-        assert_eq!(status, 202);
-    }
+    send_durably(
+        &app,
+        "mosq",
+        (0..10).map(|i| json!({"topic": "tether-test/out", "body": format!("q{i}")})),
+    )
+    .await;
     let sub_again = async {
         // Subscribe as soon as the broker is back, before Tether delivers.
         loop {
@@ -267,15 +272,10 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
     })
     .await;
     assert_eq!(e["data"]["subscriptions"], json!(["tether-test/in/#"]));
-    let out = sub.wait_with_output().await.unwrap();
-    let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(String::from)
-        .collect();
     // Delivered after the restart, in order; a message the subscriber
     // missed while connecting would show as a gap at the front.
     let want: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
-    assert_eq!(got, want);
+    assert_eq!(lines_of(sub).await, want);
     outbox_done(&app, "mosq", 30).await;
     run(
         "mosquitto_pub",
@@ -374,16 +374,12 @@ async fn stomp_and_mqtt_on_rabbitmq_both_ways() {
 
     // STOMP, Tether → broker: 20 durable sends with receipts, read back by
     // an independent client in order; the receipts complete the outbox.
-    for i in 0..20 {
-        let (status, v) = call(
-            &app,
-            "POST",
-            "/api/clients/rstomp/send",
-            Some(json!({"destination": "/queue/tether-test-out", "body": format!("s{i}"), "durable": true})),
-        )
-        .await;
-        assert_eq!(status, 202, "{v}");
-    }
+    send_durably(
+        &app,
+        "rstomp",
+        (0..20).map(|i| json!({"destination": "/queue/tether-test-out", "body": format!("s{i}")})),
+    )
+    .await;
     outbox_done(&app, "rstomp", 20).await;
     let got = stomp_read("/queue/tether-test-out", 20).await;
     let want: Vec<String> = (0..20).map(|i| format!("s{i}")).collect();

@@ -9,18 +9,11 @@ use support::{call, start_host, wait_event, EchoServer, Workspace};
 #[tokio::test]
 async fn a_failing_message_in_a_burst_does_not_stop_the_others() {
     let echo = EchoServer::start().await;
-    let ws = Workspace::new("bursts");
-    ws.write(
-        "modules/m.lua",
+    let ws = Workspace::with_module(
+        "bursts",
         "function on_open(conn)\n  for i = 1, 50 do conn:send(i == 25 and 'bad' or tostring(i)) end\nend\n\
          function on_message(conn, msg)\n  if msg.data == 'bad' then error('bad message') end\n  emit(msg.data)\nend\n",
-    );
-    ws.write(
-        "tether.toml",
-        &format!(
-            "[[client_type]]\nname = \"t\"\nmodule = \"modules/m.lua\"\npredefined = true\n[client_type.defaults]\nurl = \"{}\"\n",
-            echo.url()
-        ),
+        &echo.url(),
     );
     let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
     let mut rx = host.events().subscribe();

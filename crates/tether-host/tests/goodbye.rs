@@ -8,15 +8,7 @@ use support::{call, start_host, wait_event, EchoServer, Workspace};
 
 async fn run(module: &str) -> (serde_json::Value, Duration, Vec<serde_json::Value>) {
     let echo = EchoServer::start().await;
-    let ws = Workspace::new("goodbye");
-    ws.write("modules/m.lua", module);
-    ws.write(
-        "tether.toml",
-        &format!(
-            "[[client_type]]\nname = \"t\"\nmodule = \"modules/m.lua\"\npredefined = true\n[client_type.defaults]\nurl = \"{}\"\n",
-            echo.url()
-        ),
-    );
+    let ws = Workspace::with_module("goodbye", module, &echo.url());
     let (host, app) = start_host(&ws.config(), &ws.store_url()).await;
     let mut rx = host.events().subscribe();
     call(&app, "POST", "/api/clients/t/connect", None).await;

@@ -89,6 +89,16 @@ struct Inner {
 }
 
 impl Inner {
+    /// No more connections: closed, and what waited to be sent is dropped.
+    fn finish(&self) {
+        self.set_state(PersistentState::Closed);
+        self.queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clear();
+    }
+
     fn set_state(&self, s: PersistentState) {
         self.state.store(s as u8, Ordering::Release);
     }
@@ -285,13 +295,7 @@ async fn supervise(
             Ok(pair) => pair,
             Err(error) => {
                 tracing::warn!(key = %key, error = %error, "not reconnecting: the settings fail every attempt");
-                inner.set_state(PersistentState::Closed);
-                inner
-                    .queue
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0
-                    .clear();
+                inner.finish();
                 let _ = tx.send(PersistentEvent::Failed(Box::new(error))).await;
                 return;
             }
@@ -352,12 +356,6 @@ async fn supervise(
             _ = inner.stop.notified() => break,
         }
     }
-    inner.set_state(PersistentState::Closed);
-    inner
-        .queue
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .0
-        .clear();
+    inner.finish();
     let _ = tx.send(PersistentEvent::Closed).await;
 }

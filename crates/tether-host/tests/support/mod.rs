@@ -105,6 +105,22 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// A workspace whose config has one predefined type `t` with this Lua
+    /// module, connecting to `url`.
+    pub fn with_module(name: &str, module: &str, url: &str) -> Workspace {
+        let ws = Workspace::new(name);
+        ws.write("modules/m.lua", module);
+        ws.write(
+            "tether.toml",
+            &format!(
+                "[[client_type]]\nname = \"t\"\nmodule = \"modules/m.lua\"\npredefined = true\n[client_type.defaults]\nurl = \"{url}\"\n"
+            ),
+        );
+        ws
+    }
+}
+
 impl Drop for Workspace {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
