@@ -105,11 +105,25 @@ pub(super) fn data_bytes(body: &serde_json::Value) -> usize {
     ["data", "base64"]
         .iter()
         .filter_map(|k| body.get(*k))
-        .map(|v| match v {
-            serde_json::Value::String(s) => s.len(),
-            other => other.to_string().len(),
-        })
+        .map(value_bytes)
         .sum()
+}
+
+/// About the bytes a JSON value holds, counted without serialising it
+/// (this runs for every event): strings by length, everything else small.
+fn value_bytes(v: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(value_bytes).sum::<usize>() + 8,
+        Value::Object(map) => {
+            map.iter()
+                .map(|(k, v)| k.len() + value_bytes(v))
+                .sum::<usize>()
+                + 8
+        }
+        _ => 8,
+    }
 }
 
 /// The body without its data: `size` says how large it was.
