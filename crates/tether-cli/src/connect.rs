@@ -254,10 +254,7 @@ trait Outbox {
 
 impl Outbox for tether::Connection {
     async fn send(&self, message: Message) -> Result<(), tether::SendError> {
-        match message {
-            Message::Text(t) => self.send_text(&t).await,
-            Message::Binary(b) => self.send_binary(&b).await,
-        }
+        tether::Connection::send(self, &message).await
     }
     fn close(&self, code: u16, reason: &str) -> Result<(), tether::SendError> {
         tether::Connection::close(self, code, reason)
@@ -266,10 +263,7 @@ impl Outbox for tether::Connection {
 
 impl Outbox for tether::Persistent {
     async fn send(&self, message: Message) -> Result<(), tether::SendError> {
-        match message {
-            Message::Text(t) => self.send_text(&t).await,
-            Message::Binary(b) => self.send_binary(&b).await,
-        }
+        tether::Persistent::send(self, message).await
     }
     fn close(&self, code: u16, reason: &str) -> Result<(), tether::SendError> {
         tether::Persistent::close(self, code, reason)

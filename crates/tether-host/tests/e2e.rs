@@ -418,3 +418,59 @@ async fn dynamic_connections_live_until_closed() {
     let (s, _) = call(&app, "GET", "/api/clients/dyn", None).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+/// A server that completes the handshake and then never reads, so the
+/// client's outgoing buffer fills: sends are accepted up to the 16 MiB
+/// limit, then refused with 429 `buffer_full` (not `not_open`), and every
+/// accepted one was counted.
+#[tokio::test]
+async fn a_send_the_buffer_cannot_take_is_429_buffer_full_not_409() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        // Hold the socket open without reading from it.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+    let ws = Workspace::new("e2e-full");
+    ws.write(
+        "tether.toml",
+        &format!(
+            "[[client_type]]\nname = \"t\"\npredefined = true\n[client_type.defaults]\nurl = \"{url}\"\nauto_connect = true\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
+        ),
+    );
+    let (_host, app) = start_host(&ws.config(), &ws.store_url()).await;
+    wait_state(&app, "t", "open").await;
+    let chunk = "x".repeat(512 << 10);
+    let mut accepted = 0u64;
+    let refusal = loop {
+        let (s, v) = call(
+            &app,
+            "POST",
+            "/api/clients/t/send",
+            Some(json!({ "text": chunk })),
+        )
+        .await;
+        if s != StatusCode::ACCEPTED && s != StatusCode::OK {
+            break (s, v);
+        }
+        accepted += 1;
+        assert!(
+            accepted < 400,
+            "200 MiB accepted by a server that never reads"
+        );
+    };
+    assert_eq!(refusal.0, StatusCode::TOO_MANY_REQUESTS, "{}", refusal.1);
+    assert_eq!(refusal.1["error"], "buffer_full", "{}", refusal.1);
+    assert_eq!(refusal.1["limit_bytes"], 16 << 20);
+    // Refused only because this message no longer fits, and the buffer's
+    // worth went in before the refusal, all counted.
+    let buffered = refusal.1["buffered_bytes"].as_u64().unwrap();
+    assert!(buffered + (512 << 10) > 16 << 20, "{}", refusal.1);
+    assert!(accepted >= 31, "only {accepted} accepted");
+    let v = wait_state(&app, "t", "open").await;
+    assert_eq!(v["messages_out"], accepted, "{v}");
+    server.abort();
+}

@@ -255,19 +255,27 @@ impl Connection {
     /// Sends a text message now, or fails with
     /// [`SendError::BufferFull`] instead of waiting.
     pub fn try_send_text(&self, text: &str) -> Result<(), SendError> {
-        self.try_send(text.len(), BackpressurePolicy::Error, |e| e.send_text(text))
+        self.try_send_with(text.len(), BackpressurePolicy::Error, |e| e.send_text(text))
     }
 
     /// Sends a binary message now, or fails instead of waiting.
     pub fn try_send_binary(&self, data: &[u8]) -> Result<(), SendError> {
-        self.try_send(data.len(), BackpressurePolicy::Error, |e| {
+        self.try_send_with(data.len(), BackpressurePolicy::Error, |e| {
             e.send_binary(data)
         })
     }
 
+    /// Sends a message of either kind now, or fails instead of waiting.
+    pub fn try_send(&self, message: &Message) -> Result<(), SendError> {
+        match message {
+            Message::Text(t) => self.try_send_text(t),
+            Message::Binary(b) => self.try_send_binary(b),
+        }
+    }
+
     /// Sends a ping with up to 125 bytes of payload.
     pub fn ping(&self, payload: &[u8]) -> Result<(), SendError> {
-        self.try_send(0, BackpressurePolicy::Error, |e| e.send_ping(payload))
+        self.try_send_with(0, BackpressurePolicy::Error, |e| e.send_ping(payload))
     }
 
     /// Starts the close handshake with `code` and `reason`. Returns at once;
@@ -314,7 +322,7 @@ impl Connection {
     ) -> Result<(), SendError> {
         loop {
             let drained = self.shared.drained.notified();
-            match self.try_send(len, self.shared.policy, &mut op) {
+            match self.try_send_with(len, self.shared.policy, &mut op) {
                 Err(SendError::BufferFull { .. })
                     if self.shared.policy == BackpressurePolicy::Wait =>
                 {
@@ -359,7 +367,7 @@ impl Connection {
         }
     }
 
-    fn try_send(
+    fn try_send_with(
         &self,
         len: usize,
         policy: BackpressurePolicy,

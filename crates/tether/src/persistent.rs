@@ -239,16 +239,14 @@ impl Persistent {
         self.send(Message::Binary(data.to_vec())).await
     }
 
-    async fn send(&self, message: Message) -> Result<(), SendError> {
+    /// Sends a message of either kind: on the open connection, or into the
+    /// bounded queue while disconnected.
+    pub async fn send(&self, message: Message) -> Result<(), SendError> {
         if self.inner.stopped.load(Ordering::Acquire) {
             return Err(SendError::Closed);
         }
         if let Some(conn) = self.connection() {
-            let sent = match &message {
-                Message::Text(t) => conn.send_text(t).await,
-                Message::Binary(b) => conn.send_binary(b).await,
-            };
-            match sent {
+            match conn.send(&message).await {
                 Err(SendError::NotOpen | SendError::Closed) => {}
                 other => return other,
             }

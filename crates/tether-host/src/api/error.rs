@@ -101,7 +101,17 @@ impl From<HostError> for ApiError {
             HostError::Duplicate(_) => Self::new(StatusCode::CONFLICT, "duplicate_key", detail),
             HostError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "not_found", detail),
             HostError::Predefined(_) => Self::new(StatusCode::CONFLICT, "predefined", detail),
-            HostError::NotOpen(_) => Self::new(StatusCode::CONFLICT, "not_open", detail),
+            HostError::Send { source, .. } => match source {
+                tether::SendError::NotOpen => Self::new(StatusCode::CONFLICT, "not_open", detail),
+                tether::SendError::Closed => Self::new(StatusCode::CONFLICT, "closing", detail),
+                tether::SendError::BufferFull { buffered, limit } => {
+                    Self::new(StatusCode::TOO_MANY_REQUESTS, "buffer_full", detail)
+                        .with("buffered_bytes", json!(buffered))
+                        .with("limit_bytes", json!(limit))
+                        .with("retry_after_secs", json!(1))
+                }
+                _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "send_refused", detail),
+            },
             HostError::Store(StoreError::Duplicate(_)) => {
                 Self::new(StatusCode::CONFLICT, "duplicate_key", detail)
             }

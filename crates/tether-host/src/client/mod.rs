@@ -287,14 +287,13 @@ impl ClientRuntime {
         let _ = self.control.send(Control::Shutdown);
     }
 
-    /// Sends a message; fails when not open.
-    pub fn send(&self, message: &tether::Message) -> Result<(), String> {
-        if self.status().state != ClientState::Open {
-            return Err(format!("client {:?} is not open", self.key));
-        }
-        match message {
-            tether::Message::Text(t) => self.handle.send_text(t),
-            tether::Message::Binary(b) => self.handle.send_binary(b),
+    /// Sends a message now; fails when not open, closing or the outgoing
+    /// buffer is full.
+    pub fn send(&self, message: &tether::Message) -> Result<(), tether::SendError> {
+        match self.status().state {
+            ClientState::Open => self.handle.send(message),
+            ClientState::Closing => Err(tether::SendError::Closed),
+            _ => Err(tether::SendError::NotOpen),
         }
     }
 

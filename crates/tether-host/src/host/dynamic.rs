@@ -150,7 +150,10 @@ impl Host {
     pub fn send_dynamic(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
         self.dynamic_runtime(key)?
             .send(message)
-            .map_err(HostError::NotOpen)
+            .map_err(|source| HostError::Send {
+                key: key.to_string(),
+                source,
+            })
     }
 }
 

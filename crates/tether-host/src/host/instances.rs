@@ -271,7 +271,12 @@ impl Host {
 
     /// Sends a message on an open instance.
     pub fn send(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
-        self.runtime(key)?.send(message).map_err(HostError::NotOpen)
+        self.runtime(key)?
+            .send(message)
+            .map_err(|source| HostError::Send {
+                key: key.to_string(),
+                source,
+            })
     }
 
     /// A send to a broker type (`builtin:stomp`, `builtin:mqtt`): `send` is
@@ -312,7 +317,10 @@ impl Host {
             _ => {
                 let framed = framing.frame(send, None).map_err(invalid)?;
                 rt.send(&as_message(framed.bytes))
-                    .map_err(HostError::NotOpen)?;
+                    .map_err(|source| HostError::Send {
+                        key: key.to_string(),
+                        source,
+                    })?;
                 Ok(None)
             }
         }

@@ -40,9 +40,16 @@ pub enum HostError {
     /// Predefined instances cannot be deleted or un-predefined.
     #[error("client {0:?} is predefined by the config; change the config instead")]
     Predefined(String),
-    /// The client is not open.
-    #[error("{0}")]
-    NotOpen(String),
+    /// A message could not be sent now: the client is not open, is
+    /// closing, or its outgoing buffer is full.
+    #[error("client {key:?} cannot send: {source}")]
+    Send {
+        /// The client.
+        key: String,
+        /// Why.
+        #[source]
+        source: tether::SendError,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),

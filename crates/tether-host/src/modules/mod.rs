@@ -199,18 +199,27 @@ impl ConnHandle {
         self.connection().map_or("closed", |c| c.state().as_str())
     }
 
-    /// Sends a text message now (handlers never wait).
-    pub fn send_text(&self, text: &str) -> Result<(), String> {
-        let conn = self.connection().ok_or("not connected")?;
-        conn.try_send_text(text).map_err(|e| e.to_string())?;
+    /// Sends a message now (handlers never wait): the one counted path for
+    /// every send on an instance's connection.
+    pub fn send(&self, message: &tether::Message) -> Result<(), tether::SendError> {
+        let conn = self.connection().ok_or(tether::SendError::NotOpen)?;
+        conn.try_send(message)?;
+        self.count_sent(message.len());
+        Ok(())
+    }
+
+    /// Sends a text message now.
+    pub fn send_text(&self, text: &str) -> Result<(), tether::SendError> {
+        let conn = self.connection().ok_or(tether::SendError::NotOpen)?;
+        conn.try_send_text(text)?;
         self.count_sent(text.len());
         Ok(())
     }
 
     /// Sends a binary message now.
-    pub fn send_binary(&self, data: &[u8]) -> Result<(), String> {
-        let conn = self.connection().ok_or("not connected")?;
-        conn.try_send_binary(data).map_err(|e| e.to_string())?;
+    pub fn send_binary(&self, data: &[u8]) -> Result<(), tether::SendError> {
+        let conn = self.connection().ok_or(tether::SendError::NotOpen)?;
+        conn.try_send_binary(data)?;
         self.count_sent(data.len());
         Ok(())
     }

@@ -160,7 +160,7 @@ impl UserData for LuaConn {
                         .0
                         .send_text(&text)
                         .map(|()| Value::Nil)
-                        .map_err(mlua::Error::RuntimeError);
+                        .map_err(|e| mlua::Error::RuntimeError(e.to_string()));
                 };
                 let id: Option<String> = opts.get("id")?;
                 let ttl: Option<u64> = opts.get("ttl_secs")?;
@@ -182,7 +182,7 @@ impl UserData for LuaConn {
         methods.add_method("send_binary", |_, this, data: mlua::String| {
             this.0
                 .send_binary(&data.as_bytes())
-                .map_err(mlua::Error::RuntimeError)
+                .map_err(|e| mlua::Error::RuntimeError(e.to_string()))
         });
         methods.add_method(
             "close",
