@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use crate::close::{close_payload, CloseCode};
 use crate::config::Config;
 use crate::deflate::{Deflater, Inflater};
+use crate::entropy::{draw, Entropy, SystemEntropy};
 use crate::error::{ProtocolError, SendError};
 use crate::event::{CloseKind, Closed, Event};
 use crate::frame::{write_frame, write_header, HeaderParser, OpCode};
@@ -149,19 +150,34 @@ pub struct ClientConnection {
     close_sent: bool,
     close_deadline: Option<Instant>,
     keepalive: Keepalive,
+    entropy: Box<dyn Entropy>,
 }
 
 impl ClientConnection {
     /// Starts a connection: the handshake request is queued at once, so call
     /// [`poll_transmit`](Self::poll_transmit) next and send its bytes, then
     /// feed the server's answer to [`receive_data`](Self::receive_data).
+    ///
+    /// Keys and masks come from [`SystemEntropy`]; see
+    /// [`with_entropy`](Self::with_entropy) to choose the generator.
     pub fn new(config: Arc<Config>, request: &Request) -> Result<Self, RequestError> {
+        Self::with_entropy(config, request, Box::new(SystemEntropy))
+    }
+
+    /// Starts a connection whose handshake key and masking keys come from
+    /// `entropy`: a seeded generator makes the bytes on the wire the same
+    /// on every run.
+    pub fn with_entropy(
+        config: Arc<Config>,
+        request: &Request,
+        mut entropy: Box<dyn Entropy>,
+    ) -> Result<Self, RequestError> {
         request.validate()?;
         if let Some(d) = &config.deflate {
             d.validate().map_err(RequestError::InvalidExtensionConfig)?;
         }
         let mut out = Vec::new();
-        let opening = Opening::start(request, config.deflate.as_ref(), &mut out);
+        let opening = Opening::start(request, config.deflate.as_ref(), &mut *entropy, &mut out);
         Ok(ClientConnection {
             config,
             state: State::Connecting,
@@ -179,6 +195,7 @@ impl ClientConnection {
             close_sent: false,
             close_deadline: None,
             keepalive: Keepalive::default(),
+            entropy,
         })
     }
 
@@ -466,7 +483,7 @@ impl ClientConnection {
             Some(deflater) if data.len() >= threshold => {
                 self.scratch.clear();
                 deflater.compress(data, &mut self.scratch);
-                let mask = rand::random();
+                let mask = draw(&mut *self.entropy);
                 write_header(
                     &mut self.out,
                     true,
@@ -480,13 +497,17 @@ impl ClientConnection {
                     self.scratch = Vec::new();
                 }
             }
-            _ => write_frame(&mut self.out, true, false, opcode, data, rand::random()),
+            _ => {
+                let mask = draw(&mut *self.entropy);
+                write_frame(&mut self.out, true, false, opcode, data, mask);
+            }
         }
         Ok(())
     }
 
     fn write_control(&mut self, opcode: OpCode, payload: &[u8]) {
-        write_frame(&mut self.out, true, false, opcode, payload, rand::random());
+        let mask = draw(&mut *self.entropy);
+        write_frame(&mut self.out, true, false, opcode, payload, mask);
     }
 
     /// Ends the connection and reports why. Idempotent.

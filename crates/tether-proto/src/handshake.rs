@@ -194,8 +194,8 @@ fn is_token(s: &str) -> bool {
 }
 
 /// A fresh random Sec-WebSocket-Key.
-pub(crate) fn generate_key() -> String {
-    let bytes: [u8; 16] = rand::random();
+pub(crate) fn generate_key(entropy: &mut dyn crate::Entropy) -> String {
+    let bytes: [u8; 16] = crate::entropy::draw(entropy);
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
@@ -353,8 +353,8 @@ mod tests {
 
     #[test]
     fn keys_are_random_16_bytes() {
-        let a = generate_key();
-        let b = generate_key();
+        let a = generate_key(&mut crate::SystemEntropy);
+        let b = generate_key(&mut crate::SystemEntropy);
         assert_ne!(a, b);
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&a)

@@ -2,7 +2,8 @@
 //! permessage-deflate (RFC 7692), as a sans-IO state machine.
 //!
 //! # I/O contract
-//! This crate opens no sockets, spawns nothing and reads no clock. A driver
+//! This crate opens no sockets, spawns nothing, reads no clock and owns no
+//! random generator (see [`Entropy`]). A driver
 //! owns the transport and moves bytes and time through a
 //! [`ClientConnection`]:
 //!
@@ -40,6 +41,7 @@ pub mod close;
 mod config;
 mod connection;
 pub mod deflate;
+mod entropy;
 mod error;
 mod event;
 pub mod frame;
@@ -52,6 +54,7 @@ pub use close::CloseCode;
 pub use config::{Config, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use connection::{ClientConnection, PayloadBuffer, State};
 pub use deflate::{DeflateConfig, DeflateParams};
+pub use entropy::{Entropy, SystemEntropy};
 pub use error::{HandshakeError, ProtocolError, SendError};
 pub use event::{CloseKind, Closed, Event, Message, Opened};
 pub use handshake::{accept_for_key, Request, RequestError};

@@ -37,8 +37,13 @@ pub(crate) enum Progress {
 
 impl Opening {
     /// Queues the request into `out`.
-    pub fn start(request: &Request, deflate: Option<&DeflateConfig>, out: &mut Vec<u8>) -> Self {
-        let key = generate_key();
+    pub fn start(
+        request: &Request,
+        deflate: Option<&DeflateConfig>,
+        entropy: &mut dyn crate::Entropy,
+        out: &mut Vec<u8>,
+    ) -> Self {
+        let key = generate_key(entropy);
         request.write(&key, deflate, out);
         Opening {
             key,
