@@ -33,7 +33,7 @@ pub(crate) async fn establish(
     let name =
         rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| Error::Tls {
             host: target.host.clone(),
-            reason: format!("invalid server name: {e}"),
+            source: crate::error::TlsError::InvalidName(e),
         })?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
@@ -41,7 +41,7 @@ pub(crate) async fn establish(
         .map_err(|e| match Error::from_io(e, &target.host) {
             Error::Reset | Error::Abnormal => Error::Tls {
                 host: target.host.clone(),
-                reason: "the server ended the connection during the TLS handshake".into(),
+                source: crate::error::TlsError::ClosedInHandshake,
             },
             other => other,
         })?;

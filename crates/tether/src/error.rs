@@ -51,19 +51,31 @@ pub enum Error {
         proxy: String,
         /// What went wrong.
         reason: String,
+        /// The socket error, when it was one.
+        #[source]
+        source: Option<io::Error>,
     },
     /// The TLS handshake or the TLS session failed.
-    #[error("TLS failure with {host}: {reason}")]
+    /// [`TlsError::certificate_problem`] tells an expired certificate from
+    /// an unknown issuer from a name mismatch.
+    #[error("TLS failure with {host}: {source}")]
     Tls {
         /// The server name.
         host: String,
-        /// What failed, e.g. an unknown issuer, an expired certificate or a
-        /// name mismatch.
-        reason: String,
+        /// What failed.
+        #[source]
+        source: TlsError,
     },
-    /// The TLS configuration could not be built (bad CA file, no roots).
-    #[error("TLS configuration error: {0}")]
-    TlsConfig(String),
+    /// The TLS configuration could not be built (bad CA file, client
+    /// certificate and key that do not match).
+    #[error("TLS configuration error: {what}")]
+    TlsConfig {
+        /// What could not be used, with the file it came from.
+        what: String,
+        /// The reader's or rustls' error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The server refused or botched the WebSocket upgrade.
     #[error(transparent)]
     Handshake(HandshakeError),
@@ -102,7 +114,7 @@ impl Error {
             Error::Resolve { .. } => "resolve",
             Error::Connect { .. } => "connect",
             Error::ProxyRefused { .. } | Error::Proxy { .. } => "proxy",
-            Error::Tls { .. } | Error::TlsConfig(_) => "tls",
+            Error::Tls { .. } | Error::TlsConfig { .. } => "tls",
             Error::Handshake(_) => "handshake",
             Error::ConnectTimeout(_) | Error::CloseTimeout | Error::PingTimeout => "timeout",
             Error::Protocol(_) => "protocol",
@@ -127,7 +139,7 @@ impl Error {
             if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
                 return Error::Tls {
                     host: host.to_string(),
-                    reason: crate::tls::describe(tls),
+                    source: TlsError::Rustls(tls.clone()),
                 };
             }
         }
@@ -138,6 +150,64 @@ impl Error {
             io::ErrorKind::UnexpectedEof => Error::Abnormal,
             _ => Error::Io(err),
         }
+    }
+}
+
+/// Why a TLS session failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// rustls refused the session: the server's certificate, or the
+    /// handshake itself.
+    #[error("{}", crate::tls::describe(.0))]
+    Rustls(#[source] rustls::Error),
+    /// The host is neither a DNS name nor an IP address TLS can check.
+    #[error("invalid server name")]
+    InvalidName(#[source] rustls_pki_types::InvalidDnsNameError),
+    /// The server ended the connection during the handshake: often a
+    /// `wss://` URL that points at a port without TLS.
+    #[error("the server ended the connection during the TLS handshake (is this a TLS port?)")]
+    ClosedInHandshake,
+}
+
+/// What was wrong with the server's certificate, for a caller to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// Signed by a CA that is not trusted: add it with a CA file.
+    UnknownIssuer,
+    /// Past its end of validity.
+    Expired,
+    /// Before its start of validity (or the local clock is wrong).
+    NotValidYet,
+    /// Issued for another name than the URL's host.
+    NameMismatch,
+    /// Revoked by its issuer.
+    Revoked,
+    /// Its signature does not verify.
+    BadSignature,
+    /// Another problem: see the rustls error.
+    Other,
+}
+
+impl TlsError {
+    /// The certificate problem, when the server's certificate was refused.
+    pub fn certificate_problem(&self) -> Option<CertificateProblem> {
+        use rustls::CertificateError as C;
+        let TlsError::Rustls(rustls::Error::InvalidCertificate(c)) = self else {
+            return None;
+        };
+        Some(match c {
+            C::UnknownIssuer => CertificateProblem::UnknownIssuer,
+            C::Expired | C::ExpiredContext { .. } => CertificateProblem::Expired,
+            C::NotValidYet | C::NotValidYetContext { .. } => CertificateProblem::NotValidYet,
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                CertificateProblem::NameMismatch
+            }
+            C::Revoked => CertificateProblem::Revoked,
+            C::BadSignature => CertificateProblem::BadSignature,
+            _ => CertificateProblem::Other,
+        })
     }
 }
 

@@ -42,7 +42,9 @@ mod target;
 pub mod tls;
 
 pub use connection::{Closed, Connection, Event, Message, Receiver, State};
-pub use error::{Error, HandshakeError, ProtocolError, RequestError, SendError};
+pub use error::{
+    CertificateProblem, Error, HandshakeError, ProtocolError, RequestError, SendError, TlsError,
+};
 pub use handlers::Handlers;
 pub use options::{BackpressurePolicy, ConnectOptions};
 pub use persistent::{
@@ -51,9 +53,14 @@ pub use persistent::{
 pub use proxy::ProxyMode;
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use registry::{Registry, RegistryError};
+/// The protocol engine this crate drives.
+/// The TLS library, whose errors [`TlsError`] carries.
+pub use rustls;
+/// Certificate and key types, and the PEM reader whose errors a bad CA file
+/// reports.
+pub use rustls_pki_types;
 pub use start::{connect, connect_keyed, open, open_on, Transport};
 pub use target::redact;
-/// The protocol engine this crate drives.
 pub use tether_proto as proto;
 pub use tether_proto::{CloseCode, DeflateConfig};
 pub use tls::TlsOptions;

@@ -173,6 +173,7 @@ pub(crate) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpSt
     let io_err = |e: std::io::Error| Error::Proxy {
         proxy: proxy.display.clone(),
         reason: format!("I/O error: {e}"),
+        source: Some(e),
     };
     match proxy.kind {
         ProxyKind::Http => {
@@ -196,12 +197,14 @@ pub(crate) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpSt
                     return Err(Error::Proxy {
                         proxy: proxy.display.clone(),
                         reason: "response head over 16 KiB".into(),
+                        source: None,
                     });
                 }
                 if tcp.read(&mut byte).await.map_err(io_err)? == 0 {
                     return Err(Error::Proxy {
                         proxy: proxy.display.clone(),
                         reason: "closed the connection before answering CONNECT".into(),
+                        source: None,
                     });
                 }
                 head.push(byte[0]);
@@ -211,6 +214,7 @@ pub(crate) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpSt
             resp.parse(&head).map_err(|e| Error::Proxy {
                 proxy: proxy.display.clone(),
                 reason: format!("invalid answer to CONNECT: {e}"),
+                source: None,
             })?;
             match resp.code {
                 Some(200..=299) => Ok(tcp),
@@ -221,6 +225,7 @@ pub(crate) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpSt
                 None => Err(Error::Proxy {
                     proxy: proxy.display.clone(),
                     reason: "no status in the answer to CONNECT".into(),
+                    source: None,
                 }),
             }
         }
@@ -232,6 +237,7 @@ pub(crate) async fn tunnel(proxy: &Proxy, host: &str, port: u16) -> Result<TcpSt
                     Socks5Error::Refused(reason) => Error::Proxy {
                         proxy: proxy.display.clone(),
                         reason,
+                        source: None,
                     },
                 })?;
             let _ = addr;

@@ -15,7 +15,7 @@ pub fn default_config() -> Result<Arc<rustls::ClientConfig>, Error> {
     CONFIG
         .get_or_init(|| config_with_roots(platform_roots()).map(Arc::new))
         .clone()
-        .map_err(Error::TlsConfig)
+        .map_err(|what| Error::TlsConfig { what, source: None })
 }
 
 /// The platform's CA certificates (rustls-native-certs), or the bundled
@@ -85,34 +85,31 @@ impl TlsOptions {
     pub fn build(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
         use rustls_pki_types::pem::PemObject;
         use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-        let bad = |m: String| Error::TlsConfig(m);
         let mut roots = platform_roots();
         for file in &self.ca_files {
             let mut found = 0;
-            for cert in CertificateDer::pem_file_iter(file)
-                .map_err(|e| bad(format!("cannot read CA file {}: {e}", file.display())))?
-            {
-                let cert =
-                    cert.map_err(|e| bad(format!("bad certificate in {}: {e}", file.display())))?;
+            let certs = CertificateDer::pem_file_iter(file)
+                .map_err(|e| config_error(format!("cannot read CA file {}", file.display()), e))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| {
+                    config_error(format!("bad certificate in {}", file.display()), e)
+                })?;
                 roots.add(cert).map_err(|e| {
-                    bad(format!(
-                        "unusable CA certificate in {}: {e}",
-                        file.display()
-                    ))
+                    config_error(format!("unusable CA certificate in {}", file.display()), e)
                 })?;
                 found += 1;
             }
             if found == 0 {
-                return Err(bad(format!(
-                    "no PEM certificate found in CA file {}",
-                    file.display()
-                )));
+                return Err(Error::TlsConfig {
+                    what: format!("no PEM certificate found in CA file {}", file.display()),
+                    source: None,
+                });
             }
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| config_error("no usable TLS protocol version".into(), e))?;
         let builder = if self.insecure {
             tracing::warn!("TLS certificate verification is OFF (--insecure): the connection can be read and changed by anyone on the path");
             builder
@@ -126,39 +123,39 @@ impl TlsOptions {
             Some((cert_file, key_file)) => {
                 let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_file)
                     .map_err(|e| {
-                        bad(format!(
-                            "cannot read client certificate {}: {e}",
-                            cert_file.display()
-                        ))
+                        let what =
+                            format!("cannot read client certificate {}", cert_file.display());
+                        config_error(what, e)
                     })?
                     .collect::<Result<_, _>>()
                     .map_err(|e| {
-                        bad(format!(
-                            "bad client certificate {}: {e}",
-                            cert_file.display()
-                        ))
+                        let what = format!("bad client certificate {}", cert_file.display());
+                        config_error(what, e)
                     })?;
                 if chain.is_empty() {
-                    return Err(bad(format!(
-                        "no PEM certificate in {}",
-                        cert_file.display()
-                    )));
+                    return Err(Error::TlsConfig {
+                        what: format!("no PEM certificate in {}", cert_file.display()),
+                        source: None,
+                    });
                 }
                 let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| {
-                    bad(format!(
-                        "cannot read private key {}: {e}",
-                        key_file.display()
-                    ))
+                    config_error(format!("cannot read private key {}", key_file.display()), e)
                 })?;
                 builder.with_client_auth_cert(chain, key).map_err(|e| {
-                    bad(format!(
-                        "client certificate and key do not fit together: {e}"
-                    ))
+                    config_error("client certificate and key do not fit together".into(), e)
                 })?
             }
         };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Arc::new(config))
+    }
+}
+
+/// A configuration error that keeps its cause.
+fn config_error(what: String, source: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::TlsConfig {
+        what,
+        source: Some(Box::new(source)),
     }
 }
 

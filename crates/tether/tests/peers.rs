@@ -8,7 +8,15 @@ use std::time::Duration;
 
 use support::echo_server;
 use support::peers::{dante, nginx_tls, nginx_tls_with, pproxy_socks5, squid, tinyproxy, Pki};
-use tether::{connect, ConnectOptions, Error, Message, ProxyMode, TlsOptions};
+use tether::{connect, CertificateProblem, ConnectOptions, Error, Message, ProxyMode, TlsOptions};
+
+/// The certificate problem of a TLS failure.
+fn problem(err: &Error) -> Option<CertificateProblem> {
+    match err {
+        Error::Tls { source, .. } => source.certificate_problem(),
+        _ => None,
+    }
+}
 
 async fn echo_once(url: &str, options: &ConnectOptions) -> Result<(), Error> {
     let (conn, mut rx) = tokio::time::timeout(Duration::from_secs(15), connect(url, options))
@@ -46,6 +54,7 @@ async fn nginx_tls_needs_the_private_ca() {
     let err = echo_once(&url, &ConnectOptions::new()).await.unwrap_err();
     assert_eq!(err.kind(), "tls");
     assert!(err.to_string().contains("unknown issuer"), "{err}");
+    assert_eq!(problem(&err), Some(CertificateProblem::UnknownIssuer));
     let mut insecure = ConnectOptions::new();
     insecure.tls(TlsOptions {
         insecure: true,
@@ -64,6 +73,7 @@ async fn expired_certificate_is_reported() {
         .unwrap_err();
     assert_eq!(err.kind(), "tls");
     assert!(err.to_string().contains("expired"), "{err}");
+    assert_eq!(problem(&err), Some(CertificateProblem::Expired));
 }
 
 #[tokio::test]
@@ -76,6 +86,12 @@ async fn name_mismatch_is_reported() {
         .unwrap_err();
     assert_eq!(err.kind(), "tls");
     assert!(err.to_string().contains("name mismatch"), "{err}");
+    assert_eq!(problem(&err), Some(CertificateProblem::NameMismatch));
+    // The rustls error is the source, for a caller that wants all of it.
+    let source = std::error::Error::source(&err).expect("a TLS error keeps its source");
+    assert!(std::error::Error::source(source)
+        .and_then(|e| e.downcast_ref::<tether::rustls::Error>())
+        .is_some());
 }
 
 #[tokio::test]
@@ -105,6 +121,13 @@ async fn bad_tls_files_are_reported_before_connecting() {
     });
     let err = tether::open("k", "wss://localhost:1/", &o).err().unwrap();
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
+    // The reader's error is kept: not found, not a parse error.
+    let io = std::error::Error::source(&err)
+        .and_then(|e| e.downcast_ref::<tether::rustls_pki_types::pem::Error>());
+    assert!(
+        matches!(io, Some(tether::rustls_pki_types::pem::Error::Io(e)) if e.kind() == std::io::ErrorKind::NotFound),
+        "{io:?}"
+    );
 }
 
 #[tokio::test]
