@@ -260,6 +260,7 @@ async fn event_log(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
             body: body.clone(),
             seq: Default::default(),
             held: None,
+            json: Default::default(),
         };
         bus.publish(&history, event, true);
     }

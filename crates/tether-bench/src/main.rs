@@ -9,6 +9,7 @@ mod brokers;
 mod clients;
 mod durable;
 mod host;
+mod host_scale;
 mod memory;
 mod micro;
 mod server;
@@ -105,6 +106,11 @@ fn main() -> anyhow::Result<()> {
             .build()?;
         return rt.block_on(server::run(args[2].parse()?, args[3].parse()?));
     }
+    if args.get(1).map(String::as_str) == Some("--host-idle") {
+        pin(0);
+        let _ = rlimit::increase_nofile_limit(65_536);
+        return host_scale::idle_child(args[2].parse()?, args[3].parse()?, || HEAP.allocated());
+    }
     if args.get(1).map(String::as_str) == Some("--memory") {
         pin(0);
         let _ = rlimit::increase_nofile_limit(65_536);
@@ -152,7 +158,7 @@ fn main() -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
 
     if args.iter().any(|a| a == "--host") {
-        let result = host::run(s.ws, quick);
+        let result = host::run(s.ws, quick).and_then(|()| host_scale::run(s.ws, quick));
         let _ = server.kill();
         let _ = server.wait();
         return result;

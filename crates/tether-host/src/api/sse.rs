@@ -90,21 +90,16 @@ fn logged_sse(e: &LoggedEvent) -> Event {
         .ok()
         .and_then(|v| v.get("event").and_then(Value::as_str).map(str::to_string))
         .unwrap_or_else(|| "event".into());
-    let data = match e.json.strip_prefix('{') {
-        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"seq\":{}}}", e.seq),
-        Some(rest) => format!("{{\"seq\":{},{rest}", e.seq),
-        None => e.json.clone(),
-    };
     Event::default()
         .event(sse_name(&name))
         .id(e.seq.to_string())
-        .data(data)
+        .data(crate::events::with_seq(&e.json, e.seq))
 }
 
 fn live_sse(e: &HostEvent) -> Event {
     let event = Event::default()
         .event(sse_name(e.name()))
-        .data(serde_json::to_string(e).unwrap_or_default());
+        .data(e.json_with_seq());
     match e.seq.get() {
         Some(seq) => event.id(seq.to_string()),
         None => event,

@@ -337,6 +337,7 @@ impl ClientRuntime {
             body,
             seq: Default::default(),
             held: None,
+            json: Default::default(),
         };
         let logged = self.logged.as_ref().is_none_or(|names| {
             event

@@ -68,6 +68,33 @@ pub struct HostEvent {
     /// The bytes it holds of the host's event memory (set when published).
     #[serde(skip)]
     pub held: Option<Arc<Held>>,
+    /// Its JSON without `seq`, made once and shared by the log writer and
+    /// every stream that sends it (not once per subscriber).
+    #[serde(skip)]
+    pub json: Serialized,
+}
+
+/// An event's JSON, made on first use.
+#[derive(Debug, Default, Clone)]
+pub struct Serialized(std::sync::OnceLock<Arc<str>>);
+
+/// What an event's JSON holds: everything but the log number.
+#[derive(Serialize)]
+struct Bare<'a> {
+    client: &'a str,
+    dynamic: bool,
+    at: &'a str,
+    #[serde(flatten)]
+    body: &'a Value,
+}
+
+/// `json` (an object) with `"seq":N` first.
+pub fn with_seq(json: &str, seq: i64) -> String {
+    match json.strip_prefix('{') {
+        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"seq\":{seq}}}"),
+        Some(rest) => format!("{{\"seq\":{seq},{rest}"),
+        None => json.to_string(),
+    }
 }
 
 impl HostEvent {
@@ -113,6 +140,27 @@ impl Serialize for Seq {
 }
 
 impl HostEvent {
+    /// Its JSON without `seq`, serialised on first use only.
+    pub fn json(&self) -> &Arc<str> {
+        self.json.0.get_or_init(|| {
+            let bare = Bare {
+                client: &self.client,
+                dynamic: self.dynamic,
+                at: &self.at,
+                body: &self.body,
+            };
+            serde_json::to_string(&bare).unwrap_or_default().into()
+        })
+    }
+
+    /// Its JSON as a stream sends it: with `seq` once logged.
+    pub fn json_with_seq(&self) -> String {
+        match self.seq.get() {
+            Some(seq) => with_seq(self.json(), seq),
+            None => self.json().to_string(),
+        }
+    }
+
     /// The event name (`open`, `message`, …).
     pub fn name(&self) -> &str {
         self.body
@@ -292,7 +340,7 @@ async fn write_log(
                 (
                     e.client.clone(),
                     crate::store::now_ms(),
-                    serde_json::to_string(e).unwrap_or_default(),
+                    e.json().to_string(),
                 )
             })
             .collect();
