@@ -284,7 +284,8 @@ pub fn idle_child(
         .build()?;
     rt.block_on(async {
         let module = "local seen = 0\nfunction on_open(conn) end\nfunction on_message(conn, msg)\n  seen = seen + 1\nend\n";
-        let s = serve("idle", Some(module)).await?;
+        let module = (std::env::var("BENCH_IDLE_MODULE").as_deref() != Ok("none")).then_some(module);
+        let s = serve("idle", module).await?;
         let (heap0, rss0) = (heap(), crate::memory::rss());
         let url = format!("ws://{ws}/echo");
         for i in 0..n {

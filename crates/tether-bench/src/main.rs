@@ -55,12 +55,22 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 /// connection logic, rather than as the runtime's `block_on` future (which
 /// costs every client that is woken by another task an extra
 /// `epoll_wait(0)`).
+///
+/// With `--main-future` the scenario is the runtime's `block_on` future
+/// instead, as a `#[tokio::main]` application that drives its connection
+/// from `main` runs it.
 fn on_task<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
     scenario: impl std::future::Future<Output = anyhow::Result<T>> + Send + 'static,
 ) -> anyhow::Result<T> {
+    if MAIN_FUTURE.load(std::sync::atomic::Ordering::Relaxed) {
+        return rt.block_on(scenario);
+    }
     rt.block_on(async { tokio::spawn(scenario).await? })
 }
+
+/// `--main-future`: run client scenarios as the `block_on` future.
+static MAIN_FUTURE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// CPU time this thread has used: the client's own cost, which a busy
 /// machine disturbs less than wall time.
@@ -131,6 +141,10 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.iter().any(|a| a == "--main-future") {
+        MAIN_FUTURE.store(true, std::sync::atomic::Ordering::Relaxed);
+        println!("arrangement: each client scenario is the runtime's main future (block_on)");
+    }
     let only = args
         .iter()
         .position(|a| a == "--only")
