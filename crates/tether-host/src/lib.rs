@@ -22,6 +22,7 @@ pub mod modules;
 pub mod outbox;
 pub mod serve;
 pub mod store;
+mod telemetry;
 pub mod webhooks;
 
 pub use config::{ConfigError, Loaded};

@@ -1,233 +1,227 @@
-//! Prometheus metrics: per-client state, traffic, reconnects, errors by
-//! kind, round-trip time, outbox depth and age, the event log and webhook
-//! lag, and a histogram of handler durations.
+//! Prometheus metrics, encoded by `prometheus-client`: per-client state,
+//! traffic, reconnects, errors by kind, round-trip time, outbox depth and
+//! age, event memory, the event log and webhook lag (read from the host at
+//! each scrape), and the handler-duration histogram the workers report into
+//! ([`crate::telemetry`]).
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::client::ClientState;
-use crate::host::Host;
+use crate::host::{ClientView, Host};
+use crate::store::outbox::OutboxStats;
 
-/// Upper bounds of the handler-duration buckets, in seconds.
-const BUCKETS: [f64; 9] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
-
-/// A fixed-bucket histogram, lock-free.
-pub struct Histogram {
-    buckets: [AtomicU64; 9],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+/// What one scrape reads from the host, before encoding.
+#[derive(Debug)]
+struct Snapshot {
+    clients: Vec<ClientView>,
+    outbox: Vec<(String, OutboxStats)>,
+    event_memory: i64,
+    newest_event: i64,
+    webhook_lag: Vec<(String, i64)>,
+    now_ms: i64,
 }
 
-impl Histogram {
-    const fn new() -> Self {
-        Histogram {
-            buckets: [const { AtomicU64::new(0) }; 9],
-            count: AtomicU64::new(0),
-            sum_micros: AtomicU64::new(0),
-        }
-    }
+const STATES: [ClientState; 7] = [
+    ClientState::Closed,
+    ClientState::Connecting,
+    ClientState::Open,
+    ClientState::Closing,
+    ClientState::Reconnecting,
+    ClientState::Disabled,
+    ClientState::Failed,
+];
 
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
-/// A counter's name, help text, and how to read it from a client's status.
-type Counter = (
+/// A client's counter: its name (without `_total`), help, and reader.
+type ClientCounter = (
     &'static str,
     &'static str,
     fn(&crate::client::Status) -> u64,
 );
 
-/// How long handler hooks take, host-wide.
-pub static HANDLER_DURATION: Histogram = Histogram::new();
+const COUNTERS: [ClientCounter; 5] = [
+    ("tether_messages_received", "Messages received.", |s| {
+        s.messages_in
+    }),
+    ("tether_messages_sent", "Messages sent.", |s| s.messages_out),
+    ("tether_bytes_received", "Payload bytes received.", |s| {
+        s.bytes_in
+    }),
+    ("tether_bytes_sent", "Payload bytes sent.", |s| s.bytes_out),
+    ("tether_reconnects", "Reconnect attempts.", |s| s.reconnects),
+];
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "tether_client_state",
+            "Current state of each client (1 for the state it is in).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &self.clients {
+            let type_name = c.type_name.as_deref().unwrap_or("");
+            for s in STATES {
+                let labels = [
+                    ("client", c.key.as_str()),
+                    ("type", type_name),
+                    ("state", s.as_str()),
+                ];
+                let value = i64::from(c.status.state == s);
+                ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for (name, help, get) in COUNTERS {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in &self.clients {
+                let labels = [("client", c.key.as_str())];
+                ConstCounter::new(get(&c.status)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "tether_errors",
+            "Errors by kind.",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &self.clients {
+            for (kind, n) in &c.status.errors {
+                let labels = [("client", c.key.as_str()), ("kind", kind.as_str())];
+                ConstCounter::new(*n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "tether_rtt_seconds",
+            "Last keepalive round-trip time.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &self.clients {
+            if let Some(ms) = c.status.rtt_ms {
+                let labels = [("client", c.key.as_str())];
+                ConstGauge::new(ms / 1000.0).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        self.encode_outbox_and_log(&mut encoder)
+    }
 }
 
-/// The Prometheus text exposition of the host's metrics.
-pub async fn render(host: &Host) -> String {
-    let mut out = String::with_capacity(4096);
-    let clients = host.list_clients().await.unwrap_or_default();
-    let states = [
-        ClientState::Closed,
-        ClientState::Connecting,
-        ClientState::Open,
-        ClientState::Closing,
-        ClientState::Reconnecting,
-        ClientState::Disabled,
-        ClientState::Failed,
-    ];
-    let _ = writeln!(
-        out,
-        "# HELP tether_client_state Current state of each client (1 for the state it is in)."
-    );
-    let _ = writeln!(out, "# TYPE tether_client_state gauge");
-    for c in &clients {
-        for s in states {
-            let _ = writeln!(
-                out,
-                "tether_client_state{{client=\"{}\",type=\"{}\",state=\"{}\"}} {}",
-                escape(&c.key),
-                escape(c.type_name.as_deref().unwrap_or("")),
-                s.as_str(),
-                u8::from(c.status.state == s)
-            );
+impl Snapshot {
+    fn encode_outbox_and_log(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, value: i64| {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(family)
+        };
+        gauge(
+            encoder,
+            "tether_event_memory_bytes",
+            "Bytes the host's events hold in memory (histories, live streams, the log queue).",
+            self.event_memory,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "tether_outbox_depth",
+            "Durable messages not yet delivered (pending and in flight).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, stats) in &self.outbox {
+            let depth = stats.pending + stats.in_flight;
+            ConstGauge::new(depth).encode(family.encode_family(&[("client", key.as_str())])?)?;
         }
-    }
-    let counters: [Counter; 5] = [
-        (
-            "tether_messages_received_total",
-            "Messages received.",
-            |s| s.messages_in,
-        ),
-        ("tether_messages_sent_total", "Messages sent.", |s| {
-            s.messages_out
-        }),
-        (
-            "tether_bytes_received_total",
-            "Payload bytes received.",
-            |s| s.bytes_in,
-        ),
-        ("tether_bytes_sent_total", "Payload bytes sent.", |s| {
-            s.bytes_out
-        }),
-        ("tether_reconnects_total", "Reconnect attempts.", |s| {
-            s.reconnects
-        }),
-    ];
-    for (name, help, get) in counters {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for c in &clients {
-            let _ = writeln!(
-                out,
-                "{name}{{client=\"{}\"}} {}",
-                escape(&c.key),
-                get(&c.status)
-            );
+        let mut family = encoder.encode_descriptor(
+            "tether_outbox_oldest_age_seconds",
+            "Age of the oldest message not yet delivered.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, stats) in &self.outbox {
+            let age = stats
+                .oldest_ms
+                .map_or(0.0, |t| (self.now_ms - t).max(0) as f64 / 1000.0);
+            ConstGauge::new(age).encode(family.encode_family(&[("client", key.as_str())])?)?;
         }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP tether_errors_total Errors by kind.\n# TYPE tether_errors_total counter"
-    );
-    for c in &clients {
-        for (kind, n) in &c.status.errors {
-            let _ = writeln!(
-                out,
-                "tether_errors_total{{client=\"{}\",kind=\"{}\"}} {n}",
-                escape(&c.key),
-                escape(kind)
-            );
+        let mut family = encoder.encode_descriptor(
+            "tether_outbox_messages",
+            "Durable messages kept, by status (done, expired and dead only grow until purged).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (key, stats) in &self.outbox {
+            for (status, n) in [
+                ("pending", stats.pending),
+                ("in-flight", stats.in_flight),
+                ("done", stats.done),
+                ("expired", stats.expired),
+                ("dead", stats.dead),
+            ] {
+                let labels = [("client", key.as_str()), ("status", status)];
+                ConstGauge::new(n).encode(family.encode_family(&labels)?)?;
+            }
         }
-    }
-    let _ = writeln!(out, "# HELP tether_rtt_seconds Last keepalive round-trip time.\n# TYPE tether_rtt_seconds gauge");
-    for c in &clients {
-        if let Some(ms) = c.status.rtt_ms {
-            let _ = writeln!(
-                out,
-                "tether_rtt_seconds{{client=\"{}\"}} {}",
-                escape(&c.key),
-                ms / 1000.0
-            );
+        gauge(
+            encoder,
+            "tether_event_log_sequence",
+            "The newest event's sequence number.",
+            self.newest_event,
+        )?;
+        let mut family = encoder.encode_descriptor(
+            "tether_webhook_lag_events",
+            "Logged events a webhook has not delivered yet.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (name, lag) in &self.webhook_lag {
+            ConstGauge::new(*lag).encode(family.encode_family(&[("webhook", name.as_str())])?)?;
         }
+        Ok(())
     }
-    outbox_and_log(host, &clients, &mut out).await;
-    let h = &HANDLER_DURATION;
-    let _ = writeln!(out, "# HELP tether_handler_duration_seconds Time spent in handler hooks.\n# TYPE tether_handler_duration_seconds histogram");
-    for (bound, bucket) in BUCKETS.iter().zip(&h.buckets) {
-        let _ = writeln!(
-            out,
-            "tether_handler_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-            bucket.load(Ordering::Relaxed)
-        );
-    }
-    let count = h.count.load(Ordering::Relaxed);
-    let _ = writeln!(
-        out,
-        "tether_handler_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
-    );
-    let _ = writeln!(
-        out,
-        "tether_handler_duration_seconds_sum {}",
-        h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-    );
-    let _ = writeln!(out, "tether_handler_duration_seconds_count {count}");
-    out
 }
 
-/// The outbox of each client, the event log, and each webhook's lag.
-async fn outbox_and_log(host: &Host, clients: &[crate::host::ClientView], out: &mut String) {
+/// Reads what a scrape shows from the host and the store.
+async fn snapshot(host: &Host) -> Snapshot {
     let store = host.store();
-    let now = crate::store::now_ms();
-    let _ = writeln!(
-        out,
-        "# HELP tether_event_memory_bytes Bytes the host's events hold in memory (histories, live streams, the log queue).\n# TYPE tether_event_memory_bytes gauge\ntether_event_memory_bytes {}",
-        host.events().memory_held()
-    );
-    let _ = writeln!(out, "# HELP tether_outbox_depth Durable messages not yet delivered (pending and in flight).\n# TYPE tether_outbox_depth gauge");
-    let mut rows = Vec::new();
-    for c in clients {
+    let clients = host.list_clients().await.unwrap_or_default();
+    let mut outbox = Vec::with_capacity(clients.len());
+    for c in &clients {
         if let Ok(stats) = store.outbox_stats(&c.key).await {
-            let _ = writeln!(
-                out,
-                "tether_outbox_depth{{client=\"{}\"}} {}",
-                escape(&c.key),
-                stats.pending + stats.in_flight
-            );
-            rows.push((c.key.clone(), stats));
+            outbox.push((c.key.clone(), stats));
         }
     }
-    let _ = writeln!(out, "# HELP tether_outbox_oldest_age_seconds Age of the oldest message not yet delivered.\n# TYPE tether_outbox_oldest_age_seconds gauge");
-    for (key, stats) in &rows {
-        let age = stats
-            .oldest_ms
-            .map_or(0.0, |t| (now - t).max(0) as f64 / 1000.0);
-        let _ = writeln!(
-            out,
-            "tether_outbox_oldest_age_seconds{{client=\"{}\"}} {age}",
-            escape(key)
-        );
+    let newest_event = store.events_bounds().await.map_or(0, |(_, n)| n);
+    let webhook_lag = host
+        .webhooks()
+        .iter()
+        .map(|w| {
+            let st = w.status();
+            (st.name.clone(), (newest_event - st.cursor).max(0))
+        })
+        .collect();
+    Snapshot {
+        clients,
+        outbox,
+        event_memory: i64::try_from(host.events().memory_held()).unwrap_or(i64::MAX),
+        newest_event,
+        webhook_lag,
+        now_ms: crate::store::now_ms(),
     }
-    let _ = writeln!(out, "# HELP tether_outbox_messages Durable messages kept, by status (done, expired and dead only grow until purged).\n# TYPE tether_outbox_messages gauge");
-    for (key, stats) in &rows {
-        for (status, n) in [
-            ("pending", stats.pending),
-            ("in-flight", stats.in_flight),
-            ("done", stats.done),
-            ("expired", stats.expired),
-            ("dead", stats.dead),
-        ] {
-            let _ = writeln!(
-                out,
-                "tether_outbox_messages{{client=\"{}\",status=\"{status}\"}} {n}",
-                escape(key)
-            );
-        }
+}
+
+/// The OpenMetrics text exposition of the host's metrics.
+pub async fn render(host: &Host) -> String {
+    let mut registry = Registry::default();
+    registry.register(
+        "tether_handler_duration_seconds",
+        "Time spent in handler hooks.",
+        crate::telemetry::HANDLER_DURATION.clone(),
+    );
+    registry.register_collector(Box::new(snapshot(host).await));
+    let mut out = String::with_capacity(4096);
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        tracing::warn!(error = %e, "cannot encode the metrics");
     }
-    let newest = store.events_bounds().await.map_or(0, |(_, n)| n);
-    let _ = writeln!(out, "# HELP tether_event_log_sequence The newest event's sequence number.\n# TYPE tether_event_log_sequence gauge\ntether_event_log_sequence {newest}");
-    let _ = writeln!(out, "# HELP tether_webhook_lag_events Logged events a webhook has not delivered yet.\n# TYPE tether_webhook_lag_events gauge");
-    for w in host.webhooks() {
-        let st = w.status();
-        let _ = writeln!(
-            out,
-            "tether_webhook_lag_events{{webhook=\"{}\"}} {}",
-            escape(&st.name),
-            (newest - st.cursor).max(0)
-        );
-    }
+    out
 }

@@ -389,6 +389,12 @@ async fn metrics_need_the_token_and_speak_prometheus() {
     );
     assert!(text.contains("tether_messages_received_total{client=\"fixed\"} 0"));
     assert!(text.contains("tether_handler_duration_seconds_bucket{le=\"+Inf\"}"));
+    // OpenMetrics: every family typed once, and the end marked.
+    assert!(
+        text.contains("# TYPE tether_messages_received counter"),
+        "{text}"
+    );
+    assert!(text.ends_with("# EOF\n"), "{text}");
 }
 
 #[tokio::test]

@@ -173,7 +173,7 @@ async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         body,
     )

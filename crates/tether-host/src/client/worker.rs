@@ -137,7 +137,7 @@ impl Worker {
             let _ = started_tx.send(());
             let started = Instant::now();
             let r = f(module.as_mut(), &handle);
-            crate::metrics::HANDLER_DURATION.observe(started.elapsed());
+            crate::telemetry::handler_ran(started.elapsed());
             (module, r)
         });
         // The limit counts from when the call starts, not while it queues
