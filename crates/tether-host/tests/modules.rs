@@ -144,7 +144,7 @@ fn handlers_report_errors_with_lines_and_limits() {
     // Sending without a connection is a Lua error, not a crash.
     let mut h = load(&ws, "function on_open(conn) conn:send('x') end").unwrap();
     let e = h.module.on_open(&h.conn).unwrap_err();
-    assert!(e.message.contains("not connected"), "{}", e.message);
+    assert!(e.message.contains("not open"), "{}", e.message);
 }
 
 #[test]

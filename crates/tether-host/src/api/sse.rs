@@ -86,12 +86,19 @@ async fn check_kept(store: &Arc<dyn Store>, after: i64) -> Result<(), ApiError> 
 
 /// A logged event as SSE: its stored JSON with `seq` added.
 fn logged_sse(e: &LoggedEvent) -> Event {
-    let name = serde_json::from_str::<Value>(&e.json)
-        .ok()
-        .and_then(|v| v.get("event").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| "event".into());
+    /// Only the name: the rest is skipped, not built into a value.
+    #[derive(serde::Deserialize)]
+    struct Named<'a> {
+        #[serde(borrow)]
+        event: Option<std::borrow::Cow<'a, str>>,
+    }
+    let named = serde_json::from_str::<Named>(&e.json).ok();
+    let name = named
+        .as_ref()
+        .and_then(|n| n.event.as_deref())
+        .unwrap_or("event");
     Event::default()
-        .event(sse_name(&name))
+        .event(sse_name(name))
         .id(e.seq.to_string())
         .data(crate::events::with_seq(&e.json, e.seq))
 }
