@@ -128,8 +128,13 @@ struct Keepalive {
 ///    - after each of those, drain [`poll_transmit`](Self::poll_transmit)
 ///      (write all of it) and [`poll_event`](Self::poll_event), then sleep
 ///      until the next read, send or [`poll_timeout`](Self::poll_timeout).
-/// 3. Stop once [`state`](Self::state) is [`State::Closed`] and no event is
-///    left.
+/// 3. Once [`state`](Self::state) is [`State::Closed`]: write what is left,
+///    end your side of the stream (TCP `shutdown(Write)`), and keep reading
+///    (feeding [`receive_eof`](Self::receive_eof) at the end) and honouring
+///    [`poll_timeout`](Self::poll_timeout), which is now the teardown
+///    deadline: the server should end the TCP connection first (RFC 6455
+///    §7.1.1), and gets the close timeout to do it. Drop the socket once
+///    [`is_finished`](Self::is_finished) says so and no event is left.
 ///
 /// `docs/sans-io.md` walks through a complete loop.
 pub struct ClientConnection {
@@ -151,6 +156,21 @@ pub struct ClientConnection {
     close_deadline: Option<Instant>,
     keepalive: Keepalive,
     entropy: Box<dyn Entropy>,
+    /// The last instant a caller gave: when the connection closes, the
+    /// teardown deadline counts from it (the engine reads no clock).
+    last_now: Option<Instant>,
+    teardown: Teardown,
+}
+
+/// After the close: waiting for the server to end the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Teardown {
+    /// Not closed yet.
+    NotClosed,
+    /// Closed; the transport may be dropped after this instant.
+    Until(Instant),
+    /// The server ended the stream, or the deadline passed.
+    Finished,
 }
 
 impl ClientConnection {
@@ -196,6 +216,8 @@ impl ClientConnection {
             close_deadline: None,
             keepalive: Keepalive::default(),
             entropy,
+            last_now: None,
+            teardown: Teardown::NotClosed,
         })
     }
 
@@ -235,6 +257,7 @@ impl ClientConnection {
     /// Never fails: a server that breaks the protocol gets a close frame with
     /// the right code, and a [`Event::Closed`] says why.
     pub fn receive_data(&mut self, now: Instant, data: &[u8]) {
+        self.last_now = Some(now);
         if self.state == State::Connecting {
             let Some(opening) = self.opening.as_mut() else {
                 return;
@@ -282,7 +305,8 @@ impl ClientConnection {
 
     /// The server ended the byte stream (TCP FIN or TLS close_notify). Then
     /// drain [`poll_event`](Self::poll_event).
-    pub fn receive_eof(&mut self, _now: Instant) {
+    pub fn receive_eof(&mut self, now: Instant) {
+        self.last_now = Some(now);
         match self.state {
             State::Connecting => {
                 let err = self
@@ -301,6 +325,7 @@ impl ClientConnection {
             }
             State::Closed => {}
         }
+        self.teardown = Teardown::Finished;
     }
 
     /// Call when the instant from [`poll_timeout`](Self::poll_timeout) has
@@ -308,7 +333,11 @@ impl ClientConnection {
     /// drain [`poll_transmit`](Self::poll_transmit) (the ping) and
     /// [`poll_event`](Self::poll_event) (a timeout's close).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.last_now = Some(now);
         if self.state == State::Closed {
+            if matches!(self.teardown, Teardown::Until(d) if now >= d) {
+                self.teardown = Teardown::Finished;
+            }
             return;
         }
         if self.close_deadline.is_some_and(|d| now >= d) {
@@ -361,6 +390,7 @@ impl ClientConnection {
     /// [`poll_transmit`](Self::poll_transmit), and keep reading until
     /// [`poll_event`](Self::poll_event) gives the `Closed` event.
     pub fn close(&mut self, now: Instant, code: CloseCode, reason: &str) -> Result<(), SendError> {
+        self.last_now = Some(now);
         self.check_can_send()?;
         if !code.is_sendable() {
             return Err(SendError::InvalidCloseCode(code.0));
@@ -404,9 +434,15 @@ impl ClientConnection {
 
     /// When to call [`handle_timeout`](Self::handle_timeout) next.
     #[must_use]
+    ///
+    /// Once closed, this is the teardown deadline: the instant after which
+    /// the transport may be dropped even if the server has not ended it.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == State::Closed {
-            return None;
+            return match self.teardown {
+                Teardown::Until(d) => Some(d),
+                _ => None,
+            };
         }
         [
             self.close_deadline,
@@ -510,12 +546,23 @@ impl ClientConnection {
         write_frame(&mut self.out, true, false, opcode, payload, mask);
     }
 
+    /// Whether the transport can be dropped: the connection is closed and
+    /// the server has ended the byte stream, or the teardown deadline from
+    /// [`poll_timeout`](Self::poll_timeout) has passed.
+    pub fn is_finished(&self) -> bool {
+        self.teardown == Teardown::Finished
+    }
+
     /// Ends the connection and reports why. Idempotent.
     fn finish(&mut self, code: CloseCode, reason: String, kind: CloseKind) {
         if self.state == State::Closed {
             return;
         }
         self.state = State::Closed;
+        self.teardown = match self.last_now {
+            Some(now) => Teardown::Until(now + self.config.close_timeout),
+            None => Teardown::Finished,
+        };
         self.inbound = Inbound::Ignore;
         self.assembly = None;
         self.close_deadline = None;

@@ -238,3 +238,53 @@ fn shrinking_buffers_keeps_a_half_received_ping() {
     assert_eq!(sent[0].opcode, 10);
     assert_eq!(sent[0].payload, b"payload-0");
 }
+
+/// After the close handshake the engine owns the teardown: the server
+/// should end the stream, and gets the close timeout to do so.
+#[test]
+fn after_the_close_the_server_gets_the_close_timeout_to_end_the_stream() {
+    let mut config = plain_config();
+    config.close_timeout = Duration::from_secs(3);
+    let mut pair = Pair::open(config);
+    let closed_at = pair.clock.advance(Duration::from_millis(10));
+    pair.feed(&server_frame(true, false, 8, &close_payload(1000, "")));
+    assert_eq!(pair.client.state(), State::Closed);
+    assert!(
+        !pair.client.is_finished(),
+        "the server has not ended the stream yet"
+    );
+    assert_eq!(
+        pair.client.poll_timeout(),
+        Some(closed_at + Duration::from_secs(3)),
+        "the teardown deadline"
+    );
+    // Before the deadline nothing changes; the server's FIN finishes it.
+    pair.client
+        .handle_timeout(closed_at + Duration::from_millis(2999));
+    assert!(!pair.client.is_finished());
+    pair.client.receive_eof(closed_at + Duration::from_secs(1));
+    assert!(pair.client.is_finished());
+    assert_eq!(pair.client.poll_timeout(), None);
+}
+
+#[test]
+fn a_server_that_never_ends_the_stream_is_dropped_at_the_deadline() {
+    let mut pair = Pair::open(plain_config());
+    let now = pair.clock.0;
+    pair.client.close(now, CloseCode(1000), "").unwrap();
+    pair.feed(&server_frame(true, false, 8, &close_payload(1000, "")));
+    let deadline = pair.client.poll_timeout().expect("a teardown deadline");
+    assert!(!pair.client.is_finished());
+    pair.client.handle_timeout(deadline);
+    assert!(pair.client.is_finished());
+    assert_eq!(pair.client.poll_timeout(), None);
+}
+
+#[test]
+fn an_abnormal_end_is_finished_at_once() {
+    let mut pair = Pair::open(plain_config());
+    pair.client.receive_eof(pair.clock.0);
+    assert_eq!(pair.client.state(), State::Closed);
+    assert!(pair.client.is_finished());
+    assert_eq!(pair.client.poll_timeout(), None);
+}

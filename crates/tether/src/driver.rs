@@ -374,19 +374,29 @@ impl Driver {
     }
 
     /// After the close: write what is left (our close frame), end our side,
-    /// and wait for the server to end its side, all within the close timeout.
-    pub(crate) async fn shut_down(mut self, timeout: std::time::Duration) {
+    /// and read until the server ends its side, by the engine's teardown
+    /// deadline (its `poll_timeout` once closed: the close timeout).
+    pub(crate) async fn shut_down(mut self) {
         if self.io_error.is_some() {
             return;
         }
-        if let Some(engine) = self.shared.lock().engine.as_mut() {
+        let deadline = {
+            let mut inner = self.shared.lock();
+            let Some(engine) = inner.engine.as_mut() else {
+                return;
+            };
             let _ = engine.poll_transmit(&mut self.wbuf);
             engine.shrink_buffers();
-        }
+            // Finished already (the server ended the stream first): what is
+            // left to write still gets the close timeout, not forever.
+            engine
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + engine.config().close_timeout)
+        };
         let io = &mut self.io;
         let rest = &self.wbuf[self.wpos.min(self.wbuf.len())..];
         let read_closed = self.read_closed;
-        let _ = tokio::time::timeout(timeout, async move {
+        let ended = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), async move {
             io.write_all(rest).await?;
             io.shutdown().await?;
             if !read_closed {
@@ -396,6 +406,12 @@ impl Driver {
             Ok::<(), std::io::Error>(())
         })
         .await;
+        if let Some(engine) = self.shared.lock().engine.as_mut() {
+            match ended {
+                Ok(_) => engine.receive_eof(Instant::now()),
+                Err(_) => engine.handle_timeout(Instant::now()),
+            }
+        }
         self.shared.in_flight.store(0, Ordering::Release);
     }
 }

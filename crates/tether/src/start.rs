@@ -146,7 +146,7 @@ type Opened = Result<(Box<dyn Transport>, ClientConnection, tether_proto::Opened
 /// After connecting: either the failure to report, or a driver to run.
 enum Prepared {
     Failed(Box<Closed>, mpsc::Sender<Event>),
-    Running(Box<Driver>, std::time::Duration),
+    Running(Box<Driver>),
 }
 
 /// Turns the outcome of connecting into what `run` does next. Synchronous,
@@ -186,14 +186,13 @@ fn prepare(
             Prepared::Failed(Box::new(closed), tx)
         }
         Ok((io, mut engine, opened)) => {
-            let close_timeout = engine.config().close_timeout;
             shared.set_state(engine.state());
             // The handshake's buffers are done with.
             engine.shrink_buffers();
             shared.lock().engine = Some(engine);
             let mut driver = Box::new(Driver::new(shared.clone(), io, host, tx));
             driver.pending = driver.convert(tether_proto::Event::Open(opened));
-            Prepared::Running(driver, close_timeout)
+            Prepared::Running(driver)
         }
     }
 }
@@ -203,10 +202,10 @@ async fn run(shared: Arc<Shared>, prepared: Prepared) {
         Prepared::Failed(closed, tx) => {
             let _ = tx.send(Event::Closed(closed)).await;
         }
-        Prepared::Running(mut driver, close_timeout) => {
+        Prepared::Running(mut driver) => {
             poll_fn(|cx| driver.poll_run(cx)).await;
             // Boxed: its read buffer would otherwise sit inside every idle task.
-            Box::pin(driver.shut_down(close_timeout)).await;
+            Box::pin(driver.shut_down()).await;
         }
     }
     shared.set_state(State::Closed);

@@ -65,6 +65,7 @@ impl ClientConnection {
     /// [`receive_data`](Self::receive_data) would. Bytes past the frame's
     /// payload are not lost: they are fed on as ordinary input.
     pub fn receive_payload(&mut self, now: Instant, mut payload: PayloadBuffer) {
+        self.last_now = Some(now);
         let end = payload.start + payload.limit;
         let excess = if payload.data.len() > end {
             payload.data.split_off(end)
