@@ -315,10 +315,7 @@ async fn supervise(
                         q.0.drain(..).collect()
                     };
                     for m in queued {
-                        let _ = match &m {
-                            Message::Text(t) => conn.send_text(t).await,
-                            Message::Binary(b) => conn.send_binary(b).await,
-                        };
+                        let _ = conn.send(&m).await;
                     }
                     Some(PersistentEvent::Open { protocol })
                 }
