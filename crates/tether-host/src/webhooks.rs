@@ -23,7 +23,7 @@ use crate::config::WebhookConfig;
 use crate::store::{now_ms, DeadBatch, LoggedEvent, Store};
 
 /// What the API shows of a webhook.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct WebhookStatus {
     /// The name.
     pub name: String,

@@ -331,6 +331,35 @@ async fn types_are_listed_with_defaults() {
     assert_eq!(v[0]["defaults"]["reconnect"]["initial_delay_ms"], 1000);
 }
 
+/// docs/openapi.json is what the handlers' annotations generate, so it
+/// cannot drift from the code: regenerate it with
+/// `TETHER_WRITE_OPENAPI=1 cargo test -p tether-host --test api`.
+#[tokio::test]
+async fn docs_openapi_json_is_the_generated_document() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    let generated = tether_host::api::openapi_document() + "\n";
+    if std::env::var("TETHER_WRITE_OPENAPI").is_ok() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let kept = std::fs::read_to_string(path).unwrap();
+    assert!(
+        kept == generated,
+        "docs/openapi.json is stale: run TETHER_WRITE_OPENAPI=1 cargo test -p tether-host --test api"
+    );
+    // And the API serves the same document.
+    let (_ws, app) = app().await;
+    let (s, served) = call(&app, "GET", "/api/openapi.json", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(served, serde_json::from_str::<Value>(&generated).unwrap());
+    // Every documented route is in the router's list, and back.
+    let mut routed: Vec<(String, String)> = tether_host::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    routed.sort();
+    assert_eq!(tether_host::api::documented_routes(), routed);
+}
+
 /// Every operation in docs/openapi.json is routed (neither `no_route` nor
 /// `method_not_allowed`), and the document lists every route the API has.
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! The management REST API: JSON over HTTP, Bearer-token auth on every
 //! route but `/healthz`, Server-Sent Events for live events.
-//! The routes are listed in `docs/openapi.json`.
+//! The routes are documented from their handlers (see [`openapi`]): served at
+//! `/api/openapi.json` and kept in `docs/openapi.json`.
 
 use std::sync::Arc;
 
@@ -18,12 +19,14 @@ use crate::host::Host;
 mod clients;
 mod connections;
 mod error;
+mod openapi;
 pub mod session;
 mod sse;
 mod ui;
 mod webhooks;
 
 pub use error::ApiError;
+pub use openapi::{document as openapi_document, documented_routes};
 
 /// Request bodies above this are refused with 413.
 pub const BODY_LIMIT: usize = 1 << 20;
@@ -161,6 +164,9 @@ async fn require_token(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "host",
+    summary = "Metrics in the OpenMetrics text format; needs the token unless metrics_public = true on a loopback listener",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = 401, description = "missing or wrong admin token", body = openapi::ErrorBody)))]
 async fn metrics(State(state): State<AppState>, request: Request) -> Response {
     if !state.metrics_public {
         let headers = request.headers();
@@ -180,6 +186,14 @@ async fn metrics(State(state): State<AppState>, request: Request) -> Response {
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/openapi.json", tag = "host", summary = "This API's OpenAPI document",
+    responses((status = 200, description = "OpenAPI 3.1", body = Object), (status = 401, description = "missing or wrong admin token", body = openapi::ErrorBody)))]
+async fn openapi_json() -> impl IntoResponse {
+    openapi::json()
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "host", summary = "Liveness; needs no token", security(()),
+    responses((status = 200, description = "ok", body = Object, example = json!({"status": "ok"}))))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
@@ -226,6 +240,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/connections/{key}"),
     ("POST", "/api/connections/{key}/send"),
     ("GET", "/api/audit"),
+    ("GET", "/api/openapi.json"),
     ("GET", "/api/webhooks"),
     ("GET", "/api/webhooks/{name}/dead"),
     ("POST", "/api/webhooks/{name}/replay"),
@@ -266,6 +281,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/connections/{key}/send", post(connections::send))
         .route("/api/audit", get(clients::audit))
+        .route("/api/openapi.json", get(openapi_json))
         .route("/api/webhooks", get(webhooks::list))
         .route("/api/webhooks/{name}/dead", get(webhooks::dead))
         .route("/api/webhooks/{name}/replay", post(webhooks::replay))

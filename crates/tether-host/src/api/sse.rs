@@ -235,6 +235,13 @@ fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -
         .into_response()
 }
 
+#[utoipa::path(get, path = "/api/clients/{key}/events", tag = "events",
+    summary = "One client's events: Server-Sent Events (id: SEQ), or a JSON page with ?after= and without Accept: text/event-stream",
+    params(("key" = String, Path, description = "The instance key"), ("after" = Option<i64>, Query, description = "Resume after this sequence number (wins over Last-Event-ID); without Accept: text/event-stream, a JSON page"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000; 100 by default"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence number")),
+    responses((status = 200, description = "Server-Sent Events named after each event (client errors: client-error), or {events, next_after}", content_type = "text/event-stream", body = String),
+        (status = 410, description = "events_gone: events after that number are no longer kept", body = super::openapi::ErrorBody), (status = 404, description = "unknown key", body = super::openapi::ErrorBody), (status = 401, description = "missing or wrong admin token", body = super::openapi::ErrorBody)))]
 pub(super) async fn client_events(
     State(s): State<AppState>,
     Path(key): Path<String>,
@@ -254,6 +261,13 @@ pub(super) async fn client_events(
     Ok(sse(open_stream(&s, Some(key), after).await?))
 }
 
+#[utoipa::path(get, path = "/api/events", tag = "events",
+    summary = "Every client's events: Server-Sent Events (id: SEQ) resuming after Last-Event-ID or ?after=; or, without that Accept and with ?after=, a JSON page {events, next_after} for polling",
+    params(("after" = Option<i64>, Query, description = "Resume after this sequence number (wins over Last-Event-ID); without Accept: text/event-stream, a JSON page"),
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 10000; 100 by default"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this sequence number"), ("client" = Option<String>, Query, description = "Only this client's events")),
+    responses((status = 200, description = "Server-Sent Events, or {events, next_after}", content_type = "text/event-stream", body = String),
+        (status = 410, description = "events_gone: events after that number are no longer kept", body = super::openapi::ErrorBody), (status = 401, description = "missing or wrong admin token", body = super::openapi::ErrorBody)))]
 pub(super) async fn all_events(
     State(s): State<AppState>,
     Query(q): Query<EventsQuery>,

@@ -16,7 +16,7 @@ use crate::modules::{ClientModule, ConnHandle, TimerRequest};
 use crate::store::{now_ms, rfc3339};
 
 /// A client's state as the API reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ClientState {
     /// Not connected and not trying.
@@ -52,7 +52,7 @@ impl ClientState {
 }
 
 /// Counters and live facts.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Status {
     /// The state.
     pub state: ClientState,

@@ -65,7 +65,7 @@ struct TypeRuntime {
 }
 
 /// What the API shows of a client. Never holds a password.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     /// The key.
     pub key: String,
@@ -106,7 +106,7 @@ pub struct ClientView {
 }
 
 /// Fields for creating or changing an instance (the API's JSON body).
-#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[derive(Debug, Default, Clone, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceInput {
     /// The client type (create only).

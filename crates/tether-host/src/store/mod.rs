@@ -59,7 +59,7 @@ pub struct LoggedEvent {
 }
 
 /// A webhook batch given up on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeadBatch {
     /// Its number.
     pub id: i64,

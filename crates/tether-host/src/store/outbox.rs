@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 /// Where a message is on its way out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutboxStatus {
     /// Stored, not yet written to a connection (after a failed attempt too).
@@ -149,7 +149,7 @@ pub enum Appended {
 }
 
 /// A stored message.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OutboxMessage {
     /// Sequence number (delivery order).
     pub seq: i64,
@@ -189,7 +189,7 @@ impl OutboxMessage {
 }
 
 /// A client's outbox in numbers.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct OutboxStats {
     /// Pending messages.
     pub pending: u64,
