@@ -10,14 +10,12 @@
 //! stream is caught up from the log. Asking for events older than the log
 //! keeps is a 410, never a silent gap. Streams end when the host shuts down.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::{Stream, StreamExt};
@@ -84,8 +82,21 @@ async fn check_kept(store: &Arc<dyn Store>, after: i64) -> Result<(), ApiError> 
     Ok(())
 }
 
-/// A logged event as SSE: its stored JSON with `seq` added.
-fn logged_sse(e: &LoggedEvent) -> Event {
+/// Appends one SSE event: `event:`, `data:` (one line: the JSON has no raw
+/// newline) and `id:` when it has one.
+fn write_sse(out: &mut Vec<u8>, name: &str, data: &str, id: Option<i64>) {
+    out.extend_from_slice(b"event: ");
+    out.extend_from_slice(sse_name(name).as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(data.as_bytes());
+    if let Some(id) = id {
+        out.extend_from_slice(format!("\nid: {id}").as_bytes());
+    }
+    out.extend_from_slice(b"\n\n");
+}
+
+/// A logged event: its stored JSON with `seq` added.
+fn write_logged(out: &mut Vec<u8>, e: &LoggedEvent) {
     /// Only the name: the rest is skipped, not built into a value.
     #[derive(serde::Deserialize)]
     struct Named<'a> {
@@ -97,21 +108,26 @@ fn logged_sse(e: &LoggedEvent) -> Event {
         .as_ref()
         .and_then(|n| n.event.as_deref())
         .unwrap_or("event");
-    Event::default()
-        .event(sse_name(name))
-        .id(e.seq.to_string())
-        .data(crate::events::with_seq(&e.json, e.seq))
+    write_sse(
+        out,
+        name,
+        &crate::events::with_seq(&e.json, e.seq),
+        Some(e.seq),
+    );
 }
 
-fn live_sse(e: &HostEvent) -> Event {
-    let event = Event::default()
-        .event(sse_name(e.name()))
-        .data(e.json_with_seq());
-    match e.seq.get() {
-        Some(seq) => event.id(seq.to_string()),
-        None => event,
-    }
+/// A live event: its JSON made once for every stream, `seq` added here.
+fn write_live(out: &mut Vec<u8>, e: &HostEvent) {
+    write_sse(out, e.name(), &e.json_with_seq(), e.seq.get());
 }
+
+/// Events already waiting go out in one body chunk (one socket write per
+/// subscriber instead of one per event), up to this many bytes.
+const CHUNK_BYTES: usize = 64 << 10;
+
+/// A comment line that keeps proxies from closing an idle stream.
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 
 struct Follow {
     store: Arc<dyn Store>,
@@ -121,15 +137,29 @@ struct Follow {
     last: i64,
     /// Read the log after `last` before taking live events again.
     catch_up: bool,
-    queue: VecDeque<Event>,
 }
 
 impl Follow {
-    async fn next(mut self) -> Option<(Result<Event, Infallible>, Self)> {
-        loop {
-            if let Some(e) = self.queue.pop_front() {
-                return Some((Ok(e), self));
+    /// Whether a live event goes to this stream; skips what it has sent.
+    fn wants(&mut self, e: &HostEvent) -> bool {
+        if self.key.as_ref().is_some_and(|k| *k != e.client) {
+            return false;
+        }
+        match e.seq.get() {
+            Some(seq) if seq <= self.last => false,
+            Some(seq) => {
+                self.last = seq;
+                true
             }
+            None => true,
+        }
+    }
+
+    /// The next body chunk: a page caught up from the log, or the live
+    /// events waiting (at least one), or a keep-alive after a quiet while.
+    async fn next(mut self) -> Option<(Result<Vec<u8>, Infallible>, Self)> {
+        let mut out = Vec::new();
+        loop {
             if self.catch_up {
                 match self
                     .store
@@ -138,8 +168,10 @@ impl Follow {
                 {
                     Ok(page) if !page.is_empty() => {
                         self.last = page.last().map_or(self.last, |e| e.seq);
-                        self.queue.extend(page.iter().map(logged_sse));
-                        continue;
+                        for e in &page {
+                            write_logged(&mut out, e);
+                        }
+                        return Some((Ok(out), self));
                     }
                     Ok(_) => self.catch_up = false,
                     Err(e) => {
@@ -148,21 +180,40 @@ impl Follow {
                     }
                 }
             }
-            match self.live.recv().await {
+            let first = match tokio::time::timeout(KEEP_ALIVE_EVERY, self.live.recv()).await {
+                Err(_) => return Some((Ok(KEEP_ALIVE.to_vec()), self)),
+                Ok(r) => r,
+            };
+            match first {
                 Ok(e) => {
-                    if self.key.as_ref().is_some_and(|k| *k != e.client) {
-                        continue;
+                    if self.wants(&e) {
+                        write_live(&mut out, &e);
                     }
-                    match e.seq.get() {
-                        Some(seq) if seq <= self.last => continue,
-                        Some(seq) => self.last = seq,
-                        None => {}
-                    }
-                    return Some((Ok(live_sse(&e)), self));
                 }
                 // Fell behind the live stream: catch up from the log.
-                Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up = true,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.catch_up = true;
+                    continue;
+                }
                 Err(broadcast::error::RecvError::Closed) => return None,
+            }
+            // What else has arrived goes in the same chunk.
+            while out.len() < CHUNK_BYTES {
+                match self.live.try_recv() {
+                    Ok(e) => {
+                        if self.wants(&e) {
+                            write_live(&mut out, &e);
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                        self.catch_up = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            if !out.is_empty() {
+                return Some((Ok(out), self));
             }
         }
     }
@@ -172,7 +223,7 @@ async fn open_stream(
     s: &AppState,
     key: Option<String>,
     after: Option<i64>,
-) -> Result<impl Stream<Item = Result<Event, Infallible>>, ApiError> {
+) -> Result<impl Stream<Item = Result<Vec<u8>, Infallible>>, ApiError> {
     let store = s.host.store().clone();
     // Subscribe before reading where the log is, so nothing falls between.
     let live = s.host.events().subscribe();
@@ -192,7 +243,6 @@ async fn open_stream(
         key,
         last,
         catch_up,
-        queue: VecDeque::new(),
     };
     let stopping = s.stopping.clone().cancelled_owned();
     Ok(futures_util::stream::unfold(follow, Follow::next).take_until(stopping))
@@ -229,9 +279,14 @@ async fn page(s: &AppState, key: Option<&str>, q: &EventsQuery) -> Result<Respon
     Ok(Json(json!({"events": events, "next_after": next})).into_response())
 }
 
-fn sse(stream: impl Stream<Item = Result<Event, Infallible>> + Send + 'static) -> Response {
-    Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+fn sse(stream: impl Stream<Item = Result<Vec<u8>, Infallible>> + Send + 'static) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
         .into_response()
 }
 
