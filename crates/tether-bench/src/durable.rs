@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 
 use tether_host::{Host, Loaded, SqliteStore, Store};
 
+use crate::measure::{pct_ms, sink_done};
+
 fn host_config(url: &str) -> String {
     format!(
         r#"
@@ -60,24 +62,6 @@ fn tempdir(name: &str) -> std::path::PathBuf {
     dir
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
-async fn wait_done(
-    host: &Host,
-    mut events: tokio::sync::broadcast::Receiver<Arc<tether_host::events::HostEvent>>,
-) {
-    let _ = host;
-    loop {
-        match events.recv().await {
-            Ok(e) if e.body["event"] == "message" && e.body["data"] == "done" => return,
-            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-            Err(_) => return,
-        }
-    }
-}
-
 /// Durable sends: rate, call latency, delivery rate; and the plain path.
 async fn durable_sends(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
     let dir = tempdir("durable");
@@ -115,13 +99,13 @@ async fn durable_sends(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()>
     println!(
         "durable send 200 B, {tasks} senders: {:.0} sends/s on disk; call p50 {:.2} ms, p99 {:.2} ms",
         n as f64 / accepted.as_secs_f64(),
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
+        pct_ms(&lat, 0.5),
+        pct_ms(&lat, 0.99),
     );
     if std::env::var("BENCH_NO_DELIVERY").is_ok() {
         return Ok(());
     }
-    wait_done(&host, events).await;
+    sink_done(events).await;
     let delivered = started.elapsed();
     println!(
         "durable delivered end to end: {:.0} msg/s",
@@ -150,14 +134,14 @@ async fn durable_sends(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()>
         }
     }
     let accepted = started.elapsed();
-    wait_done(&host, events).await;
+    sink_done(events).await;
     let delivered = started.elapsed();
     lat.sort();
     println!(
         "plain send 200 B: {:.0} sends/s queued; call p50 {:.4} ms, p99 {:.4} ms; delivered {:.0} msg/s end to end",
         n as f64 / accepted.as_secs_f64(),
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
+        pct_ms(&lat, 0.5),
+        pct_ms(&lat, 0.99),
         n as f64 / delivered.as_secs_f64()
     );
     host.shutdown().await;
@@ -202,12 +186,12 @@ async fn durable_at_rate(ws: std::net::SocketAddr, rate: u32, secs: u32) -> anyh
     lat.sort();
     println!(
         "durable send 200 B at {rate}/s offered (open loop, {n} sends): call p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5),
-        pct(&lat, 0.99),
-        pct(&lat, 0.999),
-        pct(&lat, 1.0),
+        pct_ms(&lat, 0.5),
+        pct_ms(&lat, 0.99),
+        pct_ms(&lat, 0.999),
+        pct_ms(&lat, 1.0),
     );
-    wait_done(&host, events).await;
+    sink_done(events).await;
     host.shutdown().await;
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -21,6 +21,8 @@ use tokio::net::TcpStream;
 use tether_host::api::{router, AppState, TokenCheck};
 use tether_host::{Host, Loaded, SqliteStore, Store};
 
+use crate::measure::{pct_ms, sink_done};
+
 const TOKEN: &str = "bench-token";
 
 struct Served {
@@ -149,16 +151,12 @@ impl Http {
     }
 }
 
-fn pct(sorted: &[Duration], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
-}
-
 /// Sends through the API: 8 keep-alive connections, N sends in all.
 async fn api_sends(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
     const CONNS: usize = 8;
     let s = serve("api-sends", None).await?;
     add_client(&s.host, "k", &format!("ws://{ws}/sink?n={n}")).await?;
-    let mut events = s.host.events().subscribe();
+    let events = s.host.events().subscribe();
     let body = serde_json::json!({"text": "x".repeat(200)}).to_string();
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -182,19 +180,13 @@ async fn api_sends(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     // The server says "done" once it has read all N.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let e = tokio::time::timeout_at(deadline, events.recv()).await??;
-        if e.body["event"] == "message" && e.body["data"] == "done" {
-            break;
-        }
-    }
+    tokio::time::timeout(Duration::from_secs(60), sink_done(events)).await?;
     lat.sort();
     println!(
         "sends through the API, 200 B, {CONNS} keep-alive connections: {:.0} sends/s; call p50 {:.2} ms, p99 {:.2} ms; all {n} received",
         n as f64 / elapsed.as_secs_f64(),
-        pct(&lat, 0.5),
-        pct(&lat, 0.99)
+        pct_ms(&lat, 0.5),
+        pct_ms(&lat, 0.99)
     );
     s.stop().await;
     Ok(())

@@ -7,8 +7,8 @@
 
 mod brokers;
 mod clients;
-mod cpu;
-use cpu::{thread_cpu, thread_user_sys};
+mod measure;
+use measure::{thread_cpu, thread_user_sys};
 mod durable;
 mod host;
 mod host_scale;

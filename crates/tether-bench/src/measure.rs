@@ -1,6 +1,27 @@
-//! CPU time of the calling thread, for a client's own cost.
+//! What the scenarios measure with: CPU time of the calling thread (a
+//! client's own cost), percentiles, and the host's "the server has it all".
 
+use std::sync::Arc;
 use std::time::Duration;
+
+/// The `p` quantile of sorted durations, in milliseconds.
+pub fn pct_ms(sorted: &[Duration], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize].as_secs_f64() * 1e3
+}
+
+/// Waits until the neutral server's `/sink` says "done" (it has read every
+/// message it was told to expect), as an event of the host's client.
+pub async fn sink_done(
+    mut events: tokio::sync::broadcast::Receiver<Arc<tether_host::events::HostEvent>>,
+) {
+    loop {
+        match events.recv().await {
+            Ok(e) if e.body["event"] == "message" && e.body["data"] == "done" => return,
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(_) => return,
+        }
+    }
+}
 
 /// CPU time this thread has used: the client's own cost, which a busy
 /// machine disturbs less than wall time.
