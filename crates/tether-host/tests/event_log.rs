@@ -273,3 +273,60 @@ async fn asking_for_trimmed_events_is_gone() {
     let response = app.clone().oneshot(req).await.unwrap();
     assert_eq!(response.status(), StatusCode::GONE);
 }
+
+/// A quiet stream gets a comment line every keep-alive interval (so a proxy
+/// does not close it), and the events that come later still arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_stream_gets_keep_alives_and_then_its_events() {
+    let echo = EchoServer::start().await;
+    let ws = Workspace::new("keepalive");
+    ws.write("tether.toml", &CONFIG.replace("URL", &echo.url()));
+    let store: std::sync::Arc<dyn tether_host::Store> = std::sync::Arc::new(
+        tether_host::SqliteStore::open(&ws.store_url())
+            .await
+            .unwrap(),
+    );
+    let host = tether_host::Host::start(&ws.config(), store).await.unwrap();
+    let mut state =
+        tether_host::api::AppState::new(host.clone(), tether_host::api::TokenCheck::new(TOKEN));
+    state.sse_keep_alive = Duration::from_millis(100);
+    let app = tether_host::api::router(state);
+    let response = app
+        .clone()
+        .oneshot(
+            Request::get("/api/events")
+                .header("authorization", format!("Bearer {TOKEN}"))
+                .header("accept", "text/event-stream")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(550);
+    while let Ok(Some(Ok(frame))) = tokio::time::timeout_at(until, body.frame()).await {
+        if let Ok(bytes) = frame.into_data() {
+            seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    let keep_alives = seen.matches(": keep-alive\n\n").count();
+    assert!((3..=6).contains(&keep_alives), "{keep_alives} in {seen:?}");
+    assert!(!seen.contains("event:"), "{seen:?}");
+    // Then an event: a client is created and opens.
+    let (s, _) = call(
+        &app,
+        "POST",
+        "/api/clients",
+        Some(json!({"type": "feed", "key": "late"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut sse = SseReader {
+        body,
+        buf: String::new(),
+    };
+    let e = sse.next(Duration::from_secs(10)).await.expect("an event");
+    assert_eq!(e.data["client"], "late", "{e:?}");
+    assert!(e.id.is_some());
+}

@@ -87,6 +87,9 @@ pub struct AppState {
     pub metrics_public: bool,
     /// Cancelled when the host begins to shut down: live event streams end.
     pub stopping: tokio_util::sync::CancellationToken,
+    /// An event stream that has been quiet this long gets a comment line,
+    /// so proxies do not close it (15 s).
+    pub sse_keep_alive: std::time::Duration,
 }
 
 impl AppState {
@@ -98,6 +101,7 @@ impl AppState {
             sessions: session::Sessions::default(),
             metrics_public: false,
             stopping: tokio_util::sync::CancellationToken::new(),
+            sse_keep_alive: std::time::Duration::from_secs(15),
         }
     }
 }

@@ -127,7 +127,6 @@ const CHUNK_BYTES: usize = 64 << 10;
 
 /// A comment line that keeps proxies from closing an idle stream.
 const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
-const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
 
 struct Follow {
     store: Arc<dyn Store>,
@@ -137,6 +136,7 @@ struct Follow {
     last: i64,
     /// Read the log after `last` before taking live events again.
     catch_up: bool,
+    keep_alive: Duration,
 }
 
 impl Follow {
@@ -180,7 +180,7 @@ impl Follow {
                     }
                 }
             }
-            let first = match tokio::time::timeout(KEEP_ALIVE_EVERY, self.live.recv()).await {
+            let first = match tokio::time::timeout(self.keep_alive, self.live.recv()).await {
                 Err(_) => return Some((Ok(KEEP_ALIVE.to_vec()), self)),
                 Ok(r) => r,
             };
@@ -243,6 +243,7 @@ async fn open_stream(
         key,
         last,
         catch_up,
+        keep_alive: s.sse_keep_alive,
     };
     let stopping = s.stopping.clone().cancelled_owned();
     Ok(futures_util::stream::unfold(follow, Follow::next).take_until(stopping))
