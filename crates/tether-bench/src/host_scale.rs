@@ -313,6 +313,20 @@ pub fn idle_child(
             heap_per / 1024.0,
             rss_per / 1024.0
         );
+        // What an operator's scrape and list cost with that many.
+        let started = Instant::now();
+        let text = tether_host::metrics::render(&s.host).await;
+        let render = started.elapsed();
+        let started = Instant::now();
+        let listed = s.host.list_clients().await?.len();
+        let list = started.elapsed();
+        anyhow::ensure!(listed == n, "listed {listed} of {n}");
+        println!(
+            "  with {n} instances: /metrics rendered in {:.0} ms ({} KiB), the client list in {:.0} ms",
+            render.as_secs_f64() * 1e3,
+            text.len() / 1024,
+            list.as_secs_f64() * 1e3
+        );
         s.stop().await;
         anyhow::Ok(())
     })?;

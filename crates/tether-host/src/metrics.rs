@@ -184,13 +184,13 @@ impl Snapshot {
 /// Reads what a scrape shows from the host and the store.
 async fn snapshot(host: &Host) -> Snapshot {
     let store = host.store();
+    // The list carries each client's outbox counts, from one grouped query
+    // (not one query per client: a host may have 10,000).
     let clients = host.list_clients().await.unwrap_or_default();
-    let mut outbox = Vec::with_capacity(clients.len());
-    for c in &clients {
-        if let Ok(stats) = store.outbox_stats(&c.key).await {
-            outbox.push((c.key.clone(), stats));
-        }
-    }
+    let outbox = clients
+        .iter()
+        .map(|c| (c.key.clone(), c.outbox.clone()))
+        .collect();
     let newest_event = store.events_bounds().await.map_or(0, |(_, n)| n);
     let webhook_lag = host
         .webhooks()
