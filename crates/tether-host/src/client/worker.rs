@@ -4,7 +4,7 @@
 //! instead of freezing it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,8 @@ use crate::store::{now_ms, rfc3339};
 
 /// Past a hook's call limit, how long the worker still waits before it
 /// gives the call up (the Lua budget stops Lua code well inside this).
+mod timers;
+
 const CALL_GRACE: Duration = Duration::from_secs(1);
 
 /// The most messages of a burst handed to the module in one call.
@@ -115,12 +117,6 @@ impl Worker {
             }
         }
         self.cancel_timers();
-    }
-
-    fn cancel_timers(&mut self) {
-        for (_, (t, _)) in self.timer_tasks.drain() {
-            t.abort();
-        }
     }
 
     /// Runs a hook on a blocking thread, keeping hooks in order. Without a
@@ -520,50 +516,6 @@ impl Worker {
                     None => break,
                 },
                 _ = &mut deadline => break,
-            }
-        }
-    }
-
-    /// Starts a module's timer. A firing that finds the previous one of the
-    /// same timer still waiting for its hook is skipped, so a slow handler
-    /// never builds up a queue of firings.
-    fn schedule(&mut self, t: TimerRequest) {
-        let tx = self.rt.control.clone();
-        let pending = Arc::new(AtomicBool::new(false));
-        let flag = pending.clone();
-        let fire = move || {
-            if flag.swap(true, Ordering::AcqRel) {
-                return true;
-            }
-            tx.send(Control::Timer(t.id)).is_ok()
-        };
-        let task = tokio::spawn(async move {
-            tokio::time::sleep(t.delay).await;
-            if !fire() {
-                return;
-            }
-            if let Some(every) = t.every {
-                let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    if !fire() {
-                        return;
-                    }
-                }
-            }
-        });
-        self.timer_tasks.insert(t.id, (task, pending));
-    }
-
-    async fn timer(&mut self, id: u64) {
-        if let Some((_, pending)) = self.timer_tasks.get(&id) {
-            pending.store(false, Ordering::Release);
-        }
-        let keep = self.hook("timer", move |m, c| m.on_timer(c, id)).await;
-        if keep != Some(true) {
-            if let Some((t, _)) = self.timer_tasks.remove(&id) {
-                t.abort();
             }
         }
     }
