@@ -180,6 +180,7 @@ pub async fn run(
     on_ready(addr);
     let mut state = AppState::new(host.clone(), token);
     state.metrics_public = config.metrics_public;
+    state.sse_keep_alive = config.sse_keep_alive;
     if let Secrets::Sealed(key) = &secrets {
         // Web UI sessions then survive a restart.
         state.sessions = crate::api::session::Sessions::with_key(key.derive("web-ui-sessions"));

@@ -31,6 +31,10 @@ pub struct HostSection {
     /// before the process exits anyway. Default 10.
     #[serde(default = "ten")]
     pub shutdown_grace_secs: u64,
+    /// Seconds of quiet after which an event stream gets a comment line, so
+    /// proxies and load balancers do not close it. Default 15 (1 to 3600).
+    #[serde(default = "fifteen")]
+    pub sse_keep_alive_secs: u64,
     /// How passwords and secret header values are stored: `"encrypted"`
     /// (the default: needs `TETHER_SECRET_KEY` or `secret_key_file` before
     /// any secret can be stored) or `"plaintext"` (warned about at every start).
@@ -82,7 +86,11 @@ pub enum SecretsMode {
     Plaintext,
 }
 
-const fn ten() -> u64 {
+const fn fifteen() -> u64 {
+    15
+}
+
+fn ten() -> u64 {
     10
 }
 const fn hour() -> u64 {
@@ -112,6 +120,7 @@ impl Default for HostSection {
             admin_token: None,
             metrics_public: false,
             shutdown_grace_secs: ten(),
+            sse_keep_alive_secs: fifteen(),
             secrets: SecretsMode::default(),
             secret_key_file: None,
             demo_echo: None,

@@ -175,6 +175,8 @@ pub struct Loaded {
     pub metrics_public: bool,
     /// How long a shutdown may take.
     pub shutdown_grace: Duration,
+    /// How long an event stream may be quiet before a keep-alive comment.
+    pub sse_keep_alive: Duration,
     /// How secrets are stored.
     pub secrets: SecretsMode,
     /// The key file, resolved against the config file.
@@ -419,6 +421,7 @@ impl Loaded {
             admin_token: config.host.admin_token,
             metrics_public: config.host.metrics_public,
             shutdown_grace: Duration::from_secs(config.host.shutdown_grace_secs.clamp(1, 3600)),
+            sse_keep_alive: Duration::from_secs(config.host.sse_keep_alive_secs.clamp(1, 3600)),
             secrets: config.host.secrets,
             secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
             demo_echo: config.host.demo_echo.map(Spanned::into_inner),
