@@ -474,3 +474,43 @@ async fn a_send_the_buffer_cannot_take_is_429_buffer_full_not_409() {
     assert_eq!(v["messages_out"], accepted, "{v}");
     server.abort();
 }
+
+/// An operator's disconnect to a server that never answers the close: the
+/// client is closing for the close timeout, and a send meanwhile is 409
+/// `closing` (not `not_open`: it was open a moment ago and will not be).
+#[tokio::test]
+async fn a_send_while_closing_is_409_closing() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        drop(ws);
+    });
+    let ws = Workspace::new("e2e-closing");
+    ws.write(
+        "tether.toml",
+        &format!(
+            "[[client_type]]\nname = \"t\"\npredefined = true\n[client_type.defaults]\nurl = \"{url}\"\nauto_connect = true\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
+        ),
+    );
+    let (_host, app) = start_host(&ws.config(), &ws.store_url()).await;
+    wait_state(&app, "t", "open").await;
+    let (s, _) = call(&app, "POST", "/api/clients/t/disconnect", None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    wait_state(&app, "t", "closing").await;
+    let (s, v) = call(
+        &app,
+        "POST",
+        "/api/clients/t/send",
+        Some(json!({"text": "late"})),
+    )
+    .await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::CONFLICT, Some("closing")),
+        "{v}"
+    );
+    server.abort();
+}
