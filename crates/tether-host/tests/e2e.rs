@@ -419,22 +419,20 @@ async fn dynamic_connections_live_until_closed() {
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
-/// A server that completes the handshake and then never reads, so the
-/// client's outgoing buffer fills: sends are accepted up to the 16 MiB
-/// limit, then refused with 429 `buffer_full` (not `not_open`), and every
-/// accepted one was counted.
-#[tokio::test]
-async fn a_send_the_buffer_cannot_take_is_429_buffer_full_not_409() {
+/// A predefined client `t` open to a server that completes the handshake
+/// and then neither reads nor answers anything (for a minute).
+async fn open_to_a_silent_server(
+    name: &str,
+) -> (tokio::task::JoinHandle<()>, Workspace, axum::Router) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("ws://{}/", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
         let (stream, _) = listener.accept().await.unwrap();
         let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-        // Hold the socket open without reading from it.
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(ws);
     });
-    let ws = Workspace::new("e2e-full");
+    let ws = Workspace::new(name);
     ws.write(
         "tether.toml",
         &format!(
@@ -443,6 +441,16 @@ async fn a_send_the_buffer_cannot_take_is_429_buffer_full_not_409() {
     );
     let (_host, app) = start_host(&ws.config(), &ws.store_url()).await;
     wait_state(&app, "t", "open").await;
+    (server, ws, app)
+}
+
+/// A server that completes the handshake and then never reads, so the
+/// client's outgoing buffer fills: sends are accepted up to the 16 MiB
+/// limit, then refused with 429 `buffer_full` (not `not_open`), and every
+/// accepted one was counted.
+#[tokio::test]
+async fn a_send_the_buffer_cannot_take_is_429_buffer_full_not_409() {
+    let (server, _ws, app) = open_to_a_silent_server("e2e-full").await;
     let chunk = "x".repeat(512 << 10);
     let mut accepted = 0u64;
     let refusal = loop {
@@ -480,23 +488,7 @@ async fn a_send_the_buffer_cannot_take_is_429_buffer_full_not_409() {
 /// `closing` (not `not_open`: it was open a moment ago and will not be).
 #[tokio::test]
 async fn a_send_while_closing_is_409_closing() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/", listener.local_addr().unwrap());
-    let server = tokio::spawn(async move {
-        let (stream, _) = listener.accept().await.unwrap();
-        let ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(ws);
-    });
-    let ws = Workspace::new("e2e-closing");
-    ws.write(
-        "tether.toml",
-        &format!(
-            "[[client_type]]\nname = \"t\"\npredefined = true\n[client_type.defaults]\nurl = \"{url}\"\nauto_connect = true\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
-        ),
-    );
-    let (_host, app) = start_host(&ws.config(), &ws.store_url()).await;
-    wait_state(&app, "t", "open").await;
+    let (server, _ws, app) = open_to_a_silent_server("e2e-closing").await;
     let (s, _) = call(&app, "POST", "/api/clients/t/disconnect", None).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     wait_state(&app, "t", "closing").await;
