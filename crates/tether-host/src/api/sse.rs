@@ -83,14 +83,27 @@ async fn check_kept(store: &Arc<dyn Store>, after: i64) -> Result<(), ApiError> 
 }
 
 /// Appends one SSE event: `event:`, `data:` (one line: the JSON has no raw
-/// newline) and `id:` when it has one.
-fn write_sse(out: &mut Vec<u8>, name: &str, data: &str, id: Option<i64>) {
+/// newline) and, for a logged event, `id:`. A logged event's `seq` goes
+/// first in its JSON object, written straight into `out`.
+fn write_sse(out: &mut Vec<u8>, name: &str, json: &str, seq: Option<i64>) {
     out.extend_from_slice(b"event: ");
     out.extend_from_slice(sse_name(name).as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    out.extend_from_slice(data.as_bytes());
-    if let Some(id) = id {
-        out.extend_from_slice(format!("\nid: {id}").as_bytes());
+    match (seq, json.strip_prefix('{')) {
+        (Some(seq), Some(rest)) => {
+            out.extend_from_slice(format!("{{\"seq\":{seq}").as_bytes());
+            match rest.trim_start() {
+                empty if empty.starts_with('}') => out.push(b'}'),
+                fields => {
+                    out.push(b',');
+                    out.extend_from_slice(fields.as_bytes());
+                }
+            }
+        }
+        _ => out.extend_from_slice(json.as_bytes()),
+    }
+    if let Some(seq) = seq {
+        out.extend_from_slice(format!("\nid: {seq}").as_bytes());
     }
     out.extend_from_slice(b"\n\n");
 }
@@ -108,17 +121,12 @@ fn write_logged(out: &mut Vec<u8>, e: &LoggedEvent) {
         .as_ref()
         .and_then(|n| n.event.as_deref())
         .unwrap_or("event");
-    write_sse(
-        out,
-        name,
-        &crate::events::with_seq(&e.json, e.seq),
-        Some(e.seq),
-    );
+    write_sse(out, name, &e.json, Some(e.seq));
 }
 
 /// A live event: its JSON made once for every stream, `seq` added here.
 fn write_live(out: &mut Vec<u8>, e: &HostEvent) {
-    write_sse(out, e.name(), &e.json_with_seq(), e.seq.get());
+    write_sse(out, e.name(), e.json(), e.seq.get());
 }
 
 /// Events already waiting go out in one body chunk (one socket write per

@@ -76,7 +76,7 @@ pub struct HostEvent {
 
 /// An event's JSON, made on first use.
 #[derive(Debug, Default, Clone)]
-pub struct Serialized(std::sync::OnceLock<Arc<str>>);
+pub struct Serialized(std::sync::OnceLock<String>);
 
 /// What an event's JSON holds: everything but the log number.
 #[derive(Serialize)]
@@ -86,15 +86,6 @@ struct Bare<'a> {
     at: &'a str,
     #[serde(flatten)]
     body: &'a Value,
-}
-
-/// `json` (an object) with `"seq":N` first.
-pub fn with_seq(json: &str, seq: i64) -> String {
-    match json.strip_prefix('{') {
-        Some(rest) if rest.trim_start().starts_with('}') => format!("{{\"seq\":{seq}}}"),
-        Some(rest) => format!("{{\"seq\":{seq},{rest}"),
-        None => json.to_string(),
-    }
 }
 
 impl HostEvent {
@@ -141,7 +132,7 @@ impl Serialize for Seq {
 
 impl HostEvent {
     /// Its JSON without `seq`, serialised on first use only.
-    pub fn json(&self) -> &Arc<str> {
+    pub fn json(&self) -> &str {
         self.json.0.get_or_init(|| {
             let bare = Bare {
                 client: &self.client,
@@ -149,16 +140,8 @@ impl HostEvent {
                 at: &self.at,
                 body: &self.body,
             };
-            serde_json::to_string(&bare).unwrap_or_default().into()
+            serde_json::to_string(&bare).unwrap_or_default()
         })
-    }
-
-    /// Its JSON as a stream sends it: with `seq` once logged.
-    pub fn json_with_seq(&self) -> String {
-        match self.seq.get() {
-            Some(seq) => with_seq(self.json(), seq),
-            None => self.json().to_string(),
-        }
     }
 
     /// The event name (`open`, `message`, …).
