@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -555,4 +556,34 @@ async fn queue_counts_follow_appends_done_marks_and_acks_across_batches() {
     other.client = "other".into();
     let third = store.outbox_append(&[other]).await.unwrap();
     assert!(matches!(third[0], Appended::Stored { .. }), "{third:?}");
+}
+
+#[tokio::test]
+async fn an_abandoned_group_commit_is_rolled_back_and_the_next_one_lands() {
+    use tether_host::store::outbox::OutboxCommit;
+    let ws = Workspace::new("abandoned-commit");
+    let store = SqliteStore::open(&ws.store_url()).await.unwrap();
+    let abandoned = [m("a")];
+    // Polled once (BEGIN is on its way to the driver's thread), then
+    // dropped: the caller gave up.
+    let mut commit = Box::pin(store.outbox_commit(OutboxCommit {
+        appends: &abandoned,
+        ..Default::default()
+    }));
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(commit.as_mut().poll(cx))).await;
+    assert!(first.is_pending(), "the commit finished in one step");
+    drop(commit);
+    let next = store.outbox_append(&[m("b")]).await.unwrap();
+    assert_eq!(next.len(), 1);
+    let ids: Vec<String> = store
+        .outbox_list("c", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(ids, ["b"]);
+    // And the writer still takes transactions of every kind.
+    store.audit("test", "check", "c", json!({})).await.unwrap();
+    store.close().await;
 }

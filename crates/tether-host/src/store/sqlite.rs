@@ -64,8 +64,11 @@ impl SqliteStore {
             .pragma("secure_delete", "ON");
         // The writer never checkpoints inside a commit (that would put a
         // large copy and a file sync in the path of a durable send).
+        // No ping before each use: the database is a file in this process,
+        // and a ping is a round trip to the driver's thread on every commit.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .connect_with(options.clone().pragma("wal_autocheckpoint", "0"))
             .await
             .map_err(database(format!("cannot open store {url:?}")))?;
@@ -79,6 +82,7 @@ impl SqliteStore {
         } else {
             SqlitePoolOptions::new()
                 .max_connections(4)
+                .test_before_acquire(false)
                 .connect_with(options.clone())
                 .await
                 .map_err(database(format!("cannot open store {url:?}")))?
