@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs the third-party peers the tests talk
-# to, starts the message brokers (RabbitMQ, Mosquitto) on loopback, checks
+# to, starts the message brokers (RabbitMQ, Mosquitto) and a throwaway
+# PostgreSQL 15 on loopback, checks
 # formatting and lints, runs every crate's tests, then runs the
 # web UI test in headless Chromium, then the full Autobahn|Testsuite client
 # conformance suite.
@@ -14,9 +15,14 @@ cd "$root"
 scripts/install-peers.sh
 scripts/brokers.sh install
 scripts/brokers.sh start
-trap 'scripts/brokers.sh stop' EXIT
-# The broker tests fail, rather than skip, when a broker is missing.
-export TETHER_REQUIRE_BROKERS=1
+scripts/postgres.sh install
+trap 'scripts/brokers.sh stop; scripts/postgres.sh stop' EXIT
+scripts/postgres.sh start
+# The broker and PostgreSQL tests fail, rather than skip, when their server
+# is missing.
+export TETHER_REQUIRE_BROKERS=1 TETHER_REQUIRE_POSTGRES=1
+TETHER_TEST_POSTGRES=$(scripts/postgres.sh url)
+export TETHER_TEST_POSTGRES
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace

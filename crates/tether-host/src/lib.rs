@@ -28,4 +28,4 @@ pub mod webhooks;
 pub use config::{ConfigError, Loaded};
 pub use host::{Host, HostError, InstanceInput};
 pub use modules::{ClientModule, ModuleFactory};
-pub use store::{SqliteStore, Store};
+pub use store::{PgStore, SqliteStore, Store};

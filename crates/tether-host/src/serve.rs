@@ -9,7 +9,6 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -92,6 +91,12 @@ pub async fn rotate(config_path: &Path, new_key: &str) -> Result<usize, ServeErr
             "rotating needs the current key in TETHER_SECRET_KEY (or secret_key_file)".into(),
         ));
     };
+    if crate::store::is_postgres(&config.store) {
+        return Err(ServeError::SecretKey(
+            "rotating the key of a PostgreSQL store is not supported yet: rotate on a SQLite store"
+                .into(),
+        ));
+    }
     let store = SqliteStore::open_with(&config.store, Secrets::Sealed(current)).await?;
     let n = store.rotate(&new_key).await?;
     store.close().await;
@@ -152,8 +157,7 @@ pub async fn run(
         return Err(ServeError::UnsafeBind(config.listen));
     }
     let secrets = secrets(&config)?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open_with(&config.store, secrets.clone()).await?);
+    let store = crate::store::open(&config.store, secrets.clone()).await?;
     let token = match admin_token(&config, store.as_ref()).await? {
         TokenSource::Explicit(c) | TokenSource::Stored(c) => c,
         TokenSource::Generated(c, token) => {

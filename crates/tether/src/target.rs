@@ -103,13 +103,39 @@ pub fn redact(url: &str) -> String {
             let _ = u.set_password(Some("***"));
             u.to_string()
         }
-        _ => url.to_string(),
+        Ok(_) => url.to_string(),
+        // Not a URL the parser takes, yet it may still carry a password:
+        // mask whatever follows the user name in the authority.
+        Err(_) => {
+            let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+                return url.to_string();
+            };
+            let rest = &url[scheme_end..];
+            let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+            let Some(at) = rest[..authority_end].rfind('@') else {
+                return url.to_string();
+            };
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end], &rest[at..])
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_passwords_even_in_urls_that_do_not_parse() {
+        assert_eq!(redact("ws://u:pw@h/x"), "ws://u:***@h/x");
+        assert_eq!(redact("postgres://u:pw@/db"), "postgres://u:***@/db");
+        assert_eq!(
+            redact("postgres://u:p@w:x@[bad/db"),
+            "postgres://u:***@[bad/db"
+        );
+        assert_eq!(redact("ws://h/x@y"), "ws://h/x@y");
+        assert_eq!(redact("not a url"), "not a url");
+    }
 
     #[test]
     fn parses_urls() {

@@ -15,8 +15,10 @@ pub struct HostSection {
     /// `TETHER_ADMIN_TOKEN`.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// The store, `sqlite://PATH` (relative to the config file) or
-    /// `sqlite::memory:`. Default `sqlite://tether.db`; created when missing.
+    /// The store, `sqlite://PATH` (relative to the config file),
+    /// `sqlite::memory:`, or `postgres://USER@HOST[:PORT]/DB` for several
+    /// hosts sharing their clients (a cluster). Default
+    /// `sqlite://tether.db`; created when missing.
     #[serde(default = "default_store")]
     pub store: String,
     /// The admin token. `TETHER_ADMIN_TOKEN` wins over it; with neither, one

@@ -457,9 +457,20 @@ fn resolve_store(store: &str, base: &Path) -> Result<String, String> {
     if store == "sqlite::memory:" {
         return Ok(store.to_string());
     }
+    if store.starts_with("postgres://") || store.starts_with("postgresql://") {
+        // Shown redacted: the URL may carry the database password.
+        let shown = tether::redact(store);
+        let url = url::Url::parse(store)
+            .map_err(|e| format!("store {shown:?} is not a valid PostgreSQL URL: {e}"))?;
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(format!("store {shown:?} names no database server"));
+        }
+        return Ok(store.to_string());
+    }
     let Some(path) = store.strip_prefix("sqlite://") else {
         return Err(format!(
-            "store {store:?} is not supported: use sqlite://PATH or sqlite::memory:"
+            "store {:?} is not supported: use sqlite://PATH, sqlite::memory: or postgres://USER@HOST/DB",
+            tether::redact(store)
         ));
     };
     if path.is_empty() {
@@ -514,9 +525,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml:4") && e.contains("twice"), "{e}");
-        let e = parse("[host]\nstore = \"postgres://x\"\n")
+        let e = parse("[host]\nstore = \"mysql://x\"\n")
             .unwrap_err()
             .to_string();
         assert!(e.contains("t.toml:2") && e.contains("sqlite://"), "{e}");
+        // A PostgreSQL URL's password is never repeated in an error.
+        let e = parse("[host]\nstore = \"postgres://u:pw-secret@/db\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("t.toml:2") && e.contains("not a valid PostgreSQL URL"),
+            "{e}"
+        );
+        assert!(!e.contains("pw-secret"), "{e}");
     }
 }

@@ -5,12 +5,16 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+mod instance_row;
 pub mod outbox;
+mod postgres;
+mod postgres_outbox;
 pub mod secrets;
 mod sqlite;
 mod sqlite_events;
 mod sqlite_outbox;
 mod sqlite_secrets;
+pub use postgres::PgStore;
 pub use secrets::{SecretError, SecretKey, Secrets};
 pub use sqlite::SqliteStore;
 
@@ -281,6 +285,23 @@ pub trait Store: Send + Sync {
     /// Writes everything out and closes (the SQLite store checkpoints its
     /// write-ahead log).
     async fn close(&self);
+}
+
+/// Opens the store a URL names: SQLite (`sqlite://PATH`, `sqlite::memory:`)
+/// or PostgreSQL (`postgres://…`).
+pub async fn open(url: &str, secrets: Secrets) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if is_postgres(url) {
+        Ok(std::sync::Arc::new(PgStore::open_with(url, secrets).await?))
+    } else {
+        Ok(std::sync::Arc::new(
+            SqliteStore::open_with(url, secrets).await?,
+        ))
+    }
+}
+
+/// Whether a store URL names PostgreSQL.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 /// Now, in Unix milliseconds.

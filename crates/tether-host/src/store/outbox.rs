@@ -204,3 +204,73 @@ pub struct OutboxStats {
     /// When the oldest message not yet done was stored, Unix milliseconds.
     pub oldest_ms: Option<i64>,
 }
+
+/// An `outbox` row as both stores read it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct OutboxRow {
+    seq: i64,
+    client: String,
+    msg_id: String,
+    is_binary: bool,
+    payload: Vec<u8>,
+    status: String,
+    attempts: i64,
+    last_error: Option<String>,
+    created_ms: i64,
+    expires_ms: Option<i64>,
+}
+
+impl OutboxRow {
+    pub(super) fn message(self) -> Result<OutboxMessage, super::StoreError> {
+        Ok(OutboxMessage {
+            status: OutboxStatus::parse(&self.status).ok_or_else(|| {
+                super::StoreError::Corrupt(format!("outbox status {:?}", self.status))
+            })?,
+            seq: self.seq,
+            client: self.client,
+            id: self.msg_id,
+            kind: if self.is_binary { "binary" } else { "text" },
+            bytes: self.payload.len(),
+            payload: self.payload,
+            attempts: self.attempts.clamp(0, i64::from(u32::MAX)) as u32,
+            last_error: self.last_error,
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+        })
+    }
+}
+
+/// One `(client, status)` group of the outbox, as both stores count it.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct StatusCount {
+    client: String,
+    status: String,
+    n: i64,
+    oldest: Option<i64>,
+}
+
+/// Each client's numbers from its status groups.
+pub(super) fn stats_by_client(
+    groups: Vec<StatusCount>,
+) -> std::collections::HashMap<String, OutboxStats> {
+    let mut all: std::collections::HashMap<String, OutboxStats> = Default::default();
+    for g in groups {
+        let stats = all.entry(g.client).or_default();
+        let n = g.n.max(0) as u64;
+        match OutboxStatus::parse(&g.status) {
+            Some(OutboxStatus::Pending) => stats.pending = n,
+            Some(OutboxStatus::InFlight) => stats.in_flight = n,
+            Some(OutboxStatus::Done) => stats.done = n,
+            Some(OutboxStatus::Expired) => stats.expired = n,
+            Some(OutboxStatus::Dead) => stats.dead = n,
+            None => {}
+        }
+        if matches!(g.status.as_str(), "pending" | "in-flight") {
+            stats.oldest_ms = match (stats.oldest_ms, g.oldest) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    all
+}

@@ -170,6 +170,38 @@ pub fn open_with(key: &SecretKey, stored: &str) -> Result<String, SecretError> {
     String::from_utf8(plain).map_err(|_| SecretError::WrongKey("not UTF-8".into()))
 }
 
+/// The setting that proves which key sealed the store.
+pub(super) const KEY_CHECK: &str = "secret_key_check";
+pub(super) const KEY_CHECK_TEXT: &str = "tether secret key check";
+
+/// Checks the key against the one `store` was sealed with (recording it on
+/// first use).
+pub(super) async fn check_key(
+    store: &dyn super::Store,
+    secrets: &Secrets,
+) -> Result<(), super::StoreError> {
+    let check = store.setting(KEY_CHECK).await?;
+    match (secrets, check) {
+        (Secrets::Sealed(key), None) => {
+            store
+                .set_setting(KEY_CHECK, &seal_with(key, KEY_CHECK_TEXT))
+                .await
+        }
+        (Secrets::Sealed(_), Some(check)) => {
+            secrets.open(&check).map_err(|_| {
+                super::StoreError::Secret(SecretError::WrongKey(
+                    "TETHER_SECRET_KEY is not the key this store was sealed with".into(),
+                ))
+            })?;
+            Ok(())
+        }
+        (_, Some(_)) => Err(super::StoreError::Secret(SecretError::WrongKey(
+            "this store holds encrypted secrets: set TETHER_SECRET_KEY (or secret_key_file) to its key".into(),
+        ))),
+        (_, None) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,16 +2,14 @@
 //! Every change to an instance and its audit row share one transaction;
 //! secrets are sealed on the way in and opened on the way out.
 
-use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{FromRow, Row, Sqlite, SqlitePool, Transaction};
 
+use super::instance_row::{check_version, InstanceRow};
 use super::secrets::Secrets;
-use super::sqlite_secrets::url_has_password;
 use super::{now_ms, AuditEntry, Change, InstanceRecord, Store, StoreError};
-use crate::host::is_secret_header;
 
 /// Instances and audit log in one SQLite file.
 #[derive(Clone)]
@@ -114,7 +112,7 @@ impl SqliteStore {
             writer,
             secrets,
         };
-        store.check_key().await?;
+        super::secrets::check_key(&store, &store.secrets).await?;
         if let Secrets::Sealed(key) = &store.secrets {
             let sealed = store.reseal(None, key).await?;
             if sealed > 0 {
@@ -128,57 +126,7 @@ impl SqliteStore {
     }
 
     fn record(&self, row: &SqliteRow) -> Result<InstanceRecord, StoreError> {
-        let headers: String = row.try_get("headers")?;
-        let password: Option<String> = row.try_get("password")?;
-        Ok(InstanceRecord {
-            key: row.try_get("key")?,
-            type_name: row.try_get("type_name")?,
-            predefined: row.try_get("predefined")?,
-            url: self.secrets.open(&row.try_get::<String, _>("url")?)?,
-            user: row.try_get("user")?,
-            password: password.map(|p| self.secrets.open(&p)).transpose()?,
-            headers: parse_headers(&headers)?
-                .into_iter()
-                .map(|(n, v)| Ok((n, self.secrets.open(&v)?)))
-                .collect::<Result<_, StoreError>>()?,
-            timeout_secs: row.try_get::<i64, _>("timeout_secs")?.max(0) as u64,
-            auto_connect: row.try_get("auto_connect")?,
-            use_env_proxy: row.try_get("use_env_proxy")?,
-            settings: serde_json::from_str(&row.try_get::<String, _>("settings")?)
-                .map_err(|e| StoreError::Corrupt(format!("instance settings: {e}")))?,
-            created_ms: row.try_get("created_ms")?,
-            updated_ms: row.try_get("updated_ms")?,
-            version: row.try_get("version")?,
-        })
-    }
-
-    /// The stored forms of a record's secret-bearing columns.
-    fn sealed(&self, r: &InstanceRecord) -> Result<(String, Option<String>, String), StoreError> {
-        let url = if url_has_password(&r.url) {
-            self.secrets
-                .seal(&r.url, &format!("the URL password of {:?}", r.key))?
-        } else {
-            r.url.clone()
-        };
-        let password = r
-            .password
-            .as_deref()
-            .map(|p| {
-                self.secrets
-                    .seal(p, &format!("the password of {:?}", r.key))
-            })
-            .transpose()?;
-        let mut headers = BTreeMap::new();
-        for (n, v) in &r.headers {
-            let v = if is_secret_header(n) {
-                self.secrets
-                    .seal(v, &format!("header {n:?} of {:?}", r.key))?
-            } else {
-                v.clone()
-            };
-            headers.insert(n.clone(), v);
-        }
-        Ok((url, password, headers_text(&headers)))
+        InstanceRow::from_row(row)?.open(&self.secrets)
     }
 
     async fn current_version(
@@ -195,14 +143,6 @@ impl SqliteStore {
     }
 }
 
-pub(super) fn parse_headers(text: &str) -> Result<BTreeMap<String, String>, StoreError> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("bad headers column: {e}")))
-}
-
-pub(super) fn headers_text(h: &BTreeMap<String, String>) -> String {
-    serde_json::to_string(h).unwrap_or_else(|_| "{}".into())
-}
-
 async fn audit_in(
     tx: &mut Transaction<'_, Sqlite>,
     key: &str,
@@ -217,17 +157,6 @@ async fn audit_in(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-fn check_version(key: &str, expected: Option<i64>, current: i64) -> Result<(), StoreError> {
-    match expected {
-        Some(expected) if expected != current => Err(StoreError::Conflict {
-            key: key.to_string(),
-            expected,
-            current,
-        }),
-        _ => Ok(()),
-    }
 }
 
 #[async_trait::async_trait]
@@ -248,25 +177,25 @@ impl Store for SqliteStore {
     }
 
     async fn insert(&self, r: &InstanceRecord, change: Change<'_>) -> Result<(), StoreError> {
-        let (url, password, headers) = self.sealed(r)?;
+        let row = InstanceRow::sealed(r, &self.secrets)?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let result = sqlx::query(
             "INSERT INTO instances (key, type_name, predefined, url, user, password, headers, timeout_secs, \
              auto_connect, use_env_proxy, settings, created_ms, updated_ms, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
         )
-        .bind(&r.key)
-        .bind(&r.type_name)
-        .bind(r.predefined)
-        .bind(url)
-        .bind(&r.user)
-        .bind(password)
-        .bind(headers)
-        .bind(r.timeout_secs as i64)
-        .bind(r.auto_connect)
-        .bind(r.use_env_proxy)
-        .bind(serde_json::Value::Object(r.settings.clone()).to_string())
-        .bind(r.created_ms)
-        .bind(r.updated_ms)
+        .bind(row.key)
+        .bind(row.type_name)
+        .bind(row.predefined)
+        .bind(row.url)
+        .bind(row.user)
+        .bind(row.password)
+        .bind(row.headers)
+        .bind(row.timeout_secs)
+        .bind(row.auto_connect)
+        .bind(row.use_env_proxy)
+        .bind(row.settings)
+        .bind(row.created_ms)
+        .bind(row.updated_ms)
         .execute(&mut *tx)
         .await;
         match result {
@@ -287,7 +216,7 @@ impl Store for SqliteStore {
         expected: Option<i64>,
         change: Change<'_>,
     ) -> Result<i64, StoreError> {
-        let (url, password, headers) = self.sealed(r)?;
+        let row = InstanceRow::sealed(r, &self.secrets)?;
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         let current = Self::current_version(&mut tx, &r.key).await?;
         check_version(&r.key, expected, current)?;
@@ -295,19 +224,19 @@ impl Store for SqliteStore {
             "UPDATE instances SET type_name = ?, predefined = ?, url = ?, user = ?, password = ?, headers = ?, \
              timeout_secs = ?, auto_connect = ?, use_env_proxy = ?, settings = ?, updated_ms = ?, version = ? WHERE key = ?",
         )
-        .bind(&r.type_name)
-        .bind(r.predefined)
-        .bind(url)
-        .bind(&r.user)
-        .bind(password)
-        .bind(headers)
-        .bind(r.timeout_secs as i64)
-        .bind(r.auto_connect)
-        .bind(r.use_env_proxy)
-        .bind(serde_json::Value::Object(r.settings.clone()).to_string())
-        .bind(r.updated_ms)
+        .bind(row.type_name)
+        .bind(row.predefined)
+        .bind(row.url)
+        .bind(row.user)
+        .bind(row.password)
+        .bind(row.headers)
+        .bind(row.timeout_secs)
+        .bind(row.auto_connect)
+        .bind(row.use_env_proxy)
+        .bind(row.settings)
+        .bind(row.updated_ms)
         .bind(current + 1)
-        .bind(&r.key)
+        .bind(row.key)
         .execute(&mut *tx)
         .await?;
         audit_in(&mut tx, &r.key, change).await?;

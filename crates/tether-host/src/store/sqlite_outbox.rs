@@ -4,41 +4,17 @@
 use std::collections::HashMap;
 
 use sqlx::pool::PoolConnection;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 /// Rows per multi-row statement (six bound values each).
 const ROWS_PER_STATEMENT: usize = 500;
 
 use super::outbox::{
-    AckId, Appended, FullPolicy, NewOutboxMessage, OutboxCommit, OutboxMessage, OutboxStats,
-    OutboxStatus,
+    stats_by_client, AckId, Appended, FullPolicy, NewOutboxMessage, OutboxCommit, OutboxMessage,
+    OutboxRow, OutboxStats, OutboxStatus, StatusCount,
 };
 use super::sqlite::SqliteStore;
 use super::{now_ms, StoreError};
-
-fn message(row: &SqliteRow) -> Result<OutboxMessage, StoreError> {
-    let status: String = row.try_get("status")?;
-    let payload: Vec<u8> = row.try_get("payload")?;
-    Ok(OutboxMessage {
-        seq: row.try_get("seq")?,
-        client: row.try_get("client")?,
-        id: row.try_get("msg_id")?,
-        kind: if row.try_get::<bool, _>("is_binary")? {
-            "binary"
-        } else {
-            "text"
-        },
-        bytes: payload.len(),
-        payload,
-        status: OutboxStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("outbox status {status:?}")))?,
-        attempts: row.try_get::<i64, _>("attempts")?.max(0) as u32,
-        last_error: row.try_get("last_error")?,
-        created_ms: row.try_get("created_ms")?,
-        expires_ms: row.try_get("expires_ms")?,
-    })
-}
 
 /// The writer's connection inside a transaction begun by hand, so that
 /// `BEGIN` and `COMMIT` travel to the driver's thread with the statements
@@ -323,14 +299,14 @@ impl SqliteStore {
         client: &str,
         limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, OutboxRow>(
             "SELECT * FROM outbox WHERE client = ? AND status = 'pending' ORDER BY seq LIMIT ?",
         )
         .bind(client)
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(message).collect()
+        rows.into_iter().map(OutboxRow::message).collect()
     }
 
     pub(super) async fn outbox_mark_many(
@@ -379,7 +355,7 @@ impl SqliteStore {
         status: Option<OutboxStatus>,
         limit: u32,
     ) -> Result<Vec<OutboxMessage>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, OutboxRow>(
             "SELECT * FROM outbox WHERE client = ? AND (? IS NULL OR status = ?) ORDER BY seq LIMIT ?",
         )
         .bind(client)
@@ -388,28 +364,28 @@ impl SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(self.pool())
         .await?;
-        rows.iter().map(message).collect()
+        rows.into_iter().map(OutboxRow::message).collect()
     }
 
     pub(super) async fn outbox_stats_for(&self, client: &str) -> Result<OutboxStats, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, StatusCount>(
             "SELECT client, status, COUNT(*) AS n, MIN(created_ms) AS oldest FROM outbox WHERE client = ? GROUP BY status",
         )
         .bind(client)
         .fetch_all(self.pool())
         .await?;
-        Ok(stats_by_client(&rows)?.remove(client).unwrap_or_default())
+        Ok(stats_by_client(rows).remove(client).unwrap_or_default())
     }
 
     pub(super) async fn outbox_stats_every(
         &self,
     ) -> Result<std::collections::HashMap<String, OutboxStats>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, StatusCount>(
             "SELECT client, status, COUNT(*) AS n, MIN(created_ms) AS oldest FROM outbox GROUP BY client, status",
         )
         .fetch_all(self.pool())
         .await?;
-        stats_by_client(&rows)
+        Ok(stats_by_client(rows))
     }
 
     pub(super) async fn outbox_retry_dead(
@@ -452,34 +428,6 @@ impl SqliteStore {
         .await?;
         Ok(done.rows_affected())
     }
-}
-
-fn stats_by_client(
-    rows: &[SqliteRow],
-) -> Result<std::collections::HashMap<String, OutboxStats>, StoreError> {
-    let mut all: std::collections::HashMap<String, OutboxStats> = Default::default();
-    for row in rows {
-        let client: String = row.try_get("client")?;
-        let stats = all.entry(client).or_default();
-        let status: String = row.try_get("status")?;
-        let n = row.try_get::<i64, _>("n")?.max(0) as u64;
-        let oldest: Option<i64> = row.try_get("oldest")?;
-        match OutboxStatus::parse(&status) {
-            Some(OutboxStatus::Pending) => stats.pending = n,
-            Some(OutboxStatus::InFlight) => stats.in_flight = n,
-            Some(OutboxStatus::Done) => stats.done = n,
-            Some(OutboxStatus::Expired) => stats.expired = n,
-            Some(OutboxStatus::Dead) => stats.dead = n,
-            None => {}
-        }
-        if matches!(status.as_str(), "pending" | "in-flight") {
-            stats.oldest_ms = match (stats.oldest_ms, oldest) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        }
-    }
-    Ok(all)
 }
 
 /// `UPDATE` moving the messages numbered `seqs` (not empty) to `status`.

@@ -5,42 +5,16 @@ use std::collections::BTreeMap;
 
 use sqlx::Row;
 
-use super::sqlite::{headers_text, parse_headers};
+use super::instance_row::{headers_text, parse_headers};
 
 use super::secrets::{seal_with, SecretKey, Secrets};
 use super::sqlite::SqliteStore;
-use super::{Store, StoreError};
+use super::StoreError;
 use crate::host::is_secret_header;
 
-/// The setting that proves which key sealed the store.
-const KEY_CHECK: &str = "secret_key_check";
-const KEY_CHECK_TEXT: &str = "tether secret key check";
+use super::secrets::{KEY_CHECK, KEY_CHECK_TEXT};
 
 impl SqliteStore {
-    /// Checks the key against the one the store was sealed with (recording
-    /// it on first use).
-    pub(super) async fn check_key(&self) -> Result<(), StoreError> {
-        let check = self.setting(KEY_CHECK).await?;
-        match (&self.secrets, check) {
-            (Secrets::Sealed(key), None) => {
-                self.set_setting(KEY_CHECK, &seal_with(key, KEY_CHECK_TEXT))
-                    .await
-            }
-            (Secrets::Sealed(_), Some(check)) => {
-                self.secrets.open(&check).map_err(|_| {
-                    StoreError::Secret(super::SecretError::WrongKey(
-                        "TETHER_SECRET_KEY is not the key this store was sealed with".into(),
-                    ))
-                })?;
-                Ok(())
-            }
-            (_, Some(_)) => Err(StoreError::Secret(super::SecretError::WrongKey(
-                "this store holds encrypted secrets: set TETHER_SECRET_KEY (or secret_key_file) to its key".into(),
-            ))),
-            (_, None) => Ok(()),
-        }
-    }
-
     /// Re-seals every secret under `to`: values sealed under `from` (or in
     /// plaintext, when `from` is `None`) are opened and sealed again, in one
     /// transaction. Returns how many instances changed.
