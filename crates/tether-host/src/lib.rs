@@ -13,6 +13,7 @@
 pub mod api;
 pub mod brokers;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod demo_echo;
 pub mod events;

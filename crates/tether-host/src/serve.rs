@@ -9,6 +9,7 @@
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -157,7 +158,18 @@ pub async fn run(
         return Err(ServeError::UnsafeBind(config.listen));
     }
     let secrets = secrets(&config)?;
-    let store = crate::store::open(&config.store, secrets.clone()).await?;
+    // A PostgreSQL store is shared: this host is then one node of a cluster.
+    let pg = if crate::store::is_postgres(&config.store) {
+        Some(Arc::new(
+            crate::store::PgStore::open_with(&config.store, secrets.clone()).await?,
+        ))
+    } else {
+        None
+    };
+    let store: Arc<dyn Store> = match &pg {
+        Some(pg) => pg.clone(),
+        None => crate::store::open(&config.store, secrets.clone()).await?,
+    };
     let token = match admin_token(&config, store.as_ref()).await? {
         TokenSource::Explicit(c) | TokenSource::Stored(c) => c,
         TokenSource::Generated(c, token) => {
@@ -172,7 +184,6 @@ pub async fn run(
             .map_err(|source| ServeError::Bind { addr, source })?;
         tracing::info!(addr = %bound, "demo echo endpoint listening (ws://{bound}/)");
     }
-    let host = Host::start(&config, store).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -180,6 +191,16 @@ pub async fn run(
             source,
         })?;
     let addr = listener.local_addr()?;
+    let host = match pg {
+        Some(pg) => {
+            let advertised = config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| format!("http://{addr}"));
+            Host::start_in_cluster(&config, pg, advertised).await?
+        }
+        None => Host::start(&config, store).await?,
+    };
     tracing::info!(%addr, types = config.types.len(), "management API listening");
     on_ready(addr);
     let mut state = AppState::new(host.clone(), token);
@@ -219,8 +240,23 @@ pub async fn run(
     let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     let closing = tokio::spawn({
         let host = host.clone();
-        async move { host.shutdown().await }
+        // A cluster node gives its leases up once its clients are closed,
+        // so the others take them over at once.
+        async move {
+            host.shutdown().await;
+            host.leave_cluster().await;
+        }
     });
+    let mut closing = closing;
+    if host.cluster().is_some() {
+        // Leaving needs the store: it closes after.
+        if tokio::time::timeout_at(deadline, &mut closing)
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period passed while leaving the cluster");
+        }
+    }
     // Requests in flight finish (event streams end at once); then the store
     // is flushed, before waiting for slow clients, so that a client stuck
     // past the grace period cannot keep the store from being closed.

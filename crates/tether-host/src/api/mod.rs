@@ -17,6 +17,7 @@ use subtle::ConstantTimeEq;
 use crate::host::Host;
 
 mod clients;
+mod cluster;
 mod connections;
 mod error;
 mod openapi;
@@ -244,6 +245,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/connections/{key}"),
     ("POST", "/api/connections/{key}/send"),
     ("GET", "/api/audit"),
+    ("GET", "/api/cluster"),
     ("GET", "/api/openapi.json"),
     ("GET", "/api/webhooks"),
     ("GET", "/api/webhooks/{name}/dead"),
@@ -285,6 +287,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/connections/{key}/send", post(connections::send))
         .route("/api/audit", get(clients::audit))
+        .route("/api/cluster", get(cluster::show))
         .route("/api/openapi.json", get(openapi_json))
         .route("/api/webhooks", get(webhooks::list))
         .route("/api/webhooks/{name}/dead", get(webhooks::dead))

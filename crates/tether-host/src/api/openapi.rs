@@ -107,6 +107,7 @@ impl Modify for BearerToken {
         clients::outbox_retry,
         clients::history,
         clients::audit,
+        super::cluster::show,
         sse::client_events,
         sse::all_events,
         connections::list,

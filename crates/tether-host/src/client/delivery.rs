@@ -59,6 +59,7 @@ impl Delivery {
     }
 
     async fn deliver(&self) -> Result<(), OutboxError> {
+        let handle = self.rt.handle();
         loop {
             let woken = self.wake.notified();
             tokio::pin!(woken);
@@ -108,6 +109,11 @@ impl Delivery {
                     ),
                     _ => m.message(),
                 };
+                if !handle.may_send() {
+                    // Fenced (a cluster node that lost its lease): what is
+                    // left stays for the next owner.
+                    break;
+                }
                 let result = tokio::select! {
                     r = self.conn.send(&message) => r,
                     _ = self.stop.cancelled() => Err(tether::SendError::Closed),

@@ -46,6 +46,11 @@ pub struct HostSection {
     /// run with nothing else installed). Default: off.
     #[serde(default)]
     pub demo_echo: Option<Spanned<SocketAddr>>,
+    /// In a cluster (a `postgres://` store): the URL other nodes reach this
+    /// node's API at, when `listen` is not reachable from them. Default:
+    /// `http://` and the `listen` address.
+    #[serde(default)]
+    pub advertise: Option<String>,
     /// Delivered (done) outbox messages are deleted after this many seconds;
     /// pending, expired and dead ones are kept until retried or purged.
     /// Default 3600.
@@ -126,6 +131,7 @@ impl Default for HostSection {
             secrets: SecretsMode::default(),
             secret_key_file: None,
             demo_echo: None,
+            advertise: None,
             outbox_keep_done_secs: hour(),
             event_log_max_events: million(),
             event_log_max_age_secs: week(),

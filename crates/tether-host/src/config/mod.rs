@@ -183,6 +183,8 @@ pub struct Loaded {
     pub secret_key_file: Option<PathBuf>,
     /// The demo echo endpoint's address, if on.
     pub demo_echo: Option<SocketAddr>,
+    /// The URL other cluster nodes reach this node's API at.
+    pub advertise: Option<String>,
     /// How long the event log keeps events.
     pub event_retention: crate::events::Retention,
     /// What events may hold in memory.
@@ -425,6 +427,7 @@ impl Loaded {
             secrets: config.host.secrets,
             secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
             demo_echo: config.host.demo_echo.map(Spanned::into_inner),
+            advertise: config.host.advertise.clone(),
             outbox_keep_done: Duration::from_secs(config.host.outbox_keep_done_secs),
             event_retention: crate::events::Retention {
                 max_events: config.host.event_log_max_events.max(1),

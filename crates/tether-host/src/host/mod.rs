@@ -15,6 +15,7 @@ use crate::modules::lua::LuaFactory;
 use crate::modules::{ClientLookup, ConnHandle, ModuleContext, ModuleFactory, NoModule};
 use crate::store::{now_ms, rfc3339, Change, InstanceRecord, Store, StoreError};
 
+mod cluster;
 mod dynamic;
 mod instances;
 mod validate;
@@ -144,6 +145,10 @@ pub struct Host {
     bus: EventBus,
     outbox: Arc<crate::outbox::Outbox>,
     webhooks: Vec<Arc<crate::webhooks::Webhook>>,
+    /// Set when the host shares its clients with other hosts: then a client
+    /// connects only while this node holds its lease.
+    clustered: bool,
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 impl Host {
@@ -158,7 +163,16 @@ impl Host {
     pub async fn start_with_modules(
         config: &Loaded,
         store: Arc<dyn Store>,
+        rust_modules: BTreeMap<String, Arc<dyn ModuleFactory>>,
+    ) -> Result<Arc<Host>, HostError> {
+        Self::start_inner(config, store, rust_modules, false).await
+    }
+
+    async fn start_inner(
+        config: &Loaded,
+        store: Arc<dyn Store>,
         mut rust_modules: BTreeMap<String, Arc<dyn ModuleFactory>>,
+        clustered: bool,
     ) -> Result<Arc<Host>, HostError> {
         let types = config
             .types
@@ -197,6 +211,8 @@ impl Host {
             clients: RwLock::new(BTreeMap::new()),
             dynamic: Arc::new(RwLock::new(BTreeMap::new())),
             bus,
+            clustered,
+            cluster: std::sync::OnceLock::new(),
         });
         host.sync_predefined().await?;
         for record in host.store.list().await? {
@@ -374,9 +390,13 @@ impl Host {
                 .and_then(|t| t.config.log_events.clone()),
             call_limit,
         };
+        let gate = if dynamic { None } else { self.send_gate() };
         ClientRuntime::spawn(setup, move |rt, timers| {
             if let Some(d) = durable {
                 rt.handle().set_durable(d);
+            }
+            if let Some(gate) = gate {
+                rt.handle().set_gate(gate);
             }
             let Some(factory) = factory else {
                 return Box::new(NoModule) as Box<dyn crate::modules::ClientModule>;
@@ -408,7 +428,8 @@ impl Host {
             self.spec_for(record),
             initial,
         );
-        if record.auto_connect && !orphaned {
+        // In a cluster the lease decides (`cluster::Members::acquired`).
+        if record.auto_connect && !orphaned && !self.clustered {
             rt.connect();
         }
         self.clients

@@ -62,7 +62,13 @@ pub struct ConnHandle {
     durable: Arc<std::sync::OnceLock<crate::outbox::DurableSender>>,
     sent: Arc<Sent>,
     protocol: Arc<Mutex<Option<serde_json::Value>>>,
+    gate: Arc<std::sync::OnceLock<SendGate>>,
 }
+
+/// Whether an instance may send now: in a cluster, only while this node
+/// holds its lease and renewed it recently (a node that wakes from a pause
+/// sends nothing).
+pub type SendGate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What went out on a client's connections, whoever sent it (the API, the
 /// module, the outbox): every send is counted here.
@@ -89,7 +95,28 @@ impl ConnHandle {
             durable: Arc::default(),
             sent: Arc::default(),
             protocol: Arc::default(),
+            gate: Arc::default(),
         }
+    }
+
+    /// Makes every send ask `gate` first (once; a cluster's lease check).
+    pub(crate) fn set_gate(&self, gate: SendGate) {
+        let _ = self.gate.set(gate);
+    }
+
+    /// Whether the gate lets this instance send now.
+    pub(crate) fn may_send(&self) -> bool {
+        self.gate.get().is_none_or(|g| g(&self.key))
+    }
+
+    /// The live connection, if sending is allowed.
+    fn sendable(&self) -> Result<tether::Connection, tether::SendError> {
+        if !self.may_send() {
+            // Fenced: this node no longer holds the lease; the connection
+            // is being closed.
+            return Err(tether::SendError::Closed);
+        }
+        self.connection().ok_or(tether::SendError::NotOpen)
     }
 
     /// What the module reports of its protocol's state (a broker type: its
@@ -202,7 +229,7 @@ impl ConnHandle {
     /// Sends a message now (handlers never wait): the one counted path for
     /// every send on an instance's connection.
     pub fn send(&self, message: &tether::Message) -> Result<(), tether::SendError> {
-        let conn = self.connection().ok_or(tether::SendError::NotOpen)?;
+        let conn = self.sendable()?;
         conn.try_send(message)?;
         self.count_sent(message.len());
         Ok(())
@@ -210,7 +237,7 @@ impl ConnHandle {
 
     /// Sends a text message now.
     pub fn send_text(&self, text: &str) -> Result<(), tether::SendError> {
-        let conn = self.connection().ok_or(tether::SendError::NotOpen)?;
+        let conn = self.sendable()?;
         conn.try_send_text(text)?;
         self.count_sent(text.len());
         Ok(())
@@ -218,7 +245,7 @@ impl ConnHandle {
 
     /// Sends a binary message now.
     pub fn send_binary(&self, data: &[u8]) -> Result<(), tether::SendError> {
-        let conn = self.connection().ok_or(tether::SendError::NotOpen)?;
+        let conn = self.sendable()?;
         conn.try_send_binary(data)?;
         self.count_sent(data.len());
         Ok(())

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 mod instance_row;
 pub mod outbox;
-mod postgres;
+pub mod postgres;
 mod postgres_outbox;
 pub mod secrets;
 mod sqlite;

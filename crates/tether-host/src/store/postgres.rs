@@ -67,6 +67,21 @@ impl PgStore {
     }
 }
 
+/// Tells the other hosts (at commit) that an instance changed.
+async fn announce(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(INSTANCES_CHANNEL)
+        .bind(key)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// The channel instance changes are announced on (payload: the key).
+pub const INSTANCES_CHANNEL: &str = "tether_instances";
+/// The channel outbox appends are announced on (payload: the client).
+pub const OUTBOX_CHANNEL: &str = "tether_outbox";
+
 async fn audit_in(
     tx: &mut Transaction<'_, Postgres>,
     key: &str,
@@ -146,6 +161,7 @@ impl Store for PgStore {
             Err(e) => return Err(e.into()),
         }
         audit_in(&mut tx, &r.key, change).await?;
+        announce(&mut tx, &r.key).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -180,6 +196,7 @@ impl Store for PgStore {
         .execute(&mut *tx)
         .await?;
         audit_in(&mut tx, &r.key, change).await?;
+        announce(&mut tx, &r.key).await?;
         tx.commit().await?;
         Ok(current + 1)
     }
@@ -198,6 +215,7 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         audit_in(&mut tx, key, change).await?;
+        announce(&mut tx, key).await?;
         tx.commit().await?;
         Ok(())
     }

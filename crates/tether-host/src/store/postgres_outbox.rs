@@ -229,6 +229,22 @@ impl PgStore {
             insert.push((i, m));
             out.push(Appended::Stored { seq: 0 });
         }
+        // The client's owner may be another host: tell it (at commit).
+        let mut stored: Vec<&str> = batch
+            .iter()
+            .zip(&out)
+            .filter(|(_, a)| matches!(a, Appended::Stored { .. }))
+            .map(|(m, _)| m.client.as_str())
+            .collect();
+        stored.sort_unstable();
+        stored.dedup();
+        if !stored.is_empty() {
+            sqlx::query("SELECT pg_notify($1, c) FROM unnest($2::TEXT[]) AS c")
+                .bind(super::postgres::OUTBOX_CHANNEL)
+                .bind(&stored)
+                .execute(&mut *tx)
+                .await?;
+        }
         insert_rows(&mut tx, &mut insert, &mut seq_of, now).await?;
         tx.commit().await?;
         for (i, a) in out.iter_mut().enumerate() {

@@ -1,0 +1,203 @@
+//! The host as a cluster member: it connects a client while this node
+//! holds its lease, stops it when the lease goes, and learns of instances
+//! other nodes created, changed or deleted.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use super::{Host, HostError};
+use crate::client::ClientState;
+use crate::cluster::{Cluster, Members};
+use crate::config::Loaded;
+use crate::modules::SendGate;
+use crate::store::postgres::{INSTANCES_CHANNEL, OUTBOX_CHANNEL};
+use crate::store::PgStore;
+
+impl Host {
+    /// Starts a host that shares its clients with the other hosts on the
+    /// same PostgreSQL store: no client connects until this node holds its
+    /// lease. `addr` is where this node's API is reachable.
+    pub async fn start_in_cluster(
+        config: &Loaded,
+        store: Arc<PgStore>,
+        addr: String,
+    ) -> Result<Arc<Host>, HostError> {
+        let pool = store.pool().clone();
+        let host = Self::start_inner(config, store, Default::default(), true).await?;
+        let members: Arc<dyn Members> = host.clone();
+        let weak: Weak<dyn Members> = Arc::downgrade(&members);
+        let cluster = Cluster::join(pool.clone(), addr, weak).await?;
+        let _ = host.cluster.set(cluster);
+        tokio::spawn(follow_instances(Arc::downgrade(&host), pool));
+        Ok(host)
+    }
+
+    /// The cluster this host is a node of.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// What a stored instance's sends ask first, in a cluster.
+    pub(super) fn send_gate(self: &Arc<Self>) -> Option<SendGate> {
+        if !self.clustered {
+            return None;
+        }
+        let host = Arc::downgrade(self);
+        Some(Arc::new(move |key: &str| {
+            host.upgrade()
+                .and_then(|h| h.cluster.get().map(|c| c.may_send(key)))
+                .unwrap_or(false)
+        }))
+    }
+
+    /// Leaves the cluster after closing this node's clients.
+    pub async fn leave_cluster(&self) {
+        if let Some(c) = self.cluster.get() {
+            c.leave().await;
+        }
+    }
+
+    /// Makes this node's copy of an instance match the store (another
+    /// node created, changed or deleted it).
+    pub(super) async fn reload_instance(self: &Arc<Self>, key: &str) -> Result<(), HostError> {
+        let stored = self.store.get(key).await?;
+        let local = self.runtime(key).ok();
+        match (stored, local) {
+            (Some(record), None) => {
+                self.start_instance(&record);
+                if let Some(c) = self.cluster.get() {
+                    c.poke();
+                }
+            }
+            (Some(record), Some(rt)) => rt.set_spec(self.spec_for(&record)),
+            (None, Some(rt)) => {
+                self.clients
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(key);
+                rt.shutdown();
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Follows `NOTIFY tether_instances` (and re-reads everything now and
+/// then, and after a lost connection, in case a notification was missed).
+async fn follow_instances(host: Weak<Host>, pool: sqlx::PgPool) {
+    loop {
+        let Ok(mut listener) = sqlx::postgres::PgListener::connect_with(&pool).await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if listener
+            .listen_all([INSTANCES_CHANNEL, OUTBOX_CHANNEL])
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let mut resync = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            let Some(h) = host.upgrade() else { return };
+            drop(h);
+            tokio::select! {
+                n = listener.try_recv() => match n {
+                    Ok(Some(n)) if n.channel() == OUTBOX_CHANNEL => {
+                        let Some(h) = host.upgrade() else { return };
+                        h.wake_outbox(n.payload());
+                    }
+                    Ok(Some(n)) => {
+                        let Some(h) = host.upgrade() else { return };
+                        if let Err(e) = h.reload_instance(n.payload()).await {
+                            tracing::warn!(client = %n.payload(), error = %e, "cannot reload an instance another node changed");
+                        }
+                    }
+                    // Reconnected: a notification may have been missed.
+                    Ok(None) => resync.reset_immediately(),
+                    Err(_) => break,
+                },
+                _ = resync.tick() => {
+                    let Some(h) = host.upgrade() else { return };
+                    if let Err(e) = h.resync().await {
+                        tracing::warn!(error = %e, "cannot re-read the instances");
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+impl Host {
+    /// Reloads every instance whose stored version differs from this node's.
+    async fn resync(self: &Arc<Self>) -> Result<(), HostError> {
+        let stored = self.store.list().await?;
+        let mut seen = std::collections::HashSet::new();
+        for record in &stored {
+            seen.insert(record.key.clone());
+            if self.runtime(&record.key).is_err() {
+                self.reload_instance(&record.key).await?;
+            }
+        }
+        let gone: Vec<String> = self
+            .clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .filter(|k| !seen.contains(*k))
+            .cloned()
+            .collect();
+        for key in gone {
+            self.reload_instance(&key).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Members for Host {
+    fn wanted(&self) -> Vec<String> {
+        self.clients
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, rt)| rt.spec().reconnect && rt.status().state != ClientState::Disabled)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    fn acquired(&self, key: &str, _epoch: i64) {
+        if let Ok(rt) = self.runtime(key) {
+            rt.connect();
+        }
+    }
+
+    fn lost(&self, key: &str) {
+        if let Ok(rt) = self.runtime(key) {
+            rt.disconnect();
+            // Directly too: the worker may be busy in a hook.
+            if let Some(conn) = rt.handle().connection() {
+                let _ = conn.close(1001, "this node no longer owns the client");
+            }
+        }
+    }
+
+    async fn stop(&self, key: &str) {
+        let Ok(rt) = self.runtime(key) else { return };
+        rt.disconnect();
+        if let Some(conn) = rt.handle().connection() {
+            let _ = conn.close(1001, "handed over to another node");
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while matches!(
+            rt.status().state,
+            ClientState::Open | ClientState::Closing | ClientState::Connecting
+        ) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
