@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 
 import websockets
@@ -129,7 +130,8 @@ max_delay_ms = 1000
     def start(self, n):
         if n not in self.ports:
             self.ports[n] = free_port()
-        env = dict(os.environ, TETHER_ADMIN_TOKEN=TOKEN, RUST_LOG="warn,tether_host::cluster=info")
+        env = dict(os.environ, TETHER_ADMIN_TOKEN=TOKEN, TETHER_CLUSTER_SECRET="cluster-test-secret",
+                   RUST_LOG="warn,tether_host::cluster=info")
         log = open(f"{self.dir}/node{n}.log", "a")
         self.procs[n] = subprocess.Popen(
             [self.args.tether, "serve", "--config", self.config(n)],
@@ -274,6 +276,23 @@ async def main():
                          f"{sum(len(log.live.get(k, ())) for k in keys)} for {len(keys)} keys", "exactly 1 each")
             checks.check("1 steady: clients per node", all(abs(c - share) <= 0.15 * share for c in counts),
                          "/".join(map(str, counts)), f"{share:.0f} ± 15 %")
+            # Plain sends through node 0 to clients node 1 owns: forwarded.
+            theirs = [k for k, n in owners.items() if n == 1][:20]
+            t0 = time.monotonic()
+            answers = [cl.api(0, "POST", f"/api/clients/{k}/send", {"text": f"via-0-{k}"}) for k in theirs]
+            await wait_for(lambda: all(any(e[1] == k and e[4] == f"via-0-{k}" for e in log.since(t0, "msg")) for k in theirs), 5)
+            got = sum(1 for k in theirs if any(e[1] == k and e[4] == f"via-0-{k}" for e in log.since(t0, "msg")))
+            checks.check("1 steady: plain sends through a node that does not own the client",
+                         got == len(theirs) and all(a.get("queued") for a in answers), f"{got} of {len(theirs)} delivered", "all")
+            # The internal route wants the cluster secret.
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{cl.ports[1]}/internal/clients/{theirs[0]}/send?epoch=1",
+                                             method="POST", data=b'{"text":"forged"}', headers={"Content-Type": "application/json"})
+                urllib.request.urlopen(req, timeout=5)
+                status = 200
+            except urllib.error.HTTPError as e:
+                status = e.code
+            checks.check("1 steady: a forwarded send without the cluster secret", status == 403, str(status), "403")
 
         if 2 in only:
             print("2 kill -9 of one node", flush=True)

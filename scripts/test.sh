@@ -27,5 +27,9 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
 cargo build -p tether-cli
+# Three nodes on one PostgreSQL, each fault once (the full form repeats
+# each three times: drop --quick).
+"$root/target/peers/venv/bin/python" scripts/cluster-faults.py --quick \
+  --tether target/debug/tether --pg "$TETHER_TEST_POSTGRES" --pg-ctl scripts/postgres.sh
 node scripts/ui-test.mjs
 scripts/autobahn.sh "$@"

@@ -203,6 +203,12 @@ try {
     await page.screenshot({ path: path.join(shots, 'audit.png') });
   });
 
+  await step('says a SQLite host is not in a cluster', async () => {
+    await page.click('.tab[data-view="cluster"]');
+    await page.locator('#cluster-none', { hasText: 'not in a cluster' }).waitFor();
+    if (await page.locator('#cluster').isVisible()) throw new Error('an empty cluster table is shown');
+  });
+
   await step('a state change without the CSRF token is refused', () => expectingHttpErrors(async () => {
     const status = await page.evaluate(async () => (await fetch('/api/clients', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{"type":"echo"}' })).status);
     if (status !== 403) throw new Error(`expected 403, got ${status}`);

@@ -18,6 +18,7 @@ pub mod config;
 pub mod demo_echo;
 pub mod events;
 pub mod host;
+mod http_client;
 pub mod metrics;
 pub mod modules;
 pub mod outbox;

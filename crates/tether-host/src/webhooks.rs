@@ -17,7 +17,6 @@ use std::time::Duration;
 use hmac::Mac as _;
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::WebhookConfig;
 use crate::store::{now_ms, DeadBatch, LoggedEvent, Store};
@@ -294,81 +293,18 @@ impl Webhook {
 
     async fn post(&self, body: &str) -> Result<(), String> {
         let timeout = Duration::from_secs(self.config.timeout_secs.max(1));
-        tokio::time::timeout(timeout, self.post_once(body))
-            .await
-            .map_err(|_| format!("no answer within {} s", timeout.as_secs()))?
-    }
-
-    async fn post_once(&self, body: &str) -> Result<(), String> {
-        let url = url::Url::parse(&self.config.url).map_err(|e| e.to_string())?;
-        let host = url.host_str().ok_or("no host")?.to_string();
-        let port = url.port_or_known_default().ok_or("no port")?;
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_string(),
-        };
         let secs = (now_ms() / 1000).max(0) as u64;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nTether-Signature: {}\r\nUser-Agent: tether\r\nConnection: close\r\n\r\n{body}",
-            body.len(),
-            Self::signature(&self.secret, secs, body)
-        );
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-            .await
-            .map_err(|e| format!("cannot connect to {host}:{port}: {e}"))?;
-        let mut response = Vec::new();
-        if url.scheme() == "https" {
-            let config = tether::TlsOptions::default()
-                .build()
-                .map_err(|e| e.to_string())?;
-            let name = rustls_pki_types::ServerName::try_from(host.clone())
-                .map_err(|e| format!("bad server name {host}: {e}"))?;
-            let mut tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with {host}: {e}"))?;
-            tls.write_all(request.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            read_head(&mut tls, &mut response).await?;
-        } else {
-            let mut tcp = tcp;
-            tcp.write_all(request.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            read_head(&mut tcp, &mut response).await?;
-        }
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut parsed = httparse::Response::new(&mut headers);
-        parsed
-            .parse(&response)
-            .map_err(|e| format!("bad HTTP response: {e}"))?;
-        match parsed.code {
-            Some(c) if (200..300).contains(&c) => Ok(()),
-            Some(c) => Err(format!("the receiver answered {c}")),
-            None => Err("no HTTP status".into()),
-        }
-    }
-}
-
-/// Reads until the end of the response head (or the connection's end).
-async fn read_head(
-    io: &mut (impl tokio::io::AsyncRead + Unpin),
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let mut buf = [0u8; 4096];
-    loop {
-        let n = io.read(&mut buf).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return if out.is_empty() {
-                Err("the receiver closed without answering".into())
-            } else {
-                Ok(())
-            };
-        }
-        out.extend_from_slice(&buf[..n]);
-        if out.windows(4).any(|w| w == b"\r\n\r\n") || out.len() > 64 * 1024 {
-            return Ok(());
+        let signature = Self::signature(&self.secret, secs, body);
+        let answer = crate::http_client::post_json(
+            &self.config.url,
+            &[("Tether-Signature", &signature)],
+            body.as_bytes(),
+            timeout,
+        )
+        .await?;
+        match answer.status {
+            c if (200..300).contains(&c) => Ok(()),
+            c => Err(format!("the receiver answered {c}")),
         }
     }
 }

@@ -53,7 +53,7 @@ async function loggedIn() {
 }
 
 function show(view) {
-  for (const v of ['clients', 'connections', 'webhooks', 'audit']) {
+  for (const v of ['clients', 'connections', 'webhooks', 'audit', 'cluster']) {
     $(`#${v}-view`).hidden = v !== view;
     const tab = document.querySelector(`.tab[data-view="${v}"]`);
     if (v === view) tab.setAttribute('aria-current', 'page'); else tab.removeAttribute('aria-current');
@@ -62,13 +62,14 @@ function show(view) {
   if (view === 'connections') refresh('connections');
   if (view === 'webhooks') refresh('webhooks');
   if (view === 'audit') refresh('audit');
+  if (view === 'cluster') refresh('cluster');
 }
 
 // Every view reloads through here: a failed reload (the host restarting, a
 // lost session) is shown, never thrown.
 const refreshers = {
   clients: () => refreshClients(), connections: () => refreshConnections(),
-  webhooks: () => refreshWebhooks(), audit: () => refreshAudit(),
+  webhooks: () => refreshWebhooks(), audit: () => refreshAudit(), cluster: () => refreshCluster(),
 };
 function refresh(view) {
   return refreshers[view]().catch((e) => { $('#live').textContent = `cannot refresh: ${e.message}`; });
@@ -182,6 +183,28 @@ async function refreshAudit() {
   for (const e of list) {
     body.append(el('tr', {}, cell('When', new Date(e.at).toLocaleString()), cell('Who', e.actor), cell('Action', e.action),
       cell('Key', e.key), cell('Detail', JSON.stringify(e.detail))));
+  }
+}
+
+// The nodes sharing a PostgreSQL store; a SQLite host says it has none.
+async function refreshCluster() {
+  const body = $('#cluster tbody');
+  const view = await api('GET', '/api/cluster');
+  if (!view.clustered) {
+    body.replaceChildren();
+    $('#cluster').hidden = true;
+    $('#cluster-none').hidden = false;
+    $('#cluster-none').textContent = 'This host is not in a cluster: its store is SQLite. Hosts sharing a postgres:// store form one.';
+    return;
+  }
+  $('#cluster').hidden = false;
+  $('#cluster-none').hidden = true;
+  body.replaceChildren();
+  for (const n of view.nodes) {
+    const name = n.node_id.slice(0, 8) + (n.this_node ? ' (this node)' : '');
+    const beat = `${n.heartbeat_age_secs.toFixed(1)} s ago${n.live ? '' : ' (dead)'}`;
+    body.append(el('tr', { 'data-node': n.node_id }, cell('Node', name), cell('Address', n.addr, 'url'),
+      cell('Heartbeat', beat), cell('Clients', `${n.clients.length}: ${n.clients.slice(0, 20).join(', ')}${n.clients.length > 20 ? ' …' : ''}`)));
   }
 }
 

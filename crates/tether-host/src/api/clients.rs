@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -206,7 +206,7 @@ pub(super) async fn send(
     State(s): State<AppState>,
     Path(key): Path<String>,
     ApiJson(mut body): ApiJson<SendBody>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let durable = body
         .durable
         .unwrap_or_else(|| s.host.durable_by_default(&key));
@@ -218,7 +218,9 @@ pub(super) async fn send(
         return Err(ApiError::invalid("\"id\" must be 1 to 200 characters"));
     }
     if body.destination.is_some() || body.topic.is_some() {
-        return send_broker(s, key, body, durable).await;
+        return send_broker(s, key, body, durable)
+            .await
+            .map(IntoResponse::into_response);
     }
     let message = body.message()?;
     if !durable {
@@ -227,14 +229,20 @@ pub(super) async fn send(
                 "\"id\" and \"ttl_secs\" are for durable sends: add \"durable\": true",
             ));
         }
-        s.host.send(&key, &message)?;
-        return Ok((StatusCode::ACCEPTED, Json(SendAnswer::queued())));
+        return match s.host.send(&key, &message) {
+            // In a cluster: the node holding the client's lease sends it.
+            Err(HostError::NotOwner { .. }) => super::forward::to_owner(&s, &key, &message).await,
+            other => {
+                other?;
+                Ok((StatusCode::ACCEPTED, Json(SendAnswer::queued())).into_response())
+            }
+        };
     }
     let stored = s
         .host
         .send_durable(&key, &message, body.id.clone(), body.ttl_secs)
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(SendAnswer::stored(stored))))
+    Ok((StatusCode::ACCEPTED, Json(SendAnswer::stored(stored))).into_response())
 }
 
 /// A send to a broker type, framed by the host.

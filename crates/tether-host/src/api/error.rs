@@ -112,6 +112,13 @@ impl From<HostError> for ApiError {
                 }
                 _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "send_refused", detail),
             },
+            HostError::NotOwner { owner, .. } => {
+                let e = Self::new(StatusCode::CONFLICT, "not_owner", detail);
+                match owner {
+                    Some(o) => e.with("owner", json!({"node_id": o.node_id, "addr": o.addr})),
+                    None => e,
+                }
+            }
             HostError::Store(StoreError::Duplicate(_)) => {
                 Self::new(StatusCode::CONFLICT, "duplicate_key", detail)
             }

@@ -20,6 +20,7 @@ mod clients;
 mod cluster;
 mod connections;
 mod error;
+mod forward;
 mod openapi;
 pub mod session;
 mod sse;
@@ -302,6 +303,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/login", post(session::login))
         .route("/ui/session", get(session::current))
         .route("/ui/logout", post(session::logout))
+        // Nodes of a cluster, with the cluster secret instead of the token.
+        .route("/internal/clients/{key}/send", post(forward::internal_send))
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

@@ -73,6 +73,20 @@ pub struct Cluster {
     leaving: Mutex<HashSet<String>>,
     wake: Notify,
     stopping: tokio_util::sync::CancellationToken,
+    /// `TETHER_CLUSTER_SECRET`: what nodes show each other when they
+    /// forward a send.
+    secret: Option<String>,
+}
+
+/// Who holds a client's lease, for forwarding a send to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    /// The node.
+    pub node_id: String,
+    /// Its advertised API address.
+    pub addr: String,
+    /// The lease's epoch.
+    pub epoch: i64,
 }
 
 /// A node as `GET /api/cluster` shows it.
@@ -125,6 +139,9 @@ impl Cluster {
             leaving: Mutex::default(),
             wake: Notify::new(),
             stopping: tokio_util::sync::CancellationToken::new(),
+            secret: std::env::var("TETHER_CLUSTER_SECRET")
+                .ok()
+                .filter(|s| !s.is_empty()),
         });
         tracing::info!(node = %cluster.node_id, addr = %cluster.addr, "joined the cluster");
         tokio::spawn(cluster.clone().renew_loop(members.clone()));
@@ -500,6 +517,32 @@ impl Cluster {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(db("cannot read the cluster's nodes"))
+    }
+
+    /// The node holding `key`'s live lease, by the database.
+    pub async fn owner_of(&self, key: &str) -> Result<Option<Owner>, StoreError> {
+        let row = sqlx::query(
+            "SELECT l.node_id, n.addr, l.epoch FROM leases l JOIN nodes n ON n.node_id = l.node_id \
+             WHERE l.key = $1 AND l.expires_at > now()",
+        )
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db("cannot read a lease"))?;
+        row.map(|r| {
+            Ok(Owner {
+                node_id: r.try_get("node_id")?,
+                addr: r.try_get("addr")?,
+                epoch: r.try_get("epoch")?,
+            })
+        })
+        .transpose()
+        .map_err(db("cannot read a lease"))
+    }
+
+    /// The cluster secret, when set.
+    pub fn secret(&self) -> Option<&str> {
+        self.secret.as_deref()
     }
 
     /// Renews now instead of at the next tick (an instance appeared).

@@ -271,12 +271,17 @@ impl Host {
 
     /// Sends a message on an open instance.
     pub fn send(&self, key: &str, message: &tether::Message) -> Result<(), HostError> {
-        self.runtime(key)?
-            .send(message)
-            .map_err(|source| HostError::Send {
+        let rt = self.runtime(key)?;
+        if self.clustered && self.cluster().and_then(|c| c.epoch(key)).is_none() {
+            return Err(HostError::NotOwner {
                 key: key.to_string(),
-                source,
-            })
+                owner: None,
+            });
+        }
+        rt.send(message).map_err(|source| HostError::Send {
+            key: key.to_string(),
+            source,
+        })
     }
 
     /// A send to a broker type (`builtin:stomp`, `builtin:mqtt`): `send` is

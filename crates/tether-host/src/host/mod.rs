@@ -51,6 +51,15 @@ pub enum HostError {
         #[source]
         source: tether::SendError,
     },
+    /// Another node of the cluster holds the client's lease (or none does
+    /// right now): the send must go to the owner.
+    #[error("client {key:?} is connected on another node of the cluster{}", owner.as_ref().map(|o| format!(" ({})", o.addr)).unwrap_or_else(|| " (none holds it right now; retry in a few seconds)".into()))]
+    NotOwner {
+        /// The client.
+        key: String,
+        /// The owner, when one holds a live lease.
+        owner: Option<crate::cluster::Owner>,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
