@@ -227,15 +227,19 @@ async def main():
 
     log = Log()
 
+    sockets = {}  # connection id -> the server's socket
+
     async def handler(ws):
         key = ws.request.path.rsplit("/", 1)[-1]
         cid = log.open(key)
+        sockets[cid] = ws
         try:
             async for m in ws:
                 log.message(key, cid, m)
         except websockets.ConnectionClosed:
             pass
         finally:
+            sockets.pop(cid, None)
             log.close(key, cid)
 
     server = await websockets.serve(handler, "127.0.0.1", 0, ping_interval=None, max_size=None)
@@ -284,6 +288,47 @@ async def main():
             got = sum(1 for k in theirs if any(e[1] == k and e[4] == f"via-0-{k}" for e in log.since(t0, "msg")))
             checks.check("1 steady: plain sends through a node that does not own the client",
                          got == len(theirs) and all(a.get("queued") for a in answers), f"{got} of {len(theirs)} delivered", "all")
+            # Events of every node reach an event stream on any node, in the
+            # log's order.
+            others = [k for k, n in owners.items() if n in (1, 2)][:20]
+            stream = await asyncio.to_thread(lambda: urllib.request.urlopen(urllib.request.Request(
+                f"http://127.0.0.1:{cl.ports[0]}/api/events", headers={"Authorization": f"Bearer {TOKEN}"}), timeout=10))
+            seen = []
+
+            def read_stream():
+                ident, data = None, None
+                deadline = time.monotonic() + 8
+                while time.monotonic() < deadline and len(seen) < len(others):
+                    line = stream.readline().decode().rstrip("\n")
+                    if line.startswith("id:"):
+                        ident = int(line[3:].strip())
+                    elif line.startswith("data:"):
+                        data = json.loads(line[5:])
+                    elif line == "":
+                        if data and data.get("event") == "message" and str(data.get("data", "")).startswith("from-server-"):
+                            seen.append((ident, data["client"]))
+                        ident, data = None, None
+            reader = asyncio.create_task(asyncio.to_thread(read_stream))
+            await asyncio.sleep(0.5)
+            for k in others:
+                await sockets[next(iter(log.live[k]))].send(f"from-server-{k}")
+            await reader
+            stream.close()
+            ids = [i if i is not None else -1 for i, _ in seen]
+            checks.check("1 steady: events of clients on other nodes on node 0's event stream",
+                         sorted(c for _, c in seen) == sorted(others) and ids == sorted(ids) and len(set(ids)) == len(ids),
+                         f"{len(seen)} of {len(others)}, ids {'increasing' if ids == sorted(ids) else 'out of order'}", "all, in log order")
+            # An operator's connect on a node that does not own the client
+            # is refused, naming the owner: no second connection.
+            k = others[0]
+            try:
+                cl.api(0, "POST", f"/api/clients/{k}/connect")
+                status = 202
+            except urllib.error.HTTPError as e:
+                status = e.code
+            await asyncio.sleep(1)
+            checks.check("1 steady: connect on a node that does not own the client", status == 409 and len(log.live[k]) == 1,
+                         f"{status}, {len(log.live[k])} connection(s)", "409, still 1")
             # The internal route wants the cluster secret.
             try:
                 req = urllib.request.Request(f"http://127.0.0.1:{cl.ports[1]}/internal/clients/{theirs[0]}/send?epoch=1",

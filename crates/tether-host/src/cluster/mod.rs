@@ -540,6 +540,36 @@ impl Cluster {
         .map_err(db("cannot read a lease"))
     }
 
+    /// Claims `key`'s lease for this node when no node holds it (an
+    /// operator's connect); returns the epoch, or None when another holds it.
+    pub async fn claim_one(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let won = self.claim(&[key.to_string()]).await?;
+        let epoch = won.into_iter().next().map(|(_, e)| e);
+        if let Some(e) = epoch {
+            self.held
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.to_string(), e);
+        }
+        Ok(epoch)
+    }
+
+    /// Gives `key`'s lease up (an operator's disconnect of a client that
+    /// does not connect by itself).
+    pub async fn release_one(&self, key: &str) -> Result<(), StoreError> {
+        self.held
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+        sqlx::query("DELETE FROM leases WHERE key = $1 AND node_id = $2")
+            .bind(key)
+            .bind(&self.node_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db("cannot release a lease"))?;
+        Ok(())
+    }
+
     /// The cluster secret, when set.
     pub fn secret(&self) -> Option<&str> {
         self.secret.as_deref()

@@ -13,7 +13,9 @@ use tokio::sync::{broadcast, mpsc};
 use crate::store::Store;
 
 mod memory;
+mod shared;
 pub use memory::{Budget, EventMemory, Held};
+pub use shared::SharedLog;
 
 /// How many events each client keeps for late viewers (fewer when their
 /// bytes pass `history_bytes_per_client`).
@@ -236,9 +238,33 @@ impl EventBus {
     /// A bus whose events are logged in `store` before they are broadcast,
     /// so that every event a subscriber sees has its sequence number.
     pub fn with_log(capacity: usize, store: Arc<dyn Store>, retention: Retention) -> Self {
+        Self::logged(capacity, store, retention, None)
+    }
+
+    /// A bus on a log that other hosts append to as well (a cluster): its
+    /// subscribers get every host's events, in the log's order. Poke
+    /// `shared.appended` when another host says it appended.
+    pub fn with_shared_log(
+        capacity: usize,
+        store: Arc<dyn Store>,
+        retention: Retention,
+        shared: Arc<SharedLog>,
+    ) -> Self {
+        Self::logged(capacity, store, retention, Some(shared))
+    }
+
+    fn logged(
+        capacity: usize,
+        store: Arc<dyn Store>,
+        retention: Retention,
+        shared: Option<Arc<SharedLog>>,
+    ) -> Self {
         let tx = broadcast::channel(capacity.max(16)).0;
         let (log_tx, log_rx) = mpsc::unbounded_channel();
-        tokio::spawn(write_log(store.clone(), log_rx, tx.clone()));
+        if let Some(shared) = &shared {
+            tokio::spawn(shared::tail(store.clone(), shared.clone(), tx.downgrade()));
+        }
+        tokio::spawn(write_log(store.clone(), log_rx, tx.clone(), shared));
         tokio::spawn(trim_log(store, retention));
         EventBus {
             tx,
@@ -313,6 +339,7 @@ async fn write_log(
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<(Arc<HostEvent>, bool)>,
     tx: broadcast::Sender<Arc<HostEvent>>,
+    shared: Option<Arc<SharedLog>>,
 ) {
     let mut batch = Vec::with_capacity(LOG_BATCH);
     while rx.recv_many(&mut batch, LOG_BATCH).await > 0 {
@@ -343,9 +370,17 @@ async fn write_log(
             if logged {
                 if let Some(seq) = seqs.next() {
                     event.seq.set(seq);
+                    // Shared log: the tailer broadcasts it in the log's order.
+                    if let Some(shared) = &shared {
+                        shared.keep(seq, event);
+                        continue;
+                    }
                 }
             }
             let _ = tx.send(event);
+        }
+        if let Some(shared) = &shared {
+            shared.appended.notify_one();
         }
     }
 }

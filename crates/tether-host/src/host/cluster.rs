@@ -10,7 +10,7 @@ use crate::client::ClientState;
 use crate::cluster::{Cluster, Members};
 use crate::config::Loaded;
 use crate::modules::SendGate;
-use crate::store::postgres::{INSTANCES_CHANNEL, OUTBOX_CHANNEL};
+use crate::store::postgres::{EVENTS_CHANNEL, INSTANCES_CHANNEL, OUTBOX_CHANNEL};
 use crate::store::PgStore;
 
 impl Host {
@@ -48,6 +48,52 @@ impl Host {
                 .and_then(|h| h.cluster.get().map(|c| c.may_send(key)))
                 .unwrap_or(false)
         }))
+    }
+
+    /// In a cluster, before an operator's connect: fine when this node
+    /// holds the client's lease or wins it now; NotOwner (naming the owner)
+    /// when another node holds it.
+    pub(super) async fn own_for_connect(&self, key: &str) -> Result<(), HostError> {
+        if !self.clustered {
+            return Ok(());
+        }
+        let Some(c) = self.cluster.get() else {
+            return Err(HostError::NotOwner {
+                key: key.to_string(),
+                owner: None,
+            });
+        };
+        if c.epoch(key).is_some() || c.claim_one(key).await?.is_some() {
+            return Ok(());
+        }
+        Err(HostError::NotOwner {
+            key: key.to_string(),
+            owner: c.owner_of(key).await?,
+        })
+    }
+
+    /// In a cluster, before an operator's disconnect: NotOwner when another
+    /// node holds the lease; a client that does not connect by itself gives
+    /// its lease up.
+    pub(super) async fn own_for_disconnect(&self, key: &str) -> Result<(), HostError> {
+        let Some(c) = self.cluster.get().filter(|_| self.clustered) else {
+            return Ok(());
+        };
+        if c.epoch(key).is_none() {
+            return match c.owner_of(key).await? {
+                Some(owner) => Err(HostError::NotOwner {
+                    key: key.to_string(),
+                    owner: Some(owner),
+                }),
+                None => Ok(()),
+            };
+        }
+        let auto = self.runtime(key).is_ok_and(|rt| rt.spec().reconnect);
+        if !auto {
+            self.runtime(key)?.disconnect();
+            c.release_one(key).await?;
+        }
+        Ok(())
     }
 
     /// Leaves the cluster after closing this node's clients.
@@ -92,7 +138,7 @@ async fn follow_instances(host: Weak<Host>, pool: sqlx::PgPool) {
             continue;
         };
         if listener
-            .listen_all([INSTANCES_CHANNEL, OUTBOX_CHANNEL])
+            .listen_all([INSTANCES_CHANNEL, OUTBOX_CHANNEL, EVENTS_CHANNEL])
             .await
             .is_err()
         {
@@ -105,6 +151,12 @@ async fn follow_instances(host: Weak<Host>, pool: sqlx::PgPool) {
             drop(h);
             tokio::select! {
                 n = listener.try_recv() => match n {
+                    Ok(Some(n)) if n.channel() == EVENTS_CHANNEL => {
+                        let Some(h) = host.upgrade() else { return };
+                        if let Some(shared) = &h.shared_log {
+                            shared.appended.notify_one();
+                        }
+                    }
                     Ok(Some(n)) if n.channel() == OUTBOX_CHANNEL => {
                         let Some(h) = host.upgrade() else { return };
                         h.wake_outbox(n.payload());

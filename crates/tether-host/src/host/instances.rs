@@ -222,6 +222,7 @@ impl Host {
                 "client {key:?} is disabled: its type is not in the config"
             )));
         }
+        self.own_for_connect(key).await?;
         rt.connect();
         self.store.audit(actor, "connect", key, json!({})).await?;
         self.get_client(key).await
@@ -229,7 +230,9 @@ impl Host {
 
     /// Disconnects an instance and stops reconnecting it.
     pub async fn disconnect_client(&self, key: &str, actor: &str) -> Result<ClientView, HostError> {
-        self.runtime(key)?.disconnect();
+        let rt = self.runtime(key)?;
+        self.own_for_disconnect(key).await?;
+        rt.disconnect();
         self.store
             .audit(actor, "disconnect", key, json!({}))
             .await?;

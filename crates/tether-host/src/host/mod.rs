@@ -158,6 +158,8 @@ pub struct Host {
     /// connects only while this node holds its lease.
     clustered: bool,
     cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
+    /// In a cluster: the event log other nodes append to as well.
+    shared_log: Option<Arc<crate::events::SharedLog>>,
 }
 
 impl Host {
@@ -206,8 +208,18 @@ impl Host {
                 )
             })
             .collect();
-        let bus = EventBus::with_log(4096, store.clone(), config.event_retention)
-            .with_memory(config.event_memory);
+        // In a cluster every node's streams show every node's events.
+        let shared_log = clustered.then(|| Arc::new(crate::events::SharedLog::default()));
+        let bus = match &shared_log {
+            Some(shared) => EventBus::with_shared_log(
+                4096,
+                store.clone(),
+                config.event_retention,
+                shared.clone(),
+            ),
+            None => EventBus::with_log(4096, store.clone(), config.event_retention),
+        }
+        .with_memory(config.event_memory);
         let mut webhooks = Vec::new();
         for w in &config.webhooks {
             webhooks.push(crate::webhooks::Webhook::start(w.clone(), store.clone(), &bus).await?);
@@ -222,6 +234,7 @@ impl Host {
             bus,
             clustered,
             cluster: std::sync::OnceLock::new(),
+            shared_log,
         });
         host.sync_predefined().await?;
         for record in host.store.list().await? {

@@ -81,6 +81,8 @@ async fn announce(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<(), S
 pub const INSTANCES_CHANNEL: &str = "tether_instances";
 /// The channel outbox appends are announced on (payload: the client).
 pub const OUTBOX_CHANNEL: &str = "tether_outbox";
+/// The channel event log appends are announced on (payload: the last number).
+pub const EVENTS_CHANNEL: &str = "tether_events";
 
 async fn audit_in(
     tx: &mut Transaction<'_, Postgres>,
@@ -415,6 +417,11 @@ impl Store for PgStore {
             );
             q.build().execute(&mut *tx).await?;
         }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(EVENTS_CHANNEL)
+            .bind(last.to_string())
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((first..=last).collect())
     }
