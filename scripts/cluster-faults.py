@@ -26,6 +26,8 @@ target/peers/venv) and PostgreSQL's pg_ctl (scripts/postgres.sh).
 """
 
 import argparse
+import http.server
+import threading
 import asyncio
 import json
 import os
@@ -104,9 +106,17 @@ class Cluster:
         with open(f"{self.dir}/modules/tick.lua", "w") as f:
             f.write(MODULE)
         self.ws_port = ws_port
+        self.hook_port = None
 
     def config(self, n):
         port = self.ports[n]
+        hook = f"""
+[[webhook]]
+name = "messages"
+url = "http://127.0.0.1:{self.hook_port}/hook"
+secret_env = "TETHER_TEST_WEBHOOK_SECRET"
+events = ["message"]
+""" if self.hook_port else ""
         path = f"{self.dir}/node{n}.toml"
         with open(path, "w") as f:
             f.write(f"""[host]
@@ -124,13 +134,14 @@ auto_connect = true
 [client_type.defaults.reconnect]
 initial_delay_ms = 100
 max_delay_ms = 1000
-""")
+{hook}""")
         return path
 
     def start(self, n):
         if n not in self.ports:
             self.ports[n] = free_port()
         env = dict(os.environ, TETHER_ADMIN_TOKEN=TOKEN, TETHER_CLUSTER_SECRET="cluster-test-secret",
+                   TETHER_TEST_WEBHOOK_SECRET="hook-secret",
                    RUST_LOG="warn,tether_host::cluster=info")
         log = open(f"{self.dir}/node{n}.log", "a")
         self.procs[n] = subprocess.Popen(
@@ -245,6 +256,22 @@ async def main():
     server = await websockets.serve(handler, "127.0.0.1", 0, ping_interval=None, max_size=None)
     ws_port = server.sockets[0].getsockname()[1]
     cl = Cluster(args, ws_port)
+    # A webhook receiver: every event it is given, by the event's number.
+    hooked = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            hooked.extend((e["seq"], e.get("data")) for e in body["events"])
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    hook_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook_server.serve_forever, daemon=True).start()
+    cl.hook_port = hook_server.server_address[1]
     checks = Checks()
     keys = [f"k{i:04d}" for i in range(args.clients)]
     everyone = set(keys)
@@ -318,6 +345,12 @@ async def main():
             checks.check("1 steady: events of clients on other nodes on node 0's event stream",
                          sorted(c for _, c in seen) == sorted(others) and ids == sorted(ids) and len(set(ids)) == len(ids),
                          f"{len(seen)} of {len(others)}, ids {'increasing' if ids == sorted(ids) else 'out of order'}", "all, in log order")
+            # One node delivers the webhook: each event once.
+            await wait_for(lambda: sum(1 for _, d in hooked if str(d).startswith("from-server-")) >= len(others), 5)
+            mine = [seq for seq, d in hooked if str(d).startswith("from-server-")]
+            checks.check("1 steady: webhook deliveries of those events (one node delivers)",
+                         len(mine) == len(others) and len(set(mine)) == len(mine),
+                         f"{len(mine)} deliveries of {len(others)} events", "each once")
             # An operator's connect on a node that does not own the client
             # is refused, naming the owner: no second connection.
             k = others[0]
@@ -493,6 +526,7 @@ async def main():
     finally:
         cl.stop_all()
         server.close()
+        hook_server.shutdown()
     print()
     print("| fault | measured | target | result |")
     print("|---|---|---|---|")

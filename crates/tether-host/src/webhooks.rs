@@ -45,6 +45,10 @@ pub struct Webhook {
     store: Arc<dyn Store>,
     status: Mutex<WebhookStatus>,
     wake: tokio::sync::Notify,
+    /// In a cluster: whether this node delivers this webhook now (it holds
+    /// the webhook's lease). Then the cursor is read from the store before
+    /// each batch, since another node may have moved it.
+    gate: std::sync::OnceLock<Arc<dyn Fn() -> bool + Send + Sync>>,
 }
 
 fn cursor_setting(name: &str) -> String {
@@ -83,6 +87,7 @@ impl Webhook {
             secret,
             store,
             wake: tokio::sync::Notify::new(),
+            gate: std::sync::OnceLock::new(),
         });
         // New events wake the sender; the log itself is the queue.
         let mut live = events.subscribe();
@@ -99,6 +104,17 @@ impl Webhook {
         });
         tokio::spawn(hook.clone().run());
         Ok(hook)
+    }
+
+    /// Delivers only while `gate` says so (once; a cluster's lease).
+    pub fn set_gate(&self, gate: Arc<dyn Fn() -> bool + Send + Sync>) {
+        let _ = self.gate.set(gate);
+        self.wake.notify_one();
+    }
+
+    /// Checks the gate now (the lease was just won).
+    pub fn poke(&self) {
+        self.wake.notify_one();
     }
 
     /// The webhook's name.
@@ -118,6 +134,19 @@ impl Webhook {
     pub async fn replay(&self, after: i64) -> Result<(), crate::store::StoreError> {
         self.set_cursor(after).await?;
         self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Takes the stored cursor (another node may have moved it).
+    async fn reload_cursor(&self) -> Result<(), crate::store::StoreError> {
+        if let Some(c) = self
+            .store
+            .setting(&cursor_setting(&self.config.name))
+            .await?
+            .and_then(|c| c.parse().ok())
+        {
+            self.status.lock().unwrap_or_else(|e| e.into_inner()).cursor = c;
+        }
         Ok(())
     }
 
@@ -151,6 +180,18 @@ impl Webhook {
             let woken = self.wake.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
+            if let Some(gate) = self.gate.get() {
+                if !gate() {
+                    // Another node delivers it.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), woken).await;
+                    continue;
+                }
+                if let Err(e) = self.reload_cursor().await {
+                    tracing::warn!(webhook = %self.config.name, error = %e, "cannot read the webhook's cursor");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            }
             match self.deliver_one_batch().await {
                 Ok(true) => continue,
                 Ok(false) => {

@@ -204,7 +204,8 @@ async function refreshCluster() {
     const name = n.node_id.slice(0, 8) + (n.this_node ? ' (this node)' : '');
     const beat = `${n.heartbeat_age_secs.toFixed(1)} s ago${n.live ? '' : ' (dead)'}`;
     body.append(el('tr', { 'data-node': n.node_id }, cell('Node', name), cell('Address', n.addr, 'url'),
-      cell('Heartbeat', beat), cell('Clients', `${n.clients.length}: ${n.clients.slice(0, 20).join(', ')}${n.clients.length > 20 ? ' …' : ''}`)));
+      cell('Heartbeat', beat), cell('Clients', `${n.clients.length}: ${n.clients.slice(0, 20).join(', ')}${n.clients.length > 20 ? ' …' : ''}`),
+      cell('Webhooks', n.webhooks.join(', '))));
   }
 }
 

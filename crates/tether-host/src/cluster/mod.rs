@@ -102,6 +102,8 @@ pub struct NodeView {
     pub live: bool,
     /// The clients it holds leases for.
     pub clients: Vec<String>,
+    /// The webhooks it delivers.
+    pub webhooks: Vec<String>,
     /// This node (the one answering).
     pub this_node: bool,
 }
@@ -496,7 +498,8 @@ impl Cluster {
     pub async fn nodes(&self) -> Result<Vec<NodeView>, StoreError> {
         let rows = sqlx::query(
             "SELECT n.node_id, n.addr, EXTRACT(EPOCH FROM now() - n.heartbeat_at)::FLOAT8 AS age, \
-             COALESCE(array_agg(l.key ORDER BY l.key) FILTER (WHERE l.key IS NOT NULL AND l.expires_at > now()), '{}') AS clients \
+             COALESCE(array_agg(l.key ORDER BY l.key) FILTER (WHERE l.key NOT LIKE '/%' AND l.expires_at > now()), '{}') AS clients, \
+             COALESCE(array_agg(substr(l.key, 10) ORDER BY l.key) FILTER (WHERE l.key LIKE '/webhook/%' AND l.expires_at > now()), '{}') AS webhooks \
              FROM nodes n LEFT JOIN leases l ON l.node_id = n.node_id GROUP BY n.node_id, n.addr, n.heartbeat_at ORDER BY n.node_id",
         )
         .fetch_all(&self.pool)
@@ -513,6 +516,7 @@ impl Cluster {
                     heartbeat_age_secs: age,
                     live: age < LEASE.as_secs_f64(),
                     clients: r.try_get("clients")?,
+                    webhooks: r.try_get("webhooks")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

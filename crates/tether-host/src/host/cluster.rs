@@ -27,6 +27,13 @@ impl Host {
         let members: Arc<dyn Members> = host.clone();
         let weak: Weak<dyn Members> = Arc::downgrade(&members);
         let cluster = Cluster::join(pool.clone(), addr, weak).await?;
+        // One node delivers each webhook: the one holding its lease.
+        for w in host.webhooks() {
+            let (c, key) = (Arc::downgrade(&cluster), webhook_key(w.name()));
+            w.set_gate(Arc::new(move || {
+                c.upgrade().is_some_and(|c| c.may_send(&key))
+            }));
+        }
         let _ = host.cluster.set(cluster);
         tokio::spawn(follow_instances(Arc::downgrade(&host), pool));
         Ok(host)
@@ -129,6 +136,11 @@ impl Host {
     }
 }
 
+/// The lease key of a webhook's delivery ('/' is never in a client's key).
+fn webhook_key(name: &str) -> String {
+    format!("/webhook/{name}")
+}
+
 /// Follows `NOTIFY tether_instances` (and re-reads everything now and
 /// then, and after a lost connection, in case a notification was missed).
 async fn follow_instances(host: Weak<Host>, pool: sqlx::PgPool) {
@@ -212,16 +224,27 @@ impl Host {
 #[async_trait::async_trait]
 impl Members for Host {
     fn wanted(&self) -> Vec<String> {
-        self.clients
+        let mut keys: Vec<String> = self
+            .clients
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
             .filter(|(_, rt)| rt.spec().reconnect && rt.status().state != ClientState::Disabled)
             .map(|(k, _)| k.clone())
-            .collect()
+            .collect();
+        keys.extend(self.webhooks().iter().map(|w| webhook_key(w.name())));
+        keys
     }
 
     fn acquired(&self, key: &str, _epoch: i64) {
+        if let Some(w) = self
+            .webhooks()
+            .iter()
+            .find(|w| webhook_key(w.name()) == key)
+        {
+            w.poke();
+            return;
+        }
         if let Ok(rt) = self.runtime(key) {
             rt.connect();
         }
