@@ -691,3 +691,81 @@ async fn postgres_two_hosts_share_limits_and_one_gap_free_event_log() {
         .collect();
     assert_eq!(read, all);
 }
+
+#[tokio::test]
+async fn postgres_outbox_changes_need_the_clients_lease_once_fenced() {
+    use sqlx::Connection;
+    let Some(url) = pg_database("fence").await else {
+        return;
+    };
+    let store = PgStore::open_with(&url, Secrets::Plaintext).await.unwrap();
+    store.outbox_append(&[m("a"), m("b")]).await.unwrap();
+    let seqs: Vec<i64> = store
+        .outbox_pending("c", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    store.fence_with("node-a");
+    let mut raw = sqlx::PgConnection::connect(&url).await.unwrap();
+    // Nobody's lease, then another node's, then an expired one of ours:
+    // the change is refused each time.
+    for lease in [
+        None,
+        Some(("node-b", "now() + interval '5 s'")),
+        Some(("node-a", "now() - interval '1 s'")),
+    ] {
+        if let Some((node, expires)) = lease {
+            sqlx::query(&format!(
+                "INSERT INTO leases (key, node_id, epoch, expires_at) VALUES ('c', $1, 1, {expires}) \
+                 ON CONFLICT (key) DO UPDATE SET node_id = excluded.node_id, expires_at = excluded.expires_at"
+            ))
+            .bind(node)
+            .execute(&mut raw)
+            .await
+            .unwrap();
+        }
+        store
+            .outbox_mark(&seqs[..1], OutboxStatus::Done, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            statuses(&store).await,
+            [OutboxStatus::Pending, OutboxStatus::Pending],
+            "lease {lease:?}"
+        );
+    }
+    sqlx::query("UPDATE leases SET expires_at = now() + interval '5 s' WHERE key = 'c'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    store
+        .outbox_mark(&seqs[..1], OutboxStatus::Done, None)
+        .await
+        .unwrap();
+    store
+        .outbox_mark(&seqs[1..], OutboxStatus::InFlight, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses(&store).await,
+        [OutboxStatus::Done, OutboxStatus::InFlight]
+    );
+    // Another node takes the lease: our requeue changes nothing.
+    sqlx::query("UPDATE leases SET node_id = 'node-b' WHERE key = 'c'")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_requeue("c").await.unwrap(), 0);
+}
+
+async fn statuses(store: &PgStore) -> Vec<OutboxStatus> {
+    store
+        .outbox_list("c", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.status)
+        .collect()
+}

@@ -23,10 +23,11 @@ impl Host {
         addr: String,
     ) -> Result<Arc<Host>, HostError> {
         let pool = store.pool().clone();
-        let host = Self::start_inner(config, store, Default::default(), true).await?;
+        let host = Self::start_inner(config, store.clone(), Default::default(), true).await?;
         let members: Arc<dyn Members> = host.clone();
         let weak: Weak<dyn Members> = Arc::downgrade(&members);
         let cluster = Cluster::join(pool.clone(), addr, weak).await?;
+        store.fence_with(cluster.node_id());
         // One node delivers each webhook: the one holding its lease.
         for w in host.webhooks() {
             let (c, key) = (Arc::downgrade(&cluster), webhook_key(w.name()));

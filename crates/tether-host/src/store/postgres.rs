@@ -18,6 +18,11 @@ pub(super) const ROWS_PER_STATEMENT: usize = 1000;
 pub struct PgStore {
     pool: PgPool,
     secrets: Secrets,
+    /// In a cluster: this node's id. Outbox status changes (delivered,
+    /// in flight, acknowledged, back to pending) then apply only to clients
+    /// whose lease this node holds: a node that lost a lease cannot change
+    /// what the new owner is doing.
+    fence: std::sync::OnceLock<String>,
 }
 
 fn database(context: impl Into<String>) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -39,9 +44,22 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Corrupt(format!("cannot migrate the store {shown}: {e}")))?;
-        let store = PgStore { pool, secrets };
+        let store = PgStore {
+            pool,
+            secrets,
+            fence: std::sync::OnceLock::new(),
+        };
         super::secrets::check_key(&store, &store.secrets).await?;
         Ok(store)
+    }
+
+    /// Fences outbox status changes with this node's leases (once).
+    pub fn fence_with(&self, node_id: &str) {
+        let _ = self.fence.set(node_id.to_string());
+    }
+
+    pub(super) fn fence(&self) -> Option<&str> {
+        self.fence.get().map(String::as_str)
     }
 
     /// The connection pool (the cluster's leases use it too).
@@ -318,16 +336,19 @@ impl Store for PgStore {
         if seqs.is_empty() {
             return Ok(());
         }
-        super::postgres_outbox::mark(&self.pool, seqs, status, error).await
+        super::postgres_outbox::mark(&self.pool, seqs, status, error, self.fence()).await
     }
 
     async fn outbox_requeue(&self, client: &str) -> Result<u64, StoreError> {
-        let done = sqlx::query(
-            "UPDATE outbox SET status = 'pending' WHERE client = $1 AND status = 'in-flight'",
-        )
-        .bind(client)
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "UPDATE outbox SET status = 'pending' WHERE client = $1 AND status = 'in-flight' AND {}",
+            super::postgres_outbox::FENCE.replace("$F", "$2")
+        );
+        let done = sqlx::query(&sql)
+            .bind(client)
+            .bind(self.fence())
+            .execute(&self.pool)
+            .await?;
         Ok(done.rows_affected())
     }
 

@@ -13,27 +13,45 @@ use super::outbox::{
 use super::postgres::PgStore;
 use super::{now_ms, StoreError};
 
+/// The condition a fenced status change adds (`$F` is the node id, or
+/// NULL without a fence): the row's client is leased to this node, live.
+pub(super) const FENCE: &str = "($F::TEXT IS NULL OR EXISTS (SELECT 1 FROM leases l \
+     WHERE l.key = outbox.client AND l.node_id = $F AND l.expires_at > now()))";
+
 /// Moves the messages numbered `seqs` to `status` (an attempt, when they
-/// go in flight or back to pending).
+/// go in flight or back to pending); with a fence, only those of clients
+/// this node holds.
 pub(super) async fn mark<'e>(
     db: impl sqlx::PgExecutor<'e>,
     seqs: &[i64],
     status: OutboxStatus,
     error: Option<&str>,
+    fence: Option<&str>,
 ) -> Result<(), StoreError> {
     let attempt = matches!(status, OutboxStatus::InFlight | OutboxStatus::Pending);
-    sqlx::query(
+    let sql = format!(
         "UPDATE outbox SET status = $1, attempts = attempts + $2, \
          done_ms = CASE WHEN $1 = 'done' THEN $3 ELSE done_ms END, \
-         last_error = COALESCE($4, last_error) WHERE seq = ANY($5)",
-    )
-    .bind(status.as_str())
-    .bind(i64::from(attempt))
-    .bind(now_ms())
-    .bind(error)
-    .bind(seqs)
-    .execute(db)
-    .await?;
+         last_error = COALESCE($4, last_error) WHERE seq = ANY($5) AND {}",
+        FENCE.replace("$F", "$6")
+    );
+    let changed = sqlx::query(&sql)
+        .bind(status.as_str())
+        .bind(i64::from(attempt))
+        .bind(now_ms())
+        .bind(error)
+        .bind(seqs)
+        .bind(fence)
+        .execute(db)
+        .await?
+        .rows_affected();
+    if fence.is_some() && changed < seqs.len() as u64 {
+        tracing::warn!(
+            refused = seqs.len() as u64 - changed,
+            status = status.as_str(),
+            "outbox status changes refused: this node no longer holds those clients' leases"
+        );
+    }
     Ok(())
 }
 
@@ -109,25 +127,37 @@ impl PgStore {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         if !commit.done.is_empty() {
-            mark(&mut *tx, commit.done, OutboxStatus::Done, None).await?;
+            mark(
+                &mut *tx,
+                commit.done,
+                OutboxStatus::Done,
+                None,
+                self.fence(),
+            )
+            .await?;
         }
+        let by_message = format!(
+            "UPDATE outbox SET status = 'done', done_ms = $1 WHERE client = $2 AND msg_id = $3 \
+             AND status = 'in-flight' AND {}",
+            FENCE.replace("$F", "$4")
+        );
+        let by_packet = format!(
+            "UPDATE outbox SET status = 'done', done_ms = $1 WHERE seq = (SELECT seq FROM outbox \
+             WHERE client = $2 AND status = 'in-flight' AND seq % 65000 + 1 = $3 ORDER BY seq LIMIT 1) AND {}",
+            FENCE.replace("$F", "$4")
+        );
         for ack in commit.acks {
             let q = match &ack.id {
-                AckId::Message(id) => sqlx::query(
-                    "UPDATE outbox SET status = 'done', done_ms = $1 WHERE client = $2 AND msg_id = $3 AND status = 'in-flight'",
-                )
-                .bind(now)
-                .bind(&ack.client)
-                .bind(id),
-                AckId::Packet(pid) => sqlx::query(
-                    "UPDATE outbox SET status = 'done', done_ms = $1 WHERE seq = (SELECT seq FROM outbox \
-                     WHERE client = $2 AND status = 'in-flight' AND seq % 65000 + 1 = $3 ORDER BY seq LIMIT 1)",
-                )
-                .bind(now)
-                .bind(&ack.client)
-                .bind(i64::from(*pid)),
+                AckId::Message(id) => sqlx::query(&by_message)
+                    .bind(now)
+                    .bind(&ack.client)
+                    .bind(id),
+                AckId::Packet(pid) => sqlx::query(&by_packet)
+                    .bind(now)
+                    .bind(&ack.client)
+                    .bind(i64::from(*pid)),
             };
-            q.execute(&mut *tx).await?;
+            q.bind(self.fence()).execute(&mut *tx).await?;
         }
         let mut clients: Vec<&str> = batch.iter().map(|m| m.client.as_str()).collect();
         clients.sort_unstable();
