@@ -248,13 +248,14 @@ pub async fn run(
         }
     });
     let mut closing = closing;
+    // Leaving the cluster needs the store: in a cluster it closes after.
+    let mut closed = false;
     if host.cluster().is_some() {
-        // Leaving needs the store: it closes after.
-        if tokio::time::timeout_at(deadline, &mut closing)
-            .await
-            .is_err()
-        {
-            tracing::warn!("shutdown grace period passed while leaving the cluster");
+        match tokio::time::timeout_at(deadline, &mut closing).await {
+            Ok(_) => closed = true,
+            Err(_) => {
+                tracing::warn!("shutdown grace period passed while leaving the cluster")
+            }
         }
     }
     // Requests in flight finish (event streams end at once); then the store
@@ -270,7 +271,7 @@ pub async fn run(
     {
         tracing::warn!("the store did not close in time");
     }
-    if tokio::time::timeout_at(deadline, closing).await.is_err() {
+    if !closed && tokio::time::timeout_at(deadline, closing).await.is_err() {
         tracing::warn!(
             grace_secs = config.shutdown_grace.as_secs(),
             "shutdown grace period passed: exiting with clients still closing"

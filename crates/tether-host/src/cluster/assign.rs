@@ -4,10 +4,11 @@
 //!
 //! Each key ranks the nodes by a hash of (node, key). Keys are placed in a
 //! fixed order, each on its best-ranked node that still has room; a node's
-//! room is the fair share rounded up, so loads differ by one at most (a
-//! looser bound lets one node run short: with 3 nodes and 10 % of slack,
-//! two full nodes leave the third 20 % under its share). A node that joins
-//! or leaves moves mostly its own share of keys.
+//! room is the fair share rounded up, so no node holds more than that and
+//! none falls short of it by more than one per other node (a looser bound
+//! lets one node run short: with 3 nodes and 10 % of slack, two full nodes
+//! leave the third 20 % under its share). A node that joins or leaves moves
+//! mostly its own share of keys.
 
 use std::collections::HashMap;
 
@@ -73,7 +74,7 @@ mod tests {
     }
 
     #[test]
-    fn loads_differ_by_one_at_most() {
+    fn no_node_above_its_share_or_short_by_more_than_one_per_other_node() {
         for (k, n) in [(300, 3), (1000, 3), (301, 2), (5000, 7), (10, 3)] {
             let keys = keys(k);
             let a = assign(&keys, &nodes(n));

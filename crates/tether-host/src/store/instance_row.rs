@@ -1,5 +1,5 @@
-//! An instance as both stores keep it: one row type, its secrets sealed on
-//! the way in and opened on the way out.
+//! Rows as both stores keep them: an instance (its secrets sealed on the
+//! way in and opened on the way out) and an audit entry.
 
 use std::collections::BTreeMap;
 
@@ -89,6 +89,30 @@ impl InstanceRow {
             updated_ms: self.updated_ms,
             version: self.version,
         })
+    }
+}
+
+/// An `audit` row (`detail` as stored text).
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct AuditRow {
+    id: i64,
+    at_ms: i64,
+    actor: String,
+    action: String,
+    key: String,
+    detail: String,
+}
+
+impl From<AuditRow> for super::AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        super::AuditEntry {
+            id: r.id,
+            at_ms: r.at_ms,
+            actor: r.actor,
+            action: r.action,
+            key: r.key,
+            detail: serde_json::from_str(&r.detail).unwrap_or(serde_json::Value::Null),
+        }
     }
 }
 

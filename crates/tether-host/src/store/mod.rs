@@ -52,18 +52,19 @@ pub struct InstanceRecord {
 }
 
 /// One event from the log: its sequence number, client and JSON.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct LoggedEvent {
     /// Sequence number, gap-free in the order events were logged.
     pub seq: i64,
     /// The client.
     pub client: String,
     /// The event as JSON (without its `seq`).
+    #[sqlx(rename = "event")]
     pub json: String,
 }
 
 /// A webhook batch given up on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema, sqlx::FromRow)]
 pub struct DeadBatch {
     /// Its number.
     pub id: i64,

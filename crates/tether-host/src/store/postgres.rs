@@ -5,7 +5,7 @@
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{FromRow, Postgres, QueryBuilder, Row, Transaction};
 
-use super::instance_row::{check_version, InstanceRow};
+use super::instance_row::{check_version, AuditRow, InstanceRow};
 use super::secrets::Secrets;
 use super::{
     now_ms, AuditEntry, Change, DeadBatch, InstanceRecord, LoggedEvent, Store, StoreError,
@@ -118,19 +118,6 @@ async fn audit_in(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn dead_batch(r: &PgRow) -> Result<DeadBatch, StoreError> {
-    Ok(DeadBatch {
-        id: r.try_get("id")?,
-        webhook: r.try_get("webhook")?,
-        from_seq: r.try_get("from_seq")?,
-        to_seq: r.try_get("to_seq")?,
-        events: r.try_get("events")?,
-        attempts: r.try_get("attempts")?,
-        last_error: r.try_get("last_error")?,
-        at_ms: r.try_get("at_ms")?,
-    })
 }
 
 #[async_trait::async_trait]
@@ -263,23 +250,11 @@ impl Store for PgStore {
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit ORDER BY id DESC LIMIT $1")
+        let rows = sqlx::query_as::<_, AuditRow>("SELECT * FROM audit ORDER BY id DESC LIMIT $1")
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let detail: String = row.try_get("detail")?;
-                Ok(AuditEntry {
-                    id: row.try_get("id")?,
-                    at_ms: row.try_get("at_ms")?,
-                    actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
-                    key: row.try_get("key")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -453,23 +428,14 @@ impl Store for PgStore {
         client: Option<&str>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, LoggedEvent>(
             "SELECT seq, client, event FROM events WHERE seq > $1 AND ($2::TEXT IS NULL OR client = $2) ORDER BY seq LIMIT $3",
         )
         .bind(after)
         .bind(client)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LoggedEvent {
-                    seq: r.try_get("seq")?,
-                    client: r.try_get("client")?,
-                    json: r.try_get("event")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     async fn events_bounds(&self) -> Result<(i64, i64), StoreError> {
@@ -516,13 +482,13 @@ impl Store for PgStore {
         webhook: &str,
         limit: u32,
     ) -> Result<Vec<DeadBatch>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM webhook_dead WHERE webhook = $1 ORDER BY id DESC LIMIT $2")
-                .bind(webhook)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
-        rows.iter().map(dead_batch).collect()
+        Ok(sqlx::query_as::<_, DeadBatch>(
+            "SELECT * FROM webhook_dead WHERE webhook = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(webhook)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     async fn close(&self) {

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
 use sqlx::{FromRow, Row, Sqlite, SqlitePool, Transaction};
 
-use super::instance_row::{check_version, InstanceRow};
+use super::instance_row::{check_version, AuditRow, InstanceRow};
 use super::secrets::Secrets;
 use super::{now_ms, AuditEntry, Change, InstanceRecord, Store, StoreError};
 
@@ -285,23 +285,11 @@ impl Store for SqliteStore {
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit ORDER BY id DESC LIMIT ?")
+        let rows = sqlx::query_as::<_, AuditRow>("SELECT * FROM audit ORDER BY id DESC LIMIT ?")
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|row| {
-                let detail: String = row.try_get("detail")?;
-                Ok(AuditEntry {
-                    id: row.try_get("id")?,
-                    at_ms: row.try_get("at_ms")?,
-                    actor: row.try_get("actor")?,
-                    action: row.try_get("action")?,
-                    key: row.try_get("key")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
-                })
-            })
-            .collect()
+        Ok(rows.into_iter().map(AuditEntry::from).collect())
     }
 
     async fn setting(&self, name: &str) -> Result<Option<String>, StoreError> {

@@ -39,7 +39,7 @@ impl SqliteStore {
         client: Option<&str>,
         limit: u32,
     ) -> Result<Vec<LoggedEvent>, StoreError> {
-        let rows = sqlx::query(
+        Ok(sqlx::query_as::<_, LoggedEvent>(
             "SELECT seq, client, event FROM events WHERE seq > ? AND (? IS NULL OR client = ?) ORDER BY seq LIMIT ?",
         )
         .bind(after)
@@ -47,16 +47,7 @@ impl SqliteStore {
         .bind(client)
         .bind(i64::from(limit))
         .fetch_all(self.pool())
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LoggedEvent {
-                    seq: r.try_get("seq")?,
-                    client: r.try_get("client")?,
-                    json: r.try_get("event")?,
-                })
-            })
-            .collect()
+        .await?)
     }
 
     pub(super) async fn events_range(&self) -> Result<(i64, i64), StoreError> {
@@ -115,25 +106,12 @@ impl SqliteStore {
         webhook: &str,
         limit: u32,
     ) -> Result<Vec<DeadBatch>, StoreError> {
-        let rows =
-            sqlx::query("SELECT * FROM webhook_dead WHERE webhook = ? ORDER BY id DESC LIMIT ?")
-                .bind(webhook)
-                .bind(i64::from(limit))
-                .fetch_all(self.pool())
-                .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DeadBatch {
-                    id: r.try_get("id")?,
-                    webhook: r.try_get("webhook")?,
-                    from_seq: r.try_get("from_seq")?,
-                    to_seq: r.try_get("to_seq")?,
-                    events: r.try_get("events")?,
-                    attempts: r.try_get("attempts")?,
-                    last_error: r.try_get("last_error")?,
-                    at_ms: r.try_get("at_ms")?,
-                })
-            })
-            .collect()
+        Ok(sqlx::query_as::<_, DeadBatch>(
+            "SELECT * FROM webhook_dead WHERE webhook = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(webhook)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await?)
     }
 }
