@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     pub receive_window: usize,
     /// The driver stopped reading until the application takes events.
     pub read_stalled: AtomicBool,
+    /// See [`ConnectOptions::write_gate`](crate::ConnectOptions::write_gate).
+    pub write_gate: Option<crate::options::WriteGate>,
 }
 
 pub(crate) struct Inner {
@@ -132,6 +134,7 @@ impl Shared {
             undelivered: AtomicUsize::new(0),
             receive_window: receive_window.max(1),
             read_stalled: AtomicBool::new(false),
+            write_gate: None,
         }
     }
 

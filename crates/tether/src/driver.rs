@@ -130,6 +130,16 @@ impl Driver {
                 self.shared.in_flight.store(n, Ordering::Release);
             }
         }
+        if self.wpos < self.wbuf.len() && self.shared.write_gate.as_ref().is_some_and(|g| !g()) {
+            // Fenced: nothing more goes on the wire, not even a close frame.
+            self.wbuf.clear();
+            self.wpos = 0;
+            self.fail_io(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the connection's write gate refused further writes",
+            ));
+            return true;
+        }
         while self.wpos < self.wbuf.len() {
             match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
                 Poll::Ready(Ok(0)) => {

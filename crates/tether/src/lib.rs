@@ -46,7 +46,7 @@ pub use error::{
     CertificateProblem, Error, HandshakeError, ProtocolError, RequestError, SendError, TlsError,
 };
 pub use handlers::Handlers;
-pub use options::{BackpressurePolicy, ConnectOptions};
+pub use options::{BackpressurePolicy, ConnectOptions, WriteGate};
 pub use persistent::{
     Persistent, PersistentEvent, PersistentOptions, PersistentReceiver, PersistentState,
 };

@@ -40,7 +40,12 @@ pub struct ConnectOptions {
     pub(crate) receive_window: usize,
     pub(crate) tls_options: crate::tls::TlsOptions,
     pub(crate) proxy: crate::proxy::ProxyMode,
+    pub(crate) write_gate: Option<WriteGate>,
 }
+
+/// Asked before any bytes go to the socket; see
+/// [`ConnectOptions::write_gate`].
+pub type WriteGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 impl Default for ConnectOptions {
     fn default() -> Self {
@@ -58,6 +63,7 @@ impl Default for ConnectOptions {
             receive_window: 1 << 20,
             tls_options: crate::tls::TlsOptions::default(),
             proxy: crate::proxy::ProxyMode::None,
+            write_gate: None,
         }
     }
 }
@@ -190,6 +196,17 @@ impl ConnectOptions {
     /// names, or through this proxy.
     pub fn proxy(&mut self, proxy: crate::proxy::ProxyMode) -> &mut Self {
         self.proxy = proxy;
+        self
+    }
+
+    /// Asks `gate` before writing anything to the socket once the
+    /// connection is open; when it says no, the connection is dropped at
+    /// once, without writing what is queued (not even a close frame). For
+    /// fencing: a cluster node that lost a client's lease while it was
+    /// paused must not put bytes on the wire that it queued before the
+    /// pause.
+    pub fn write_gate(&mut self, gate: WriteGate) -> &mut Self {
+        self.write_gate = Some(gate);
         self
     }
 

@@ -55,13 +55,15 @@ fn faces(
     url: &str,
     options: &ConnectOptions,
 ) -> (Arc<Shared>, mpsc::Sender<Event>, Connection, Receiver) {
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         key,
         redact(url),
         options.max_buffered,
         options.backpressure,
         options.receive_window,
-    ));
+    );
+    shared.write_gate = options.write_gate.clone();
+    let shared = Arc::new(shared);
     let (tx, rx) = mpsc::channel(options.event_queue.max(1));
     let receiver = Receiver {
         rx,

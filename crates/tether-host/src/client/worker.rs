@@ -245,11 +245,13 @@ impl Worker {
         let Some(request) = prepared else {
             return self.lost(&spec, "before_connect failed".into());
         };
-        match tether::open(
-            self.rt.key.clone(),
-            &request.url,
-            &spec.options(&request.headers),
-        ) {
+        let mut options = spec.options(&request.headers);
+        if let Some(gate) = self.rt.handle.gate() {
+            // In a cluster: bytes queued before a pause never go out after it.
+            let key = self.rt.key.clone();
+            options.write_gate(Arc::new(move || gate(&key)));
+        }
+        match tether::open(self.rt.key.clone(), &request.url, &options) {
             Ok((conn, rx)) => {
                 self.rt.handle.set(Some(conn));
                 self.events = Some(rx);

@@ -104,6 +104,11 @@ impl ConnHandle {
         let _ = self.gate.set(gate);
     }
 
+    /// The send gate, if any (a cluster's lease check).
+    pub(crate) fn gate(&self) -> Option<SendGate> {
+        self.gate.get().cloned()
+    }
+
     /// Whether the gate lets this instance send now.
     pub(crate) fn may_send(&self) -> bool {
         self.gate.get().is_none_or(|g| g(&self.key))

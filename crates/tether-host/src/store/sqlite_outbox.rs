@@ -29,10 +29,11 @@ struct WriteTx {
 }
 
 impl WriteTx {
-    fn conn(&mut self) -> &mut SqliteConnection {
+    fn conn(&mut self) -> Result<&mut SqliteConnection, StoreError> {
+        // Taken only by `drop`: always here while the guard is in use.
         self.conn
             .as_deref_mut()
-            .expect("the connection is held until the guard is dropped")
+            .ok_or_else(|| StoreError::Corrupt("the writer's connection is gone".into()))
     }
 
     /// The statements ended with `COMMIT`: the connection goes back to the
@@ -211,7 +212,7 @@ impl SqliteStore {
         let mut open: HashMap<&str, (u64, u64)> = HashMap::new();
         for row in begin_query(&commit, now)
             .build()
-            .fetch_all(tx.conn())
+            .fetch_all(tx.conn()?)
             .await?
         {
             let client: String = row.try_get("client")?;
@@ -236,7 +237,7 @@ impl SqliteStore {
                 ids.push_bind(&m.msg_id);
             }
             q.push(")");
-            for row in q.build().fetch_all(tx.conn()).await? {
+            for row in q.build().fetch_all(tx.conn()?).await? {
                 known.insert(
                     (row.try_get("client")?, row.try_get("msg_id")?),
                     row.try_get("seq")?,
@@ -267,8 +268,8 @@ impl SqliteStore {
             };
             if !fits(n, bytes) && m.limits.when_full == FullPolicy::DropOldest {
                 // What this batch added must be in the table to be dropped.
-                insert_rows(tx.conn(), &mut insert, &mut seq_of, now, false).await?;
-                (n, bytes) = drop_oldest(tx.conn(), &m.client, n, bytes, fits).await?;
+                insert_rows(tx.conn()?, &mut insert, &mut seq_of, now, false).await?;
+                (n, bytes) = drop_oldest(tx.conn()?, &m.client, n, bytes, fits).await?;
             }
             if !fits(n, bytes) {
                 open.insert(&m.client, (n, bytes));
@@ -280,7 +281,7 @@ impl SqliteStore {
             insert.push((i, m));
             out.push(Appended::Stored { seq: 0 });
         }
-        insert_rows(tx.conn(), &mut insert, &mut seq_of, now, true).await?;
+        insert_rows(tx.conn()?, &mut insert, &mut seq_of, now, true).await?;
         tx.committed();
         for (i, a) in out.iter_mut().enumerate() {
             match a {
