@@ -476,9 +476,11 @@ async def main():
             gaps = []
             twos = 0
             codes = []
+            converged = []
             for r in range(reps):
                 for n in range(args.nodes):
-                    await settled()
+                    t_settle = time.monotonic()
+                    converged.append((await settled(), time.monotonic() - t_settle))
                     mine = [k for k, m in cl.owners((n + 1) % args.nodes).items() if m == n]
                     log.reset_max()
                     t0 = time.monotonic()
@@ -497,6 +499,8 @@ async def main():
             checks.check("7 rolling SIGTERM: handover p99", pct(gaps, 0.99) <= 1.5,
                          f"p50 {pct(gaps, 0.5):.2f} s, p99 {pct(gaps, 0.99):.2f} s over {len(gaps)} handovers", "p99 <= 1.5 s")
             checks.check("7 rolling SIGTERM: duplicates", twos == 0, f"{twos} keys with two live connections", "0")
+            checks.check("7 rolling SIGTERM: rebalanced after each restart", all(ok for ok, _ in converged),
+                         f"{sum(ok for ok, _ in converged)} of {len(converged)}, slowest {max(t for _, t in converged):.1f} s", "all within 60 s")
             checks.check("7 rolling SIGTERM: nodes exit cleanly", all(c == 0 for c in codes), f"exit codes {sorted(set(codes))}", "all 0")
 
         if 8 in only:

@@ -193,12 +193,25 @@ impl Cluster {
             }
             let Some(m) = members.upgrade() else { return };
             let sent = Instant::now();
-            match tokio::time::timeout(ROUND_TIMEOUT, self.round(m.as_ref())).await {
+            // Renewing comes first and alone decides freshness; claiming and
+            // handing over follow, and never delay a renewal.
+            match tokio::time::timeout(ROUND_TIMEOUT, self.renew(m.as_ref())).await {
                 Ok(Ok(())) => {
                     *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Some(sent);
                 }
-                Ok(Err(e)) => tracing::warn!(error = %e, "cluster: cannot renew leases"),
-                Err(_) => tracing::warn!("cluster: renewing leases took over {ROUND_TIMEOUT:?}"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cluster: cannot renew leases");
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!("cluster: renewing leases took over {ROUND_TIMEOUT:?}");
+                    continue;
+                }
+            }
+            match tokio::time::timeout(ROUND_TIMEOUT, self.rebalance(&m)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "cluster: cannot claim leases"),
+                Err(_) => tracing::warn!("cluster: claiming leases took over {ROUND_TIMEOUT:?}"),
             }
         }
     }
@@ -263,8 +276,8 @@ impl Cluster {
         }
     }
 
-    /// One round: heartbeat, renew, notice lost leases, claim, hand over.
-    async fn round(&self, m: &dyn Members) -> Result<(), StoreError> {
+    /// Heartbeat and renew; notices leases lost meanwhile.
+    async fn renew(&self, m: &dyn Members) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await.map_err(db("cannot renew leases"))?;
         sqlx::query("UPDATE nodes SET heartbeat_at = now(), addr = $2 WHERE node_id = $1")
             .bind(&self.node_id)
@@ -303,6 +316,12 @@ impl Cluster {
             tracing::warn!(client = %k, "cluster: lease lost");
             m.lost(k);
         }
+        Ok(())
+    }
+
+    /// Claims what this node should own and nobody holds; hands over, in
+    /// the background, what another node should own.
+    async fn rebalance(self: &Arc<Self>, m: &Arc<dyn Members>) -> Result<(), StoreError> {
         let live = self.live_nodes().await?;
         let wanted = m.wanted();
         let owners = assign::assign(&wanted, &live);
@@ -356,9 +375,15 @@ impl Cluster {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .extend(hand_over.iter().cloned());
-            for key in hand_over {
-                self.hand_over(m, &key).await;
-            }
+            let (cluster, m) = (self.clone(), m.clone());
+            tokio::spawn(async move {
+                futures_util::future::join_all(
+                    hand_over
+                        .iter()
+                        .map(|key| cluster.hand_over(m.as_ref(), key)),
+                )
+                .await;
+            });
         }
         Ok(())
     }
