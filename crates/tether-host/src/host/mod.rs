@@ -13,11 +13,12 @@ use crate::config::{ClientType, Loaded};
 use crate::events::{body, EventBus};
 use crate::modules::lua::LuaFactory;
 use crate::modules::{ClientLookup, ConnHandle, ModuleContext, ModuleFactory, NoModule};
-use crate::store::{now_ms, rfc3339, Change, InstanceRecord, Store, StoreError};
+use crate::store::{rfc3339, InstanceRecord, Store, StoreError};
 
 mod cluster;
 mod dynamic;
 mod instances;
+mod predefined;
 mod validate;
 
 pub use validate::is_secret_header;
@@ -241,60 +242,6 @@ impl Host {
             host.start_instance(&record);
         }
         Ok(host)
-    }
-
-    async fn sync_predefined(&self) -> Result<(), HostError> {
-        for t in self.types.values().filter(|t| t.config.predefined) {
-            let c = &t.config;
-            let url = c.url.clone().unwrap_or_default();
-            let now = now_ms();
-            match self.store.get(&c.name).await? {
-                None => {
-                    let record = InstanceRecord {
-                        key: c.name.clone(),
-                        type_name: c.name.clone(),
-                        predefined: true,
-                        url,
-                        user: None,
-                        password: None,
-                        headers: c.headers.clone(),
-                        timeout_secs: c.timeout,
-                        auto_connect: c.auto_connect,
-                        use_env_proxy: c.use_env_proxy,
-                        settings: Default::default(),
-                        created_ms: now,
-                        updated_ms: now,
-                        version: 1,
-                    };
-                    let change = Change {
-                        actor: "host",
-                        action: "create",
-                        detail: json!({"predefined": true, "url": tether::redact(&record.url)}),
-                    };
-                    self.store.insert(&record, change).await?;
-                }
-                Some(mut record) => {
-                    let before = record.clone();
-                    record.type_name = c.name.clone();
-                    record.predefined = true;
-                    record.url = url;
-                    record.headers = c.headers.clone();
-                    record.timeout_secs = c.timeout;
-                    record.auto_connect = c.auto_connect;
-                    record.use_env_proxy = c.use_env_proxy;
-                    if record != before {
-                        record.updated_ms = now;
-                        let change = Change {
-                            actor: "host",
-                            action: "update",
-                            detail: json!({"from": "config"}),
-                        };
-                        self.store.update(&record, None, change).await?;
-                    }
-                }
-            }
-        }
-        Ok(())
     }
 
     fn spec_for(&self, record: &InstanceRecord) -> ClientSpec {
