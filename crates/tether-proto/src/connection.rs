@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use crate::close::{close_payload, CloseCode};
 use crate::config::Config;
 use crate::deflate::{Deflater, Inflater};
-use crate::entropy::{draw, Entropy, SystemEntropy};
+use crate::entropy::{draw, Entropy};
 use crate::error::{ProtocolError, SendError};
 use crate::event::{CloseKind, Closed, Event};
 use crate::frame::{write_frame, write_header, HeaderParser, OpCode};
@@ -179,9 +179,11 @@ impl ClientConnection {
     /// feed the server's answer to [`receive_data`](Self::receive_data).
     ///
     /// Keys and masks come from [`SystemEntropy`]; see
-    /// [`with_entropy`](Self::with_entropy) to choose the generator.
+    /// [`with_entropy`](Self::with_entropy) to choose the generator. Needs
+    /// the `system-entropy` feature (on by default).
+    #[cfg(feature = "system-entropy")]
     pub fn new(config: Arc<Config>, request: &Request) -> Result<Self, RequestError> {
-        Self::with_entropy(config, request, Box::new(SystemEntropy))
+        Self::with_entropy(config, request, Box::new(crate::SystemEntropy))
     }
 
     /// Starts a connection whose handshake key and masking keys come from

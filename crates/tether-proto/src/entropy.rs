@@ -29,10 +29,13 @@ impl<R: rand::RngCore + Send> Entropy for R {
 
 /// The thread-local cryptographically secure generator of `rand` (ChaCha,
 /// seeded and reseeded from the operating system), reached on each call: a
-/// zero-sized handle that is `Send` and costs no allocation.
+/// zero-sized handle that is `Send` and costs no allocation. Needs the
+/// `system-entropy` feature (on by default).
+#[cfg(feature = "system-entropy")]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct SystemEntropy;
 
+#[cfg(feature = "system-entropy")]
 impl rand::RngCore for SystemEntropy {
     fn next_u32(&mut self) -> u32 {
         rand::rng().next_u32()

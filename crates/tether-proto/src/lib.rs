@@ -54,7 +54,9 @@ pub use close::CloseCode;
 pub use config::{Config, DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use connection::{ClientConnection, PayloadBuffer, State};
 pub use deflate::{DeflateConfig, DeflateParams};
-pub use entropy::{Entropy, SystemEntropy};
+pub use entropy::Entropy;
+#[cfg(feature = "system-entropy")]
+pub use entropy::SystemEntropy;
 pub use error::{HandshakeError, ProtocolError, SendError};
 pub use event::{CloseKind, Closed, Event, Message, Opened};
 pub use handshake::{accept_for_key, Request, RequestError};

@@ -10,10 +10,10 @@ use tokio::sync::{mpsc, Notify};
 
 use tether_proto::{ClientConnection, CloseCode};
 
-use crate::error::{Error, SendError};
+use crate::error::SendError;
 use crate::options::BackpressurePolicy;
 
-pub use tether_proto::Message;
+pub use crate::event::{Closed, Event, Message, State};
 
 /// Past this many queued bytes, an async send yields to the driver.
 const YIELD_AFTER: usize = 256 << 10;
@@ -21,48 +21,6 @@ const YIELD_AFTER: usize = 256 << 10;
 /// Message buffers below this size are not worth recycling (the engine
 /// would not keep them either).
 const RECYCLE_MIN: usize = 64 << 10;
-
-/// A connection's state: the engine's, as the WebSocket API names it.
-pub use tether_proto::State;
-
-/// How a connection ended.
-#[derive(Debug)]
-pub struct Closed {
-    /// The close code: the server's after a close handshake (1005 when it
-    /// sent none), ours when the server broke the protocol, 1006 when there
-    /// was no close handshake.
-    pub code: u16,
-    /// The close reason.
-    pub reason: String,
-    /// Whether the close handshake completed.
-    pub clean: bool,
-    /// What went wrong, when something did.
-    pub error: Option<Error>,
-}
-
-/// What a connection reports, in order. `Closed` is always last.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Event {
-    /// The handshake completed.
-    Open {
-        /// The subprotocol the server chose.
-        protocol: Option<String>,
-        /// Whether permessage-deflate is in use.
-        compression: bool,
-    },
-    /// A message arrived.
-    Message(Message),
-    /// A pong arrived (keepalive pongs carry the round-trip time).
-    Pong {
-        /// The round-trip time, when the pong answers a keepalive ping.
-        rtt: Option<Duration>,
-    },
-    /// The connection is closed.
-    /// (Boxed: it is rare and large, and every queued event pays for the
-    /// largest variant.)
-    Closed(Box<Closed>),
-}
 
 /// State shared by the handle, the receiver and the driver task.
 pub(crate) struct Shared {
@@ -196,6 +154,21 @@ impl std::fmt::Debug for Connection {
 }
 
 impl Connection {
+    /// Runs `f` once when the connection has ended (the registry forgets it).
+    pub(crate) fn set_on_exit(&self, f: Box<dyn FnOnce() + Send>) {
+        *self
+            .shared
+            .on_exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// Which connection this is: the same for every handle to it, and
+    /// unique among live connections.
+    pub(crate) fn id(&self) -> usize {
+        Arc::as_ptr(&self.shared) as usize
+    }
+
     /// The key this connection was opened with.
     pub fn key(&self) -> &str {
         &self.shared.key

@@ -33,7 +33,7 @@ pub(crate) async fn establish(
     let name =
         rustls_pki_types::ServerName::try_from(target.host.clone()).map_err(|e| Error::Tls {
             host: target.host.clone(),
-            source: crate::error::TlsError::InvalidName(e),
+            source: crate::tls::TlsError::InvalidName(e),
         })?;
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
@@ -41,7 +41,7 @@ pub(crate) async fn establish(
         .map_err(|e| match Error::from_io(e, &target.host) {
             Error::Reset | Error::Abnormal => Error::Tls {
                 host: target.host.clone(),
-                source: crate::error::TlsError::ClosedInHandshake,
+                source: crate::tls::TlsError::ClosedInHandshake,
             },
             other => other,
         })?;

@@ -56,15 +56,17 @@ pub enum Error {
         source: Option<io::Error>,
     },
     /// The TLS handshake or the TLS session failed.
-    /// [`TlsError::certificate_problem`] tells an expired certificate from
-    /// an unknown issuer from a name mismatch.
+    /// [`TlsError::certificate_problem`](crate::TlsError::certificate_problem)
+    /// tells an expired certificate from an unknown issuer from a name
+    /// mismatch.
+    #[cfg(not(target_arch = "wasm32"))]
     #[error("TLS failure with {host}: {source}")]
     Tls {
         /// The server name.
         host: String,
         /// What failed.
         #[source]
-        source: TlsError,
+        source: crate::tls::TlsError,
     },
     /// The TLS configuration could not be built (bad CA file, client
     /// certificate and key that do not match).
@@ -101,26 +103,44 @@ pub enum Error {
     /// Any other I/O failure on the socket.
     #[error("I/O error: {0}")]
     Io(io::Error),
+    /// The option cannot be honoured where this runs: the browser's
+    /// WebSocket API has no way to set it (see the README's table).
+    #[error("{option} cannot be set in a browser: its WebSocket API does not offer it; leave it at its default there")]
+    Unsupported {
+        /// The option, as its setter is named.
+        option: &'static str,
+    },
+    /// The browser could not open the connection. It does not tell a page
+    /// why (refused, unreachable, TLS or a rejected handshake look the
+    /// same); its developer console has the details.
+    #[error("the browser could not open a connection to {url} (refused, unreachable, TLS or handshake failure: the browser does not say which; its console does)")]
+    BrowserConnect {
+        /// The URL, password redacted.
+        url: String,
+    },
 }
 
 impl Error {
     /// A short, stable name for the kind of failure: `url`, `request`,
     /// `resolve`, `connect`, `proxy`, `tls`, `handshake`, `timeout`, `protocol`,
-    /// `reset`, `abnormal`, `io`.
+    /// `reset`, `abnormal`, `io`, `unsupported`.
     pub fn kind(&self) -> &'static str {
         match self {
             Error::InvalidUrl { .. } => "url",
             Error::InvalidRequest(_) => "request",
             Error::Resolve { .. } => "resolve",
-            Error::Connect { .. } => "connect",
+            Error::Connect { .. } | Error::BrowserConnect { .. } => "connect",
             Error::ProxyRefused { .. } | Error::Proxy { .. } => "proxy",
-            Error::Tls { .. } | Error::TlsConfig { .. } => "tls",
+            #[cfg(not(target_arch = "wasm32"))]
+            Error::Tls { .. } => "tls",
+            Error::TlsConfig { .. } => "tls",
             Error::Handshake(_) => "handshake",
             Error::ConnectTimeout(_) | Error::CloseTimeout | Error::PingTimeout => "timeout",
             Error::Protocol(_) => "protocol",
             Error::Reset => "reset",
             Error::Abnormal => "abnormal",
             Error::Io(_) => "io",
+            Error::Unsupported { .. } => "unsupported",
         }
     }
 
@@ -134,12 +154,13 @@ impl Error {
     }
 
     /// Classifies an I/O error on an established connection.
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) fn from_io(err: io::Error, host: &str) -> Error {
         if let Some(inner) = err.get_ref() {
             if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
                 return Error::Tls {
                     host: host.to_string(),
-                    source: TlsError::Rustls(tls.clone()),
+                    source: crate::tls::TlsError::Rustls(tls.clone()),
                 };
             }
         }
@@ -150,64 +171,6 @@ impl Error {
             io::ErrorKind::UnexpectedEof => Error::Abnormal,
             _ => Error::Io(err),
         }
-    }
-}
-
-/// Why a TLS session failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TlsError {
-    /// rustls refused the session: the server's certificate, or the
-    /// handshake itself.
-    #[error("{}", crate::tls::describe(.0))]
-    Rustls(#[source] rustls::Error),
-    /// The host is neither a DNS name nor an IP address TLS can check.
-    #[error("invalid server name")]
-    InvalidName(#[source] rustls_pki_types::InvalidDnsNameError),
-    /// The server ended the connection during the handshake: often a
-    /// `wss://` URL that points at a port without TLS.
-    #[error("the server ended the connection during the TLS handshake (is this a TLS port?)")]
-    ClosedInHandshake,
-}
-
-/// What was wrong with the server's certificate, for a caller to match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum CertificateProblem {
-    /// Signed by a CA that is not trusted: add it with a CA file.
-    UnknownIssuer,
-    /// Past its end of validity.
-    Expired,
-    /// Before its start of validity (or the local clock is wrong).
-    NotValidYet,
-    /// Issued for another name than the URL's host.
-    NameMismatch,
-    /// Revoked by its issuer.
-    Revoked,
-    /// Its signature does not verify.
-    BadSignature,
-    /// Another problem: see the rustls error.
-    Other,
-}
-
-impl TlsError {
-    /// The certificate problem, when the server's certificate was refused.
-    pub fn certificate_problem(&self) -> Option<CertificateProblem> {
-        use rustls::CertificateError as C;
-        let TlsError::Rustls(rustls::Error::InvalidCertificate(c)) = self else {
-            return None;
-        };
-        Some(match c {
-            C::UnknownIssuer => CertificateProblem::UnknownIssuer,
-            C::Expired | C::ExpiredContext { .. } => CertificateProblem::Expired,
-            C::NotValidYet | C::NotValidYetContext { .. } => CertificateProblem::NotValidYet,
-            C::NotValidForName | C::NotValidForNameContext { .. } => {
-                CertificateProblem::NameMismatch
-            }
-            C::Revoked => CertificateProblem::Revoked,
-            C::BadSignature => CertificateProblem::BadSignature,
-            _ => CertificateProblem::Other,
-        })
     }
 }
 
@@ -232,6 +195,10 @@ pub enum SendError {
     /// The engine refused the command (invalid close code, ping too long).
     #[error(transparent)]
     Invalid(tether_proto::SendError),
+    /// The browser's WebSocket API cannot do this (pings; close codes
+    /// other than 1000 and 3000–4999; close reasons over 123 bytes).
+    #[error("a browser cannot send {0}")]
+    Unsupported(&'static str),
 }
 
 impl From<tether_proto::SendError> for SendError {

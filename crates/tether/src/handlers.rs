@@ -1,8 +1,9 @@
 //! The event-handler face of a connection: open, message, error and close
 //! callbacks, as in the browser's WebSocket API.
 
-use crate::connection::{Closed, Connection, Event, Message, Receiver};
 use crate::error::Error;
+use crate::event::{Closed, Event, Message};
+use crate::{Connection, Receiver};
 
 type OnOpen = Box<dyn FnMut(&Connection) + Send>;
 type OnMessage = Box<dyn FnMut(&Connection, Message) + Send>;
@@ -86,7 +87,14 @@ impl Handlers {
     }
 
     /// Spawns [`run`](Self::run) on the runtime.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn spawn(self, conn: Connection, rx: Receiver) -> tokio::task::JoinHandle<()> {
         tokio::spawn(self.run(conn, rx))
+    }
+
+    /// Spawns [`run`](Self::run) on the page's event loop.
+    #[cfg(target_arch = "wasm32")]
+    pub fn spawn(self, conn: Connection, rx: Receiver) {
+        wasm_bindgen_futures::spawn_local(self.run(conn, rx))
     }
 }

@@ -1,14 +1,18 @@
-//! Async WebSocket client connections on tokio, driven by the sans-IO
-//! [`tether_proto`] engine.
+//! WebSocket client connections with one API natively and in the browser.
+//! Natively: async on tokio, driven by the sans-IO [`tether_proto`] engine.
+//! On `wasm32-unknown-unknown`: the browser's `WebSocket`, which does the
+//! framing itself; options it cannot honour fail with
+//! [`Error::Unsupported`].
 //!
 //! # I/O contract
-//! Each connection is one driver task that owns its socket. The application
-//! holds a [`Connection`] (cloneable: send, close, state) and either a
+//! Each connection is one driver task that owns its socket (in a browser:
+//! the browser's socket and its event callbacks). The application holds a
+//! [`Connection`] (cloneable: send, close, state) and either a
 //! [`Receiver`] (a cancel-safe stream of [`Event`]s) or [`Handlers`]
-//! (callbacks for open, message, error and close). Reading from the socket
-//! stops while the application has events it has not taken, so a slow
-//! consumer slows the server instead of growing memory; sending is bounded
-//! by the outgoing buffer limit and its [`BackpressurePolicy`].
+//! (callbacks for open, message, error and close). Natively, reading from
+//! the socket stops while the application has events it has not taken, so
+//! a slow consumer slows the server instead of growing memory; sending is
+//! bounded by the outgoing buffer limit and its [`BackpressurePolicy`].
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,40 +31,74 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-mod connection;
-mod dial;
-mod driver;
 mod error;
+mod event;
 mod handlers;
 mod options;
 pub mod persistent;
-pub mod proxy;
 mod reconnect;
 mod registry;
-mod start;
+mod rt;
 mod target;
+
+// The native transport: our engine over tokio sockets.
+#[cfg(not(target_arch = "wasm32"))]
+mod connection;
+#[cfg(not(target_arch = "wasm32"))]
+mod dial;
+#[cfg(not(target_arch = "wasm32"))]
+mod driver;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod proxy;
+#[cfg(not(target_arch = "wasm32"))]
+mod start;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod tls;
 
-pub use connection::{Closed, Connection, Event, Message, Receiver, State};
-pub use error::{
-    CertificateProblem, Error, HandshakeError, ProtocolError, RequestError, SendError, TlsError,
-};
+// The browser transport: the page's WebSocket.
+#[cfg(target_arch = "wasm32")]
+mod web;
+
+/// The transport this build uses, under one set of names for the shared
+/// code (handlers, registry, reconnecting).
+mod transport {
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::connection::{Connection, Receiver};
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) use crate::start::{check, check_close, open, GOING_AWAY};
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) use crate::web::{check, check_close, open, GOING_AWAY};
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::web::{Connection, Receiver};
+}
+
+pub use error::{Error, HandshakeError, ProtocolError, RequestError, SendError};
+pub use event::{Closed, Event, Message, State};
 pub use handlers::Handlers;
-pub use options::{BackpressurePolicy, ConnectOptions, WriteGate};
+pub use options::{BackpressurePolicy, ConnectOptions, ProxyMode, TlsOptions, WriteGate};
 pub use persistent::{
     Persistent, PersistentEvent, PersistentOptions, PersistentReceiver, PersistentState,
 };
-pub use proxy::ProxyMode;
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use registry::{Registry, RegistryError};
+pub use rt::Instant;
+pub use target::redact;
 /// The protocol engine this crate drives.
+pub use tether_proto as proto;
+pub use tether_proto::{CloseCode, DeflateConfig};
+pub use transport::{Connection, Receiver};
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use start::{connect, connect_keyed, open, open_on, Transport};
+#[cfg(target_arch = "wasm32")]
+pub use web::{connect, connect_keyed, open};
+
 /// The TLS library, whose errors [`TlsError`] carries.
+#[cfg(not(target_arch = "wasm32"))]
 pub use rustls;
 /// Certificate and key types, and the PEM reader whose errors a bad CA file
 /// reports.
+#[cfg(not(target_arch = "wasm32"))]
 pub use rustls_pki_types;
-pub use start::{connect, connect_keyed, open, open_on, Transport};
-pub use target::redact;
-pub use tether_proto as proto;
-pub use tether_proto::{CloseCode, DeflateConfig};
-pub use tls::TlsOptions;
+#[cfg(not(target_arch = "wasm32"))]
+pub use tls::{CertificateProblem, TlsError};

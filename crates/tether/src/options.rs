@@ -35,11 +35,14 @@ pub struct ConnectOptions {
     pub(crate) connect_timeout: Duration,
     pub(crate) max_buffered: usize,
     pub(crate) backpressure: BackpressurePolicy,
+    #[cfg(not(target_arch = "wasm32"))]
     pub(crate) tls: Option<Arc<rustls::ClientConfig>>,
+    // A browser queues without a bound: nothing to size there.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     pub(crate) event_queue: usize,
     pub(crate) receive_window: usize,
-    pub(crate) tls_options: crate::tls::TlsOptions,
-    pub(crate) proxy: crate::proxy::ProxyMode,
+    pub(crate) tls_options: TlsOptions,
+    pub(crate) proxy: ProxyMode,
     pub(crate) write_gate: Option<WriteGate>,
 }
 
@@ -58,11 +61,12 @@ impl Default for ConnectOptions {
             connect_timeout: Duration::from_secs(30),
             max_buffered: 16 << 20,
             backpressure: BackpressurePolicy::Wait,
+            #[cfg(not(target_arch = "wasm32"))]
             tls: None,
             event_queue: 64,
             receive_window: 1 << 20,
-            tls_options: crate::tls::TlsOptions::default(),
-            proxy: crate::proxy::ProxyMode::None,
+            tls_options: TlsOptions::default(),
+            proxy: ProxyMode::None,
             write_gate: None,
         }
     }
@@ -181,20 +185,22 @@ impl ConnectOptions {
     }
 
     /// Uses this TLS configuration for `wss://` instead of the platform roots.
+    /// (Not in a browser, which brings its own TLS.)
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn tls_config(&mut self, config: Arc<rustls::ClientConfig>) -> &mut Self {
         self.tls = Some(config);
         self
     }
 
     /// Extra CA files, a client certificate, or `insecure` for `wss://`.
-    pub fn tls(&mut self, tls: crate::tls::TlsOptions) -> &mut Self {
+    pub fn tls(&mut self, tls: TlsOptions) -> &mut Self {
         self.tls_options = tls;
         self
     }
 
     /// How to reach the server: directly, through the proxy the environment
     /// names, or through this proxy.
-    pub fn proxy(&mut self, proxy: crate::proxy::ProxyMode) -> &mut Self {
+    pub fn proxy(&mut self, proxy: ProxyMode) -> &mut Self {
         self.proxy = proxy;
         self
     }
@@ -214,4 +220,37 @@ impl ConnectOptions {
     pub fn engine_config(&mut self) -> &mut Config {
         Arc::make_mut(&mut self.config)
     }
+}
+
+/// TLS settings beyond the platform roots.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra CA certificates (PEM files) to trust, on top of the platform's.
+    pub ca_files: Vec<std::path::PathBuf>,
+    /// A client certificate chain and its private key (PEM), for mTLS.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    /// Skip server certificate verification. Dangerous: anyone on the path
+    /// can read and change the traffic. Logged as a warning every time.
+    pub insecure: bool,
+}
+
+impl TlsOptions {
+    /// Whether these options differ from the defaults.
+    pub fn is_default(&self) -> bool {
+        self.ca_files.is_empty() && self.client_cert.is_none() && !self.insecure
+    }
+}
+
+/// Where proxy settings come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// No proxy (the default for the library).
+    #[default]
+    None,
+    /// The environment variables, as curl reads them.
+    Environment,
+    /// This proxy URL: `http://[user:pass@]host:port` or
+    /// `socks5://[user:pass@]host:port` (`socks5h://` is the same here:
+    /// names are always resolved by the proxy).
+    Url(String),
 }

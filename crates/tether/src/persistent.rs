@@ -10,15 +10,16 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, Notify};
 
-use crate::connection::{Closed, Connection, Event, Message};
 use crate::error::{Error, SendError};
+use crate::event::{Closed, Event, Message};
 use crate::options::ConnectOptions;
 use crate::reconnect::{Backoff, ReconnectPolicy};
-use crate::start::open;
+use crate::rt::{self, Instant};
+use crate::transport::{self, open, Connection};
 
 /// How a persistent connection retries and queues.
 #[derive(Debug, Clone, Default)]
@@ -124,7 +125,7 @@ impl Inner {
     /// Nobody can send or listen any more: close with 1001.
     fn stop_if_abandoned(&self) {
         if self.handles.load(Ordering::Acquire) == 0 && self.receiver_gone.load(Ordering::Acquire) {
-            self.stop(1001, "");
+            self.stop(transport::GOING_AWAY, "");
         }
     }
 }
@@ -182,7 +183,7 @@ impl Persistent {
     ) -> Result<(Persistent, PersistentReceiver), Error> {
         let key = key.into();
         // Check the URL and options now: a bad one fails every attempt.
-        crate::target::Target::parse(url, options)?;
+        transport::check(url, options)?;
         let inner = Arc::new(Inner {
             handles: std::sync::atomic::AtomicUsize::new(1),
             receiver_gone: AtomicBool::new(false),
@@ -194,7 +195,7 @@ impl Persistent {
             state: AtomicU8::new(PersistentState::Connecting as u8),
         });
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(supervise(
+        rt::spawn(supervise(
             inner.clone(),
             key,
             url.to_string(),
@@ -268,6 +269,7 @@ impl Persistent {
 
     /// Stops reconnecting and closes the current connection with `code`.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
+        transport::check_close(code, reason)?;
         if self.inner.stop(code, reason) {
             Ok(())
         } else {
@@ -322,6 +324,10 @@ async fn supervise(
                 Event::Message(m) => Some(PersistentEvent::Message(m)),
                 Event::Closed(c) => {
                     *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    // Not open from the moment the application can know it.
+                    if !inner.stopped.load(Ordering::Acquire) {
+                        inner.set_state(PersistentState::Reconnecting);
+                    }
                     Some(PersistentEvent::Disconnected(c))
                 }
                 _ => None,
@@ -347,7 +353,7 @@ async fn supervise(
             .send(PersistentEvent::Reconnecting { attempt, delay })
             .await;
         tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
+            _ = rt::sleep(delay) => {}
             _ = inner.stop.notified() => break,
         }
     }

@@ -9,19 +9,7 @@ use url::Url;
 
 use crate::error::Error;
 
-/// Where proxy settings come from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum ProxyMode {
-    /// No proxy (the default for the library).
-    #[default]
-    None,
-    /// The environment variables, as curl reads them.
-    Environment,
-    /// This proxy URL: `http://[user:pass@]host:port` or
-    /// `socks5://[user:pass@]host:port` (`socks5h://` is the same here:
-    /// names are always resolved by the proxy).
-    Url(String),
-}
+pub use crate::options::ProxyMode;
 
 /// A resolved proxy.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,9 @@
 //! crowd of clients that lost the same server over the whole window, so they
 //! do not come back in one wave.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::rt::Instant;
 
 /// When and how often to try again after a connection is lost.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +86,7 @@ impl Backoff {
         }
         let window = self.policy.window(self.attempt);
         self.attempt += 1;
-        let jittered = window.mul_f64(rand::random::<f64>());
+        let jittered = window.mul_f64(crate::rt::unit_random());
         Some((self.attempt, jittered))
     }
 

@@ -3,11 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use crate::connection::{Connection, Receiver};
 use crate::error::Error;
 use crate::handlers::Handlers;
 use crate::options::ConnectOptions;
-use crate::start::open;
+use crate::{open, Connection, Receiver};
 
 /// A set of live connections, each under a unique key. A connection leaves
 /// the registry by itself once it is closed.
@@ -47,19 +46,12 @@ impl Registry {
         let (conn, rx) = open(key, url, options)?;
         let weak: Weak<Mutex<BTreeMap<String, Connection>>> = Arc::downgrade(&self.inner);
         let key_owned = key.to_string();
-        let me = Arc::downgrade(&conn.shared);
-        *conn
-            .shared
-            .on_exit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(Box::new(move || {
+        let id = conn.id();
+        conn.set_on_exit(Box::new(move || {
             if let Some(inner) = weak.upgrade() {
                 let mut map = inner.lock().unwrap_or_else(|e| e.into_inner());
                 // Remove only this connection, not a newer one under the same key.
-                if map
-                    .get(&key_owned)
-                    .is_some_and(|c| Weak::ptr_eq(&Arc::downgrade(&c.shared), &me))
-                {
+                if map.get(&key_owned).is_some_and(|c| c.id() == id) {
                     map.remove(&key_owned);
                 }
             }

@@ -48,6 +48,26 @@ pub fn open(
     Ok((conn, rx))
 }
 
+/// Checks what can be checked without the network: the URL, the headers,
+/// the subprotocols.
+pub(crate) fn check(url: &str, options: &ConnectOptions) -> Result<(), Error> {
+    Target::parse(url, options).map(|_| ())
+}
+
+/// Checks a close code and reason before closing.
+pub(crate) fn check_close(code: u16, _reason: &str) -> Result<(), crate::SendError> {
+    if tether_proto::CloseCode(code).is_sendable() {
+        Ok(())
+    } else {
+        Err(crate::SendError::Invalid(
+            tether_proto::SendError::InvalidCloseCode(code),
+        ))
+    }
+}
+
+/// The close code used when nobody holds a connection any more.
+pub(crate) const GOING_AWAY: u16 = 1001;
+
 /// The shared state, the event channel, and the two faces handed to the
 /// application.
 fn faces(

@@ -7,8 +7,10 @@ use url::Url;
 use crate::error::Error;
 use crate::options::ConnectOptions;
 
-/// Where a connection goes.
+/// Where a connection goes. (In a browser only the checks are used: the
+/// browser connects.)
 #[derive(Debug, Clone)]
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 pub(crate) struct Target {
     /// Host for DNS and SNI, without IPv6 brackets.
     pub host: String,

@@ -63,24 +63,9 @@ pub(crate) fn describe(err: &rustls::Error) -> String {
     }
 }
 
-/// TLS settings beyond the platform roots.
-#[derive(Debug, Clone, Default)]
-pub struct TlsOptions {
-    /// Extra CA certificates (PEM files) to trust, on top of the platform's.
-    pub ca_files: Vec<std::path::PathBuf>,
-    /// A client certificate chain and its private key (PEM), for mTLS.
-    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-    /// Skip server certificate verification. Dangerous: anyone on the path
-    /// can read and change the traffic. Logged as a warning every time.
-    pub insecure: bool,
-}
+pub use crate::options::TlsOptions;
 
 impl TlsOptions {
-    /// Whether these options differ from the defaults.
-    pub fn is_default(&self) -> bool {
-        self.ca_files.is_empty() && self.client_cert.is_none() && !self.insecure
-    }
-
     /// Builds the client configuration these options describe.
     pub fn build(&self) -> Result<Arc<rustls::ClientConfig>, Error> {
         use rustls_pki_types::pem::PemObject;
@@ -205,5 +190,63 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Why a TLS session failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// rustls refused the session: the server's certificate, or the
+    /// handshake itself.
+    #[error("{}", crate::tls::describe(.0))]
+    Rustls(#[source] rustls::Error),
+    /// The host is neither a DNS name nor an IP address TLS can check.
+    #[error("invalid server name")]
+    InvalidName(#[source] rustls_pki_types::InvalidDnsNameError),
+    /// The server ended the connection during the handshake: often a
+    /// `wss://` URL that points at a port without TLS.
+    #[error("the server ended the connection during the TLS handshake (is this a TLS port?)")]
+    ClosedInHandshake,
+}
+
+/// What was wrong with the server's certificate, for a caller to match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CertificateProblem {
+    /// Signed by a CA that is not trusted: add it with a CA file.
+    UnknownIssuer,
+    /// Past its end of validity.
+    Expired,
+    /// Before its start of validity (or the local clock is wrong).
+    NotValidYet,
+    /// Issued for another name than the URL's host.
+    NameMismatch,
+    /// Revoked by its issuer.
+    Revoked,
+    /// Its signature does not verify.
+    BadSignature,
+    /// Another problem: see the rustls error.
+    Other,
+}
+
+impl TlsError {
+    /// The certificate problem, when the server's certificate was refused.
+    pub fn certificate_problem(&self) -> Option<CertificateProblem> {
+        use rustls::CertificateError as C;
+        let TlsError::Rustls(rustls::Error::InvalidCertificate(c)) = self else {
+            return None;
+        };
+        Some(match c {
+            C::UnknownIssuer => CertificateProblem::UnknownIssuer,
+            C::Expired | C::ExpiredContext { .. } => CertificateProblem::Expired,
+            C::NotValidYet | C::NotValidYetContext { .. } => CertificateProblem::NotValidYet,
+            C::NotValidForName | C::NotValidForNameContext { .. } => {
+                CertificateProblem::NameMismatch
+            }
+            C::Revoked => CertificateProblem::Revoked,
+            C::BadSignature => CertificateProblem::BadSignature,
+            _ => CertificateProblem::Other,
+        })
     }
 }

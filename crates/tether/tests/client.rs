@@ -1,4 +1,6 @@
 //! The async client over real loopback sockets.
+// Native: these tests run their own servers on tokio sockets.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

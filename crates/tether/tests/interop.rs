@@ -1,6 +1,8 @@
 //! permessage-deflate interop with servers nobody here wrote: Python
 //! websockets and Node ws, each with and without context takeover.
 //! The peers are installed by `scripts/install-peers.sh`.
+// Native: these tests run their own servers on tokio sockets.
+#![cfg(not(target_arch = "wasm32"))]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

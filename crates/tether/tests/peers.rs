@@ -1,6 +1,8 @@
 //! TLS and proxies against servers nobody here wrote: nginx terminating TLS
 //! (with and without client certificates), squid and tinyproxy as CONNECT
 //! proxies, dante and pproxy as SOCKS5 servers.
+// Native: these tests run their own servers on tokio sockets.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

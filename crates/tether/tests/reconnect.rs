@@ -1,5 +1,7 @@
 //! Persistent connections: a real server killed and restarted, a reconnect
 //! storm of 200 connections, sends while disconnected, and close.
+// Native: these tests run their own servers on tokio sockets.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 

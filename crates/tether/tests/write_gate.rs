@@ -1,5 +1,7 @@
 //! The write gate: once it says no, nothing more reaches the socket, not
 //! even a close frame (what a fenced cluster node needs after a pause).
+// Native: these tests run their own servers on tokio sockets.
+#![cfg(not(target_arch = "wasm32"))]
 
 mod support;
 
