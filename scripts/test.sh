@@ -2,7 +2,8 @@
 # The project's test command: installs the third-party peers the tests talk
 # to, starts the message brokers (RabbitMQ, Mosquitto) and a throwaway
 # PostgreSQL 15 on loopback, checks
-# formatting and lints, runs every crate's tests, then runs the
+# formatting and lints, runs every crate's tests, the wasm32 client's
+# tests and the web example in headless Chromium, then the
 # web UI test in headless Chromium, then the full Autobahn|Testsuite client
 # conformance suite.
 #
@@ -26,6 +27,9 @@ export TETHER_TEST_POSTGRES
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+# The wasm32 client in headless Chromium, and the web example's page.
+scripts/web-test.sh
+scripts/web-example.sh --check
 cargo build -p tether-cli
 # Three nodes on one PostgreSQL, each fault once (the full form repeats
 # each three times: drop --quick).
