@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     pub protocol: std::sync::OnceLock<Option<String>>,
     pub max_buffered: usize,
     pub policy: BackpressurePolicy,
-    pub on_exit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    pub on_exit: crate::registry::ExitHook,
     /// Live `Connection` handles; with none left and the receiver gone,
     /// nobody can use the connection and the driver closes it.
     pub handles: AtomicUsize,
@@ -86,7 +86,7 @@ impl Shared {
             protocol: std::sync::OnceLock::new(),
             max_buffered,
             policy,
-            on_exit: Mutex::new(None),
+            on_exit: Default::default(),
             handles: AtomicUsize::new(0),
             recycled: AtomicBool::new(false),
             undelivered: AtomicUsize::new(0),
@@ -156,11 +156,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Runs `f` once when the connection has ended (the registry forgets it).
     pub(crate) fn set_on_exit(&self, f: Box<dyn FnOnce() + Send>) {
-        *self
-            .shared
-            .on_exit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(f);
+        self.shared.on_exit.set(f);
     }
 
     /// Which connection this is: the same for every handle to it, and

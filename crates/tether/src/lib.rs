@@ -31,6 +31,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod connect;
 mod error;
 mod event;
 mod handlers;
@@ -72,6 +73,7 @@ mod transport {
     pub use crate::web::{Connection, Receiver};
 }
 
+pub use connect::{connect, connect_keyed};
 pub use error::{Error, HandshakeError, ProtocolError, RequestError, SendError};
 pub use event::{Closed, Event, Message, State};
 pub use handlers::Handlers;
@@ -89,9 +91,9 @@ pub use tether_proto::{CloseCode, DeflateConfig};
 pub use transport::{Connection, Receiver};
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use start::{connect, connect_keyed, open, open_on, Transport};
+pub use start::{open, open_on, Transport};
 #[cfg(target_arch = "wasm32")]
-pub use web::{connect, connect_keyed, open};
+pub use web::open;
 
 /// The TLS library, whose errors [`TlsError`] carries.
 #[cfg(not(target_arch = "wasm32"))]

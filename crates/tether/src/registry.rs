@@ -92,3 +92,21 @@ impl Registry {
             .collect()
     }
 }
+
+/// What runs once a connection has ended: the registry forgets it.
+#[derive(Default)]
+pub(crate) struct ExitHook(Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl ExitHook {
+    pub fn set(&self, f: Box<dyn FnOnce() + Send>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(f);
+    }
+
+    /// Runs the hook, once.
+    pub fn run(&self) {
+        let hook = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(f) = hook {
+            f();
+        }
+    }
+}

@@ -92,25 +92,6 @@ fn faces(
     (shared.clone(), tx, Connection::new(shared), receiver)
 }
 
-/// Opens a connection and waits until it is open (or fails).
-pub async fn connect(url: &str, options: &ConnectOptions) -> Result<(Connection, Receiver), Error> {
-    connect_keyed(url.to_string(), url, options).await
-}
-
-/// Like [`connect`], with a key of your choice.
-pub async fn connect_keyed(
-    key: impl Into<String>,
-    url: &str,
-    options: &ConnectOptions,
-) -> Result<(Connection, Receiver), Error> {
-    let (conn, mut rx) = open(key, url, options)?;
-    match rx.next().await {
-        Some(Event::Open { .. }) => Ok((conn, rx)),
-        Some(Event::Closed(c)) if c.error.is_some() => Err(c.error.unwrap_or(Error::Abnormal)),
-        _ => Err(Error::Abnormal),
-    }
-}
-
 /// Runs a connection over a transport the caller already has (after its own
 /// TCP, TLS or proxy setup). `url` gives the Host header and the path.
 pub fn open_on<T: Transport>(
@@ -232,12 +213,5 @@ async fn run(shared: Arc<Shared>, prepared: Prepared) {
     }
     shared.set_state(State::Closed);
     shared.drained.notify_waiters();
-    let on_exit = shared
-        .on_exit
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    if let Some(f) = on_exit {
-        f();
-    }
+    shared.on_exit.run();
 }

@@ -52,7 +52,10 @@ pub fn start(url: String) -> Result<(), JsError> {
                 ),
                 PersistentEvent::Reconnecting { attempt, delay } => page.status(
                     "reconnecting",
-                    &format!("reconnecting: attempt {attempt} in {} ms", delay.as_millis()),
+                    &format!(
+                        "reconnecting: attempt {attempt} in {} ms",
+                        delay.as_millis()
+                    ),
                 ),
                 PersistentEvent::GaveUp { attempts } => {
                     page.status("closed", &format!("gave up after {attempts} attempts"))

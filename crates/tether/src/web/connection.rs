@@ -30,7 +30,7 @@ pub(crate) struct Shared {
     pub protocol: OnceLock<Option<String>>,
     pub max_buffered: usize,
     pub policy: BackpressurePolicy,
-    pub on_exit: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    pub on_exit: crate::registry::ExitHook,
     /// Live `Connection` handles.
     pub handles: AtomicUsize,
     pub receiver_gone: AtomicBool,
@@ -53,7 +53,7 @@ impl Shared {
             protocol: OnceLock::new(),
             max_buffered: options.max_buffered,
             policy: options.backpressure,
-            on_exit: Mutex::new(None),
+            on_exit: Default::default(),
             handles: AtomicUsize::new(0),
             receiver_gone: AtomicBool::new(false),
             undelivered: AtomicUsize::new(0),
@@ -144,11 +144,7 @@ impl std::fmt::Debug for Connection {
 impl Connection {
     /// Runs `f` once when the connection has ended (the registry forgets it).
     pub(crate) fn set_on_exit(&self, f: Box<dyn FnOnce() + Send>) {
-        *self
-            .shared
-            .on_exit
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = Some(f);
+        self.shared.on_exit.set(f);
     }
 
     /// Which connection this is: the same for every handle to it.

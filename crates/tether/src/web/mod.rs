@@ -12,7 +12,6 @@ use std::sync::Arc;
 pub use connection::{Connection, Receiver};
 
 use crate::error::{Error, SendError};
-use crate::event::Event;
 use crate::options::ConnectOptions;
 use crate::target::{redact, Target};
 
@@ -33,25 +32,6 @@ pub fn open(
 ) -> Result<(Connection, Receiver), Error> {
     check(url, options)?;
     socket::start(key.into(), url, options)
-}
-
-/// Opens a connection and waits until it is open (or fails).
-pub async fn connect(url: &str, options: &ConnectOptions) -> Result<(Connection, Receiver), Error> {
-    connect_keyed(url.to_string(), url, options).await
-}
-
-/// Like [`connect`], with a key of your choice.
-pub async fn connect_keyed(
-    key: impl Into<String>,
-    url: &str,
-    options: &ConnectOptions,
-) -> Result<(Connection, Receiver), Error> {
-    let (conn, mut rx) = open(key, url, options)?;
-    match rx.next().await {
-        Some(Event::Open { .. }) => Ok((conn, rx)),
-        Some(Event::Closed(closed)) => Err(closed.error.unwrap_or(Error::Abnormal)),
-        _ => Err(Error::Abnormal),
-    }
 }
 
 /// Checks the URL and that every option set is one a browser can honour.

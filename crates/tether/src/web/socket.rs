@@ -102,14 +102,7 @@ pub(super) fn start(
                 clean: event.was_clean(),
                 error: why_closed(&shared, event.code()),
             })));
-            let on_exit = shared
-                .on_exit
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(f) = on_exit {
-                f();
-            }
+            shared.on_exit.run();
             // This callback is running: free it (and the sender it holds,
             // which ends the receiver's stream) once it has returned.
             wasm_bindgen_futures::spawn_local(async move {
