@@ -411,6 +411,7 @@ async fn run_persistent(args: ConnectArgs) -> i32 {
         PersistentOptions {
             policy,
             queue_bytes: 0,
+            ..Default::default()
         },
     ) {
         Ok(pair) => pair,

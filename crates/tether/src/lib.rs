@@ -79,7 +79,8 @@ pub use event::{Closed, Event, Message, State};
 pub use handlers::Handlers;
 pub use options::{BackpressurePolicy, ConnectOptions, ProxyMode, TlsOptions, WriteGate};
 pub use persistent::{
-    Persistent, PersistentEvent, PersistentOptions, PersistentReceiver, PersistentState,
+    Attempt, BeforeAttempt, Persistent, PersistentEvent, PersistentOptions, PersistentReceiver,
+    PersistentState,
 };
 pub use reconnect::{Backoff, ReconnectPolicy};
 pub use registry::{Registry, RegistryError};

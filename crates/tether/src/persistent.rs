@@ -22,14 +22,49 @@ use crate::rt::{self, Instant};
 use crate::transport::{self, open, Connection};
 
 /// How a persistent connection retries and queues.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct PersistentOptions {
     /// When to retry.
     pub policy: ReconnectPolicy,
     /// Bytes of messages kept while disconnected; 0 (the default) makes
     /// sends fail fast instead.
     pub queue_bytes: usize,
+    /// Runs before every attempt, the first included, and may change its
+    /// URL and options (fresh credentials, another server). An `Err`
+    /// counts as a failed attempt: the policy's next delay follows.
+    pub before_attempt: Option<BeforeAttempt>,
 }
+
+impl std::fmt::Debug for PersistentOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PersistentOptions")
+            .field("policy", &self.policy)
+            .field("queue_bytes", &self.queue_bytes)
+            .field("before_attempt", &self.before_attempt.is_some())
+            .finish()
+    }
+}
+
+/// What one attempt connects to.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The URL.
+    pub url: String,
+    /// The options.
+    pub options: ConnectOptions,
+}
+
+/// The hook of [`PersistentOptions::before_attempt`]: given what the
+/// connection was opened with, what this attempt uses, or why it cannot be
+/// made.
+pub type BeforeAttempt = Arc<
+    dyn Fn(
+            Attempt,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Attempt, String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// What a persistent connection reports.
 #[derive(Debug)]
@@ -167,9 +202,16 @@ impl Drop for PersistentReceiver {
 }
 
 impl PersistentReceiver {
-    /// The next event; `None` after `GaveUp` or `Closed`.
+    /// The next event; `None` after `GaveUp`, `Closed` or `Failed`.
+    /// Cancel-safe.
     pub async fn next(&mut self) -> Option<PersistentEvent> {
         self.rx.recv().await
+    }
+
+    /// The next event if one is waiting, without waiting for one. For
+    /// taking a burst at once.
+    pub fn try_next(&mut self) -> Option<PersistentEvent> {
+        self.rx.try_recv().ok()
     }
 }
 
@@ -195,14 +237,11 @@ impl Persistent {
             state: AtomicU8::new(PersistentState::Connecting as u8),
         });
         let (tx, rx) = mpsc::channel(64);
-        rt::spawn(supervise(
-            inner.clone(),
-            key,
-            url.to_string(),
-            options.clone(),
-            persistent.policy,
-            tx,
-        ));
+        let first = Attempt {
+            url: url.to_string(),
+            options: options.clone(),
+        };
+        rt::spawn(supervise(inner.clone(), key, first, persistent, tx));
         let receiver = PersistentReceiver {
             rx,
             inner: inner.clone(),
@@ -281,60 +320,35 @@ impl Persistent {
 async fn supervise(
     inner: Arc<Inner>,
     key: String,
-    url: String,
-    options: ConnectOptions,
-    policy: ReconnectPolicy,
+    given: Attempt,
+    persistent: PersistentOptions,
     tx: mpsc::Sender<PersistentEvent>,
 ) {
-    let mut backoff = Backoff::new(policy);
+    let mut backoff = Backoff::new(persistent.policy);
     loop {
         if inner.stopped.load(Ordering::Acquire) {
             break;
         }
-        let (conn, mut rx) = match open(key.clone(), &url, &options) {
-            Ok(pair) => pair,
-            Err(error) => {
-                tracing::warn!(key = %key, error = %error, "not reconnecting: the settings fail every attempt");
-                inner.finish();
-                let _ = tx.send(PersistentEvent::Failed(Box::new(error))).await;
-                return;
-            }
+        let attempt = match &persistent.before_attempt {
+            None => Ok(given.clone()),
+            Some(hook) => tokio::select! {
+                prepared = hook(given.clone()) => prepared,
+                _ = inner.stop.notified() => break,
+            },
         };
-        *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
-        if inner.stopped.load(Ordering::Acquire) {
-            // Stopped while this attempt started: it must not stay open.
-            let _ = conn.close(1000, "");
-        }
-        while let Some(event) = rx.next().await {
-            let forward = match event {
-                Event::Open { protocol, .. } => {
-                    backoff.opened(Instant::now());
-                    inner.set_state(PersistentState::Open);
-                    // What waited while disconnected goes first, in order.
-                    let queued: Vec<Message> = {
-                        let mut q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
-                        q.1 = 0;
-                        q.0.drain(..).collect()
-                    };
-                    for m in queued {
-                        let _ = conn.send(&m).await;
-                    }
-                    Some(PersistentEvent::Open { protocol })
+        match attempt {
+            Ok(Attempt { url, options }) => match open(key.clone(), &url, &options) {
+                Ok((conn, rx)) => {
+                    run_connection(&inner, &mut backoff, conn, rx, &tx).await;
                 }
-                Event::Message(m) => Some(PersistentEvent::Message(m)),
-                Event::Closed(c) => {
-                    *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
-                    // Not open from the moment the application can know it.
-                    if !inner.stopped.load(Ordering::Acquire) {
-                        inner.set_state(PersistentState::Reconnecting);
-                    }
-                    Some(PersistentEvent::Disconnected(c))
+                Err(error) => {
+                    tracing::warn!(key = %key, error = %error, "not reconnecting: the settings fail every attempt");
+                    inner.finish();
+                    let _ = tx.send(PersistentEvent::Failed(Box::new(error))).await;
+                    return;
                 }
-                _ => None,
-            };
-            if let Some(e) = forward {
-                let _ = tx.send(e).await;
-            }
+            },
+            Err(why) => tracing::debug!(key = %key, why = %why, "attempt not made"),
         }
         if inner.stopped.load(Ordering::Acquire) {
             break;
@@ -359,4 +373,50 @@ async fn supervise(
     }
     inner.finish();
     let _ = tx.send(PersistentEvent::Closed).await;
+}
+
+/// Forwards one connection's events until it has closed.
+async fn run_connection(
+    inner: &Inner,
+    backoff: &mut Backoff,
+    conn: Connection,
+    mut rx: crate::Receiver,
+    tx: &mpsc::Sender<PersistentEvent>,
+) {
+    *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
+    if inner.stopped.load(Ordering::Acquire) {
+        // Stopped while this attempt started: it must not stay open.
+        let _ = conn.close(1000, "");
+    }
+    while let Some(event) = rx.next().await {
+        let forward = match event {
+            Event::Open { protocol, .. } => {
+                backoff.opened(Instant::now());
+                inner.set_state(PersistentState::Open);
+                // What waited while disconnected goes first, in order.
+                let queued: Vec<Message> = {
+                    let mut q = inner.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.1 = 0;
+                    q.0.drain(..).collect()
+                };
+                for m in queued {
+                    let _ = conn.send(&m).await;
+                }
+                Some(PersistentEvent::Open { protocol })
+            }
+            Event::Message(m) => Some(PersistentEvent::Message(m)),
+            Event::Closed(c) => {
+                *inner.current.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                // Not open from the moment the application can know it.
+                if !inner.stopped.load(Ordering::Acquire) {
+                    inner.set_state(PersistentState::Reconnecting);
+                }
+                Some(PersistentEvent::Disconnected(c))
+            }
+            _ => None,
+        };
+        if let Some(e) = forward {
+            let _ = tx.send(e).await;
+        }
+    }
 }

@@ -91,6 +91,7 @@ async fn a_killed_and_restarted_server_is_reconnected() {
         PersistentOptions {
             policy: fast_policy(),
             queue_bytes: 0,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -189,6 +190,7 @@ async fn reconnect_storm_of_200_comes_back_spread_out() {
             PersistentOptions {
                 policy: policy.clone(),
                 queue_bytes: 0,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -246,6 +248,7 @@ async fn queued_sends_are_delivered_after_the_reconnect() {
         PersistentOptions {
             policy: fast_policy(),
             queue_bytes: 10,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -282,6 +285,7 @@ fn open_to_nothing(policy: ReconnectPolicy) -> (Persistent, tether::PersistentRe
     let persistent = PersistentOptions {
         policy,
         queue_bytes: 0,
+        ..Default::default()
     };
     Persistent::open("nothing", &format!("ws://{addr}/"), &options(), persistent).unwrap()
 }
@@ -402,4 +406,64 @@ async fn a_setting_that_fails_every_attempt_is_reported_not_retried() {
         "nothing follows"
     );
     assert_eq!(p.state(), PersistentState::Closed);
+}
+
+#[tokio::test]
+async fn before_attempt_runs_before_each_attempt_and_can_change_the_url() {
+    let port = support::peers::free_port();
+    let _server = python_echo(port);
+    let live = format!("ws://127.0.0.1:{port}/");
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let hook: tether::BeforeAttempt = {
+        let (seen, live) = (seen.clone(), live.clone());
+        Arc::new(move |mut attempt: tether::Attempt| {
+            let mut seen = seen.lock().unwrap();
+            seen.push(attempt.url.clone());
+            let n = seen.len();
+            let live = live.clone();
+            Box::pin(async move {
+                match n {
+                    // The first attempt cannot be made; the second goes to
+                    // the live server instead of the URL given.
+                    1 => Err("credentials not ready".to_string()),
+                    _ => {
+                        attempt.url = live;
+                        Ok(attempt)
+                    }
+                }
+            })
+        })
+    };
+    let (conn, mut rx) = Persistent::open(
+        "hooked",
+        "ws://127.0.0.1:9/never-used",
+        &options(),
+        PersistentOptions {
+            policy: fast_policy(),
+            before_attempt: Some(hook),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(matches!(
+        timeout(T, rx.next()).await.unwrap(),
+        Some(PersistentEvent::Reconnecting { attempt: 1, .. })
+    ));
+    assert!(matches!(
+        timeout(T, rx.next()).await.unwrap(),
+        Some(PersistentEvent::Open { .. })
+    ));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["ws://127.0.0.1:9/never-used", "ws://127.0.0.1:9/never-used"],
+        "the hook gets the URL given at open each time"
+    );
+    conn.send_text("hooked").await.unwrap();
+    assert!(matches!(
+        timeout(T, rx.next()).await.unwrap(),
+        Some(PersistentEvent::Message(Message::Text(t))) if t == "hooked"
+    ));
+    conn.close(1000, "").unwrap();
+    wait(&mut rx, |e| matches!(e, PersistentEvent::Closed)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2, "no attempt after close");
 }

@@ -210,6 +210,7 @@ async fn persistent_reconnects_after_a_restart_and_sends_the_queue_in_order() {
         PersistentOptions {
             policy,
             queue_bytes: 1 << 20,
+            ..Default::default()
         },
     )
     .unwrap();

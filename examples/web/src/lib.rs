@@ -34,6 +34,7 @@ pub fn start(url: String) -> Result<(), JsError> {
             ..ReconnectPolicy::default()
         },
         queue_bytes: 0,
+        before_attempt: None,
     };
     let (feed, mut events) = Persistent::open("ticker", &url, &ConnectOptions::new(), options)
         .map_err(|e| JsError::new(&e.to_string()))?;
