@@ -358,30 +358,67 @@ fn m(id: &str) -> tether_host::store::outbox::NewOutboxMessage {
 }
 
 #[tokio::test]
-async fn an_abandoned_group_commit_is_rolled_back_and_the_next_one_lands() {
-    use tether_host::store::outbox::OutboxCommit;
+async fn an_abandoned_group_commit_is_all_or_nothing_and_the_writer_goes_on() {
+    // A caller that gives up after one poll: depending on how far the
+    // driver's thread got, its transaction is rolled back (the guard's
+    // ROLLBACK) or, its COMMIT already sent, lands; either way whole, with
+    // the queue count agreeing, and the next commit lands.
+    use tether_host::store::outbox::{Appended, OutboxCommit};
     let ws = Workspace::new("abandoned-commit");
     let store = SqliteStore::open(&ws.store_url()).await.unwrap();
-    let abandoned = [m("a")];
-    // Polled once (BEGIN is on its way to the driver's thread), then
-    // dropped: the caller gave up.
-    let mut commit = Box::pin(store.outbox_commit(OutboxCommit {
-        appends: &abandoned,
-        ..Default::default()
-    }));
-    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(commit.as_mut().poll(cx))).await;
-    assert!(first.is_pending(), "the commit finished in one step");
-    drop(commit);
-    let next = store.outbox_append(&[m("b")]).await.unwrap();
-    assert_eq!(next.len(), 1);
-    let ids: Vec<String> = store
-        .outbox_list("c", None, 10)
+    let ids = |store: &SqliteStore| {
+        let store = store.clone();
+        async move {
+            store
+                .outbox_list("c", None, 1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|m| m.id)
+                .collect::<Vec<String>>()
+        }
+    };
+    let (mut abandoned, mut rolled_back) = (0, 0);
+    for i in 0..20 {
+        let batch = [m(&format!("a{i}"))];
+        let mut commit = Box::pin(store.outbox_commit(OutboxCommit {
+            appends: &batch,
+            ..Default::default()
+        }));
+        let first =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(commit.as_mut().poll(cx))).await;
+        drop(commit);
+        if first.is_ready() {
+            continue; // finished in one step: nothing was abandoned
+        }
+        abandoned += 1;
+        let next = store.outbox_append(&[m(&format!("b{i}"))]).await.unwrap();
+        assert!(matches!(next[..], [Appended::Stored { .. }]), "{next:?}");
+        let now = ids(&store).await;
+        assert!(now.contains(&format!("b{i}")));
+        if !now.contains(&format!("a{i}")) {
+            rolled_back += 1;
+        }
+    }
+    assert!(
+        abandoned > 0 && rolled_back > 0,
+        "{abandoned} abandoned, {rolled_back} rolled back"
+    );
+    // The queue count matches the rows: a limit of one more takes exactly one.
+    let stored = ids(&store).await.len() as u64;
+    let limited = |id: &str| {
+        let mut x = m(id);
+        x.limits.max_messages = stored + 1;
+        x
+    };
+    let over = store
+        .outbox_append(&[limited("over-1"), limited("over-2")])
         .await
-        .unwrap()
-        .into_iter()
-        .map(|m| m.id)
-        .collect();
-    assert_eq!(ids, ["b"]);
+        .unwrap();
+    assert!(
+        matches!(over[..], [Appended::Stored { .. }, Appended::Full { messages, .. }] if messages == stored + 1),
+        "{over:?} with {stored} stored"
+    );
     // And the writer still takes transactions of every kind.
     store.audit("test", "check", "c", json!({})).await.unwrap();
     store.close().await;

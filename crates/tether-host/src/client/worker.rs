@@ -1,7 +1,9 @@
-//! The task behind one client: it owns the connection's event stream and
-//! the module, and runs the hooks one at a time, in event order, on the
-//! blocking pool. A hook call that overruns its limit fails the client
-//! instead of freezing it.
+//! The task behind one client: it owns the module and a
+//! [`tether::Persistent`] link (the library's one reconnect supervisor:
+//! backoff with full jitter, attempt events), and runs the hooks one at a
+//! time, in event order, on the blocking pool: `before_connect` too, which
+//! the link asks for before every attempt. A hook call that overruns its
+//! limit fails the client instead of freezing it.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -11,9 +13,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use tether::{Backoff, Event};
+use tether::{Attempt, Persistent, PersistentEvent, PersistentOptions, PersistentReceiver};
 
-use super::{ClientRuntime, ClientSpec, ClientState, Control};
+use super::{ClientRuntime, ClientState, Control};
 use crate::events::body;
 use crate::modules::{
     ClientModule, ConnHandle, ConnectRequest, ModuleError, NoModule, TimerRequest,
@@ -29,6 +31,19 @@ const CALL_GRACE: Duration = Duration::from_secs(1);
 /// The most messages of a burst handed to the module in one call.
 const MESSAGE_BATCH: usize = 256;
 
+/// A running [`Persistent`] and its events.
+struct Link {
+    persistent: Persistent,
+    events: PersistentReceiver,
+    /// Closed on request: it reconnects no more.
+    stopping: bool,
+}
+
+/// The link asks what its next attempt connects to.
+struct AttemptRequest {
+    reply: tokio::sync::oneshot::Sender<Result<Attempt, String>>,
+}
+
 /// The task behind one client.
 pub(super) struct Worker {
     rt: Arc<ClientRuntime>,
@@ -40,10 +55,18 @@ pub(super) struct Worker {
     control: mpsc::UnboundedReceiver<Control>,
     timers: mpsc::UnboundedReceiver<TimerRequest>,
     timer_tasks: HashMap<u64, (JoinHandle<()>, Arc<AtomicBool>)>,
-    events: Option<tether::Receiver>,
+    /// The connection that should stay up, while it runs.
+    link: Option<Link>,
+    /// Before-attempt requests from the link: answered in event order.
+    attempts_tx: mpsc::UnboundedSender<AttemptRequest>,
+    attempts: mpsc::UnboundedReceiver<AttemptRequest>,
+    /// An operator wants the client connected.
     want: bool,
-    backoff: Option<Backoff>,
-    retry_at: Option<tokio::time::Instant>,
+    /// A connect came while the link was still closing: start a new one
+    /// once it has.
+    reopen: bool,
+    /// Why the link last went down, for a give-up message.
+    last_loss: String,
     /// The outbox's delivery on the current connection, and its stop.
     delivery: Option<(JoinHandle<()>, tokio_util::sync::CancellationToken)>,
     /// The module acknowledges outbox messages (`outbox_ack`).
@@ -61,7 +84,13 @@ impl Worker {
         timers: mpsc::UnboundedReceiver<TimerRequest>,
     ) -> Self {
         let acks = module.acks_outbox();
+        let (attempts_tx, attempts) = mpsc::unbounded_channel();
         Worker {
+            link: None,
+            attempts_tx,
+            attempts,
+            reopen: false,
+            last_loss: String::new(),
             acks,
             close_at: None,
             delivery: None,
@@ -72,10 +101,7 @@ impl Worker {
             control,
             timers,
             timer_tasks: HashMap::new(),
-            events: None,
             want: false,
-            backoff: None,
-            retry_at: None,
         }
     }
 
@@ -83,16 +109,7 @@ impl Worker {
         loop {
             tokio::select! {
                 c = self.control.recv() => match c {
-                    Some(Control::Connect) => {
-                        if !self.recover() {
-                            continue;
-                        }
-                        self.want = true;
-                        if self.events.is_none() {
-                            self.retry_at = None;
-                            self.attempt().await;
-                        }
-                    }
+                    Some(Control::Connect) => self.connect(),
                     Some(Control::Disconnect) => self.disconnect().await,
                     Some(Control::Timer(id)) => self.timer(id).await,
                     Some(Control::Shutdown) | None => {
@@ -102,17 +119,14 @@ impl Worker {
                     }
                 },
                 Some(t) = self.timers.recv() => self.schedule(t),
-                event = next_event(&mut self.events) => match event {
+                Some(request) = self.attempts.recv() => self.prepare_attempt(request).await,
+                event = next_event(&mut self.link) => match event {
                     Some(e) => self.handle_event(e).await,
-                    None => self.events = None,
+                    None => self.link = None,
                 },
                 _ = sleep_until(self.close_at), if self.close_at.is_some() => {
                     self.close_at = None;
                     self.stop(1000, "disconnected by operator");
-                }
-                _ = sleep_until(self.retry_at), if self.retry_at.is_some() => {
-                    self.retry_at = None;
-                    self.attempt().await;
                 }
             }
         }
@@ -193,12 +207,12 @@ impl Worker {
         }));
         self.cancel_timers();
         self.want = false;
-        self.retry_at = None;
-        self.backoff = None;
+        self.reopen = false;
         self.rt.update(|s| s.last_error = Some(message.clone()));
         self.rt.publish_error("module", &message);
-        if let Some(conn) = self.rt.handle.connection() {
-            let _ = conn.close(1011, "handler stuck");
+        if let Some(link) = self.link.as_mut() {
+            link.stopping = true;
+            let _ = link.persistent.close(1011, "handler stuck");
         }
         self.rt.set_state(ClientState::Failed);
     }
@@ -223,13 +237,88 @@ impl Worker {
         true
     }
 
-    async fn attempt(&mut self) {
-        let spec = self.rt.spec();
-        if self.backoff.is_none() {
-            self.backoff = Some(Backoff::new(spec.policy.clone()));
+    /// An operator's connect: start the link, or restart one that is
+    /// closing or waiting for its next attempt (so it connects now).
+    fn connect(&mut self) {
+        if !self.recover() {
+            return;
         }
+        self.want = true;
+        match self.link.as_mut() {
+            None => self.start_link(),
+            Some(link) if link.stopping => self.reopen = true,
+            Some(link) if self.rt.status().state == ClientState::Reconnecting => {
+                link.stopping = true;
+                let _ = link.persistent.close(1000, "");
+                self.reopen = true;
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Opens the link. Each of its attempts asks this worker first (see
+    /// [`prepare_attempt`](Self::prepare_attempt)).
+    fn start_link(&mut self) {
+        let spec = self.rt.spec();
         self.rt.set_state(ClientState::Connecting);
-        let request = ConnectRequest {
+        let mut policy = spec.policy.clone();
+        if !spec.reconnect {
+            policy.max_attempts = Some(0);
+        }
+        let requests = self.attempts_tx.clone();
+        let before_attempt: tether::BeforeAttempt = Arc::new(move |_given: Attempt| {
+            let requests = requests.clone();
+            Box::pin(async move {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                requests
+                    .send(AttemptRequest { reply })
+                    .map_err(|_| "the client has stopped".to_string())?;
+                answer
+                    .await
+                    .map_err(|_| "the client has stopped".to_string())?
+            })
+        });
+        let options = PersistentOptions {
+            policy,
+            queue_bytes: 0,
+            before_attempt: Some(before_attempt),
+        };
+        let opened = Persistent::open(
+            self.rt.key.clone(),
+            &spec.url,
+            &spec.options(&spec.headers),
+            options,
+        );
+        match opened {
+            Ok((persistent, events)) => {
+                self.link = Some(Link {
+                    persistent,
+                    events,
+                    stopping: false,
+                });
+            }
+            Err(e) => self.unusable(&e),
+        }
+    }
+
+    /// The URL or headers are unusable: retrying cannot help.
+    fn unusable(&mut self, e: &tether::Error) {
+        self.rt.publish_error(e.kind(), &e.to_string());
+        self.rt.update(|s| s.last_error = Some(e.to_string()));
+        self.want = false;
+        self.rt.set_state(ClientState::Closed);
+    }
+
+    /// Before an attempt of the link: `before_connect` with the current
+    /// settings, then the URL and options the attempt uses.
+    async fn prepare_attempt(&mut self, request: AttemptRequest) {
+        if !self.want {
+            let _ = request.reply.send(Err("disconnected".into()));
+            return;
+        }
+        let spec = self.rt.spec();
+        self.rt.set_state(ClientState::Connecting);
+        let connect = ConnectRequest {
             key: self.rt.key.clone(),
             url: spec.url.clone(),
             headers: spec.headers.clone(),
@@ -238,40 +327,32 @@ impl Worker {
         };
         let prepared = self
             .hook("before_connect", move |m, _| {
-                let mut r = request;
+                let mut r = connect;
                 m.before_connect(&mut r).map(|()| r)
             })
             .await;
-        let Some(request) = prepared else {
-            return self.lost(&spec, "before_connect failed".into());
+        let Some(connect) = prepared else {
+            self.last_loss = "before_connect failed".into();
+            let _ = request.reply.send(Err(self.last_loss.clone()));
+            return;
         };
-        let mut options = spec.options(&request.headers);
+        let mut options = spec.options(&connect.headers);
         if let Some(gate) = self.rt.handle.gate() {
             // In a cluster: bytes queued before a pause never go out after it.
             let key = self.rt.key.clone();
             options.write_gate(Arc::new(move || gate(&key)));
         }
-        match tether::open(self.rt.key.clone(), &request.url, &options) {
-            Ok((conn, rx)) => {
-                self.rt.handle.set(Some(conn));
-                self.events = Some(rx);
-            }
-            Err(e) => {
-                // The URL or headers are unusable: retrying cannot help.
-                self.rt.publish_error(e.kind(), &e.to_string());
-                self.rt.update(|s| s.last_error = Some(e.to_string()));
-                self.want = false;
-                self.rt.set_state(ClientState::Closed);
-            }
-        }
+        let _ = request.reply.send(Ok(Attempt {
+            url: connect.url,
+            options,
+        }));
     }
 
-    async fn handle_event(&mut self, event: Event) {
+    async fn handle_event(&mut self, event: PersistentEvent) {
         match event {
-            Event::Open { protocol, .. } => {
-                if let Some(b) = self.backoff.as_mut() {
-                    b.opened(Instant::now());
-                }
+            PersistentEvent::Open { protocol } => {
+                let conn = self.link.as_ref().and_then(|l| l.persistent.connection());
+                self.rt.handle.set(conn);
                 self.rt.set_state(ClientState::Open);
                 self.rt
                     .update(|s| s.connected_since = Some(rfc3339(now_ms())));
@@ -288,15 +369,15 @@ impl Worker {
                     self.rt.handle.mark_ready();
                 }
             }
-            Event::Message(message) => {
+            PersistentEvent::Message(message) => {
                 let handles = self.module.as_ref().is_some_and(|m| m.handles_messages());
                 let mut batch = vec![message];
                 let mut deferred = None;
                 // A burst that already arrived goes to the module in one
                 // call: one trip to the blocking pool, not one per message.
                 while handles && batch.len() < MESSAGE_BATCH {
-                    match self.events.as_mut().and_then(|rx| rx.try_next()) {
-                        Some(Event::Message(m)) => batch.push(m),
+                    match self.link.as_mut().and_then(|l| l.events.try_next()) {
+                        Some(PersistentEvent::Message(m)) => batch.push(m),
                         Some(other) => {
                             deferred = Some(other);
                             break;
@@ -318,10 +399,17 @@ impl Worker {
                     Box::pin(self.handle_event(e)).await;
                 }
             }
-            Event::Closed(closed) => {
+            PersistentEvent::Disconnected(closed) => {
                 self.close_at = None;
                 self.rt.handle.set(None);
-                self.events = None;
+                if !self.want {
+                    // Closed on request, or the server answered a goodbye:
+                    // no more attempts.
+                    if let Some(link) = self.link.as_mut() {
+                        link.stopping = true;
+                        let _ = link.persistent.close(1000, "");
+                    }
+                }
                 self.stop_delivery().await;
                 let error = closed
                     .error
@@ -337,11 +425,55 @@ impl Worker {
                 self.rt.publish(body::close(code, &reason));
                 self.hook("on_close", move |m, c| m.on_close(c, code, &reason))
                     .await;
-                let spec = self.rt.spec();
-                let why = error.map_or_else(|| format!("closed with {}", closed.code), |(_, m)| m);
-                self.lost(&spec, why);
+                let state = self.rt.status().state;
+                if self.want && self.rt.spec().reconnect && state != ClientState::Failed {
+                    // The link's next event is its attempt (or its give-up).
+                    self.rt.set_state(ClientState::Reconnecting);
+                }
+                self.last_loss =
+                    error.map_or_else(|| format!("closed with {}", closed.code), |(_, m)| m);
+            }
+            PersistentEvent::Reconnecting { attempt, delay } => {
+                let stopping = self.link.as_ref().is_none_or(|l| l.stopping);
+                if !stopping && self.rt.status().state != ClientState::Failed {
+                    self.rt.update(|s| s.reconnects += 1);
+                    self.rt.set_state(ClientState::Reconnecting);
+                    self.rt
+                        .publish(body::reconnecting(attempt, delay.as_millis()));
+                }
+            }
+            PersistentEvent::GaveUp { attempts } => {
+                self.link = None;
+                if self.rt.spec().reconnect {
+                    let why = std::mem::take(&mut self.last_loss);
+                    self.rt.update(|s| {
+                        s.last_error = Some(format!("gave up after {attempts} attempts: {why}"))
+                    });
+                }
+                self.settle();
+            }
+            PersistentEvent::Closed => {
+                self.link = None;
+                if std::mem::take(&mut self.reopen) && self.want {
+                    self.start_link();
+                } else {
+                    self.settle();
+                }
+            }
+            PersistentEvent::Failed(error) => {
+                self.link = None;
+                self.unusable(&error);
             }
             _ => {}
+        }
+    }
+
+    /// The link has ended: closed, unless disabled or failed.
+    fn settle(&mut self) {
+        self.want = false;
+        let state = self.rt.status().state;
+        if !matches!(state, ClientState::Disabled | ClientState::Failed) {
+            self.rt.set_state(ClientState::Closed);
         }
     }
 
@@ -434,53 +566,20 @@ impl Worker {
         }
     }
 
-    /// The link is down: retry later, or settle as closed.
-    fn lost(&mut self, spec: &ClientSpec, why: String) {
-        if self.rt.status().state == ClientState::Failed {
-            return;
-        }
-        if !(self.want && spec.reconnect) {
-            self.want = false;
-            self.rt.set_state(ClientState::Closed);
-            return;
-        }
-        let backoff = self
-            .backoff
-            .get_or_insert_with(|| Backoff::new(spec.policy.clone()));
-        match backoff.next_delay(Instant::now()) {
-            Some((attempt, delay)) => {
-                self.rt.update(|s| s.reconnects += 1);
-                self.rt.set_state(ClientState::Reconnecting);
-                self.rt
-                    .publish(body::reconnecting(attempt, delay.as_millis()));
-                self.retry_at = Some(tokio::time::Instant::now() + delay);
-            }
-            None => {
-                let attempts = backoff.attempts();
-                self.rt.update(|s| {
-                    s.last_error = Some(format!("gave up after {attempts} attempts: {why}"))
-                });
-                self.want = false;
-                self.rt.set_state(ClientState::Closed);
-            }
-        }
-    }
-
     /// Closes the connection with `code` and stops reconnecting. A failed
     /// client stays failed.
     /// An operator's close: the module may say goodbye first (and close
     /// once the server answered); the host closes after the grace anyway.
     async fn disconnect(&mut self) {
-        let open = self.rt.handle.connection().is_some() && self.events.is_some();
+        let open = self.rt.handle.connection().is_some() && self.link.is_some();
         if open && self.module.is_some() {
             self.want = false;
-            self.retry_at = None;
-            self.backoff = None;
+            self.reopen = false;
             let waits = self
                 .hook("before_close", |m, c| m.before_close(c))
                 .await
                 .unwrap_or(false);
-            if waits && self.events.is_some() {
+            if waits && self.link.is_some() {
                 self.rt.set_state(ClientState::Closing);
                 self.close_at = Some(tokio::time::Instant::now() + crate::modules::CLOSE_GRACE);
                 return;
@@ -491,29 +590,28 @@ impl Worker {
 
     fn stop(&mut self, code: u16, reason: &str) {
         self.want = false;
-        self.retry_at = None;
-        self.backoff = None;
+        self.reopen = false;
         let state = self.rt.status().state;
-        match self.rt.handle.connection() {
-            Some(conn) => {
-                if conn.close(code, reason).is_ok() && state != ClientState::Failed {
-                    self.rt.set_state(ClientState::Closing);
-                }
+        let connected = self.rt.handle.connection().is_some();
+        if let Some(link) = self.link.as_mut() {
+            link.stopping = true;
+            let closed = link.persistent.close(code, reason).is_ok();
+            if closed && connected && state != ClientState::Failed {
+                self.rt.set_state(ClientState::Closing);
+                return;
             }
-            None => {
-                if !matches!(state, ClientState::Disabled | ClientState::Failed) {
-                    self.rt.set_state(ClientState::Closed);
-                }
-            }
+        }
+        if !connected && !matches!(state, ClientState::Disabled | ClientState::Failed) {
+            self.rt.set_state(ClientState::Closed);
         }
     }
 
     async fn drain_until_closed(&mut self) {
         let deadline = tokio::time::sleep(Duration::from_secs(6));
         tokio::pin!(deadline);
-        while self.events.is_some() {
+        while self.link.is_some() {
             tokio::select! {
-                e = next_event(&mut self.events) => match e {
+                e = next_event(&mut self.link) => match e {
                     Some(e) => self.handle_event(e).await,
                     None => break,
                 },
@@ -523,9 +621,9 @@ impl Worker {
     }
 }
 
-async fn next_event(rx: &mut Option<tether::Receiver>) -> Option<Event> {
-    match rx {
-        Some(rx) => rx.next().await,
+async fn next_event(link: &mut Option<Link>) -> Option<PersistentEvent> {
+    match link {
+        Some(link) => link.events.next().await,
         None => std::future::pending().await,
     }
 }
