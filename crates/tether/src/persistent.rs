@@ -324,31 +324,38 @@ async fn supervise(
     persistent: PersistentOptions,
     tx: mpsc::Sender<PersistentEvent>,
 ) {
-    let mut backoff = Backoff::new(persistent.policy);
+    // Boxed, as is each connection's loop: an idle connection's task then
+    // holds only what it waits on, not the largest of every step.
+    let given = Box::new(given);
+    let mut backoff = Box::new(Backoff::new(persistent.policy));
     loop {
         if inner.stopped.load(Ordering::Acquire) {
             break;
         }
         let attempt = match &persistent.before_attempt {
-            None => Ok(given.clone()),
-            Some(hook) => tokio::select! {
-                prepared = hook(given.clone()) => prepared,
-                _ = inner.stop.notified() => break,
+            None => Ok((*given).clone()),
+            Some(hook) => match Box::pin(prepare(hook, &given, &inner)).await {
+                Some(prepared) => prepared,
+                None => break,
             },
         };
-        match attempt {
-            Ok(Attempt { url, options }) => match open(key.clone(), &url, &options) {
-                Ok((conn, rx)) => {
-                    run_connection(&inner, &mut backoff, conn, rx, &tx).await;
-                }
-                Err(error) => {
-                    tracing::warn!(key = %key, error = %error, "not reconnecting: the settings fail every attempt");
-                    inner.finish();
-                    let _ = tx.send(PersistentEvent::Failed(Box::new(error))).await;
-                    return;
-                }
-            },
-            Err(why) => tracing::debug!(key = %key, why = %why, "attempt not made"),
+        let opened = attempt.map(|a| open(key.clone(), &a.url, &a.options));
+        let connection = match opened {
+            Ok(Ok(pair)) => Some(pair),
+            Ok(Err(error)) => {
+                tracing::warn!(key = %key, error = %error, "not reconnecting: the settings fail every attempt");
+                inner.finish();
+                let failed = PersistentEvent::Failed(Box::new(error));
+                let _ = Box::pin(tx.send(failed)).await;
+                return;
+            }
+            Err(why) => {
+                tracing::debug!(key = %key, why = %why, "attempt not made");
+                None
+            }
+        };
+        if let Some((conn, rx)) = connection {
+            Box::pin(run_connection(&inner, &mut backoff, conn, rx, &tx)).await;
         }
         if inner.stopped.load(Ordering::Acquire) {
             break;
@@ -367,12 +374,31 @@ async fn supervise(
             .send(PersistentEvent::Reconnecting { attempt, delay })
             .await;
         tokio::select! {
-            _ = rt::sleep(delay) => {}
+            _ = Box::pin(rt::sleep(delay)) => {}
             _ = inner.stop.notified() => break,
         }
     }
     inner.finish();
     let _ = tx.send(PersistentEvent::Closed).await;
+}
+
+/// Runs the before-attempt hook; `None` when stopped meanwhile.
+async fn prepare(
+    hook: &BeforeAttempt,
+    given: &Attempt,
+    inner: &Inner,
+) -> Option<Result<Attempt, String>> {
+    tokio::select! {
+        prepared = hook(given.clone()) => Some(prepared),
+        _ = inner.stop.notified() => None,
+    }
+}
+
+/// Sends what waited while disconnected, in order.
+async fn send_all(conn: &Connection, queued: Vec<Message>) {
+    for m in queued {
+        let _ = conn.send(&m).await;
+    }
 }
 
 /// Forwards one connection's events until it has closed.
@@ -399,8 +425,8 @@ async fn run_connection(
                     q.1 = 0;
                     q.0.drain(..).collect()
                 };
-                for m in queued {
-                    let _ = conn.send(&m).await;
+                if !queued.is_empty() {
+                    Box::pin(send_all(&conn, queued)).await;
                 }
                 Some(PersistentEvent::Open { protocol })
             }

@@ -158,7 +158,12 @@ enum Control {
     Disconnect,
     Shutdown,
     Timer(u64),
+    /// The link's next attempt asks what to connect to.
+    Attempt(AttemptReply),
 }
+
+/// Where the worker answers an attempt's question.
+type AttemptReply = tokio::sync::oneshot::Sender<Result<tether::Attempt, String>>;
 
 /// A client at run time. Cheap to share; the worker task does the work.
 pub struct ClientRuntime {

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use tether::{Attempt, Persistent, PersistentEvent, PersistentOptions, PersistentReceiver};
 
-use super::{ClientRuntime, ClientState, Control};
+use super::{AttemptReply, ClientRuntime, ClientState, Control};
 use crate::events::body;
 use crate::modules::{
     ClientModule, ConnHandle, ConnectRequest, ModuleError, NoModule, TimerRequest,
@@ -39,11 +39,6 @@ struct Link {
     stopping: bool,
 }
 
-/// The link asks what its next attempt connects to.
-struct AttemptRequest {
-    reply: tokio::sync::oneshot::Sender<Result<Attempt, String>>,
-}
-
 /// The task behind one client.
 pub(super) struct Worker {
     rt: Arc<ClientRuntime>,
@@ -57,9 +52,6 @@ pub(super) struct Worker {
     timer_tasks: HashMap<u64, (JoinHandle<()>, Arc<AtomicBool>)>,
     /// The connection that should stay up, while it runs.
     link: Option<Link>,
-    /// Before-attempt requests from the link: answered in event order.
-    attempts_tx: mpsc::UnboundedSender<AttemptRequest>,
-    attempts: mpsc::UnboundedReceiver<AttemptRequest>,
     /// An operator wants the client connected.
     want: bool,
     /// A connect came while the link was still closing: start a new one
@@ -84,11 +76,8 @@ impl Worker {
         timers: mpsc::UnboundedReceiver<TimerRequest>,
     ) -> Self {
         let acks = module.acks_outbox();
-        let (attempts_tx, attempts) = mpsc::unbounded_channel();
         Worker {
             link: None,
-            attempts_tx,
-            attempts,
             reopen: false,
             last_loss: String::new(),
             acks,
@@ -112,6 +101,7 @@ impl Worker {
                     Some(Control::Connect) => self.connect(),
                     Some(Control::Disconnect) => self.disconnect().await,
                     Some(Control::Timer(id)) => self.timer(id).await,
+                    Some(Control::Attempt(reply)) => self.prepare_attempt(reply).await,
                     Some(Control::Shutdown) | None => {
                         self.stop(1001, "host shutting down");
                         self.drain_until_closed().await;
@@ -119,7 +109,6 @@ impl Worker {
                     }
                 },
                 Some(t) = self.timers.recv() => self.schedule(t),
-                Some(request) = self.attempts.recv() => self.prepare_attempt(request).await,
                 event = next_event(&mut self.link) => match event {
                     Some(e) => self.handle_event(e).await,
                     None => self.link = None,
@@ -265,14 +254,16 @@ impl Worker {
         if !spec.reconnect {
             policy.max_attempts = Some(0);
         }
-        let requests = self.attempts_tx.clone();
+        // Asked on the control channel, so it is answered in order with
+        // the other hooks. Weak: the link must not keep the worker alive.
+        let control = self.rt.control.downgrade();
         let before_attempt: tether::BeforeAttempt = Arc::new(move |_given: Attempt| {
-            let requests = requests.clone();
+            let control = control.upgrade();
             Box::pin(async move {
                 let (reply, answer) = tokio::sync::oneshot::channel();
-                requests
-                    .send(AttemptRequest { reply })
-                    .map_err(|_| "the client has stopped".to_string())?;
+                control
+                    .and_then(|c| c.send(Control::Attempt(reply)).ok())
+                    .ok_or_else(|| "the client has stopped".to_string())?;
                 answer
                     .await
                     .map_err(|_| "the client has stopped".to_string())?
@@ -311,9 +302,9 @@ impl Worker {
 
     /// Before an attempt of the link: `before_connect` with the current
     /// settings, then the URL and options the attempt uses.
-    async fn prepare_attempt(&mut self, request: AttemptRequest) {
+    async fn prepare_attempt(&mut self, reply: AttemptReply) {
         if !self.want {
-            let _ = request.reply.send(Err("disconnected".into()));
+            let _ = reply.send(Err("disconnected".into()));
             return;
         }
         let spec = self.rt.spec();
@@ -333,7 +324,7 @@ impl Worker {
             .await;
         let Some(connect) = prepared else {
             self.last_loss = "before_connect failed".into();
-            let _ = request.reply.send(Err(self.last_loss.clone()));
+            let _ = reply.send(Err(self.last_loss.clone()));
             return;
         };
         let mut options = spec.options(&connect.headers);
@@ -342,7 +333,7 @@ impl Worker {
             let key = self.rt.key.clone();
             options.write_gate(Arc::new(move || gate(&key)));
         }
-        let _ = request.reply.send(Ok(Attempt {
+        let _ = reply.send(Ok(Attempt {
             url: connect.url,
             options,
         }));
