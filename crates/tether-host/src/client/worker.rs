@@ -13,31 +13,24 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use tether::{Attempt, Persistent, PersistentEvent, PersistentOptions, PersistentReceiver};
+use tether::PersistentEvent;
 
-use super::{AttemptReply, ClientRuntime, ClientState, Control};
+use super::{ClientRuntime, ClientState, Control};
 use crate::events::body;
-use crate::modules::{
-    ClientModule, ConnHandle, ConnectRequest, ModuleError, NoModule, TimerRequest,
-};
+use crate::modules::{ClientModule, ConnHandle, ModuleError, NoModule, TimerRequest};
 use crate::store::{now_ms, rfc3339};
 
 /// Past a hook's call limit, how long the worker still waits before it
 /// gives the call up (the Lua budget stops Lua code well inside this).
+mod link;
 mod timers;
+
+use link::{next_event, Link};
 
 const CALL_GRACE: Duration = Duration::from_secs(1);
 
 /// The most messages of a burst handed to the module in one call.
 const MESSAGE_BATCH: usize = 256;
-
-/// A running [`Persistent`] and its events.
-struct Link {
-    persistent: Persistent,
-    events: PersistentReceiver,
-    /// Closed on request: it reconnects no more.
-    stopping: bool,
-}
 
 /// The task behind one client.
 pub(super) struct Worker {
@@ -226,119 +219,6 @@ impl Worker {
         true
     }
 
-    /// An operator's connect: start the link, or restart one that is
-    /// closing or waiting for its next attempt (so it connects now).
-    fn connect(&mut self) {
-        if !self.recover() {
-            return;
-        }
-        self.want = true;
-        match self.link.as_mut() {
-            None => self.start_link(),
-            Some(link) if link.stopping => self.reopen = true,
-            Some(link) if self.rt.status().state == ClientState::Reconnecting => {
-                link.stopping = true;
-                let _ = link.persistent.close(1000, "");
-                self.reopen = true;
-            }
-            Some(_) => {}
-        }
-    }
-
-    /// Opens the link. Each of its attempts asks this worker first (see
-    /// [`prepare_attempt`](Self::prepare_attempt)).
-    fn start_link(&mut self) {
-        let spec = self.rt.spec();
-        self.rt.set_state(ClientState::Connecting);
-        let mut policy = spec.policy.clone();
-        if !spec.reconnect {
-            policy.max_attempts = Some(0);
-        }
-        // Asked on the control channel, so it is answered in order with
-        // the other hooks. Weak: the link must not keep the worker alive.
-        let control = self.rt.control.downgrade();
-        let before_attempt: tether::BeforeAttempt = Arc::new(move |_given: Attempt| {
-            let control = control.upgrade();
-            Box::pin(async move {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                control
-                    .and_then(|c| c.send(Control::Attempt(reply)).ok())
-                    .ok_or_else(|| "the client has stopped".to_string())?;
-                answer
-                    .await
-                    .map_err(|_| "the client has stopped".to_string())?
-            })
-        });
-        let options = PersistentOptions {
-            policy,
-            queue_bytes: 0,
-            before_attempt: Some(before_attempt),
-        };
-        let opened = Persistent::open(
-            self.rt.key.clone(),
-            &spec.url,
-            &spec.options(&spec.headers),
-            options,
-        );
-        match opened {
-            Ok((persistent, events)) => {
-                self.link = Some(Link {
-                    persistent,
-                    events,
-                    stopping: false,
-                });
-            }
-            Err(e) => self.unusable(&e),
-        }
-    }
-
-    /// The URL or headers are unusable: retrying cannot help.
-    fn unusable(&mut self, e: &tether::Error) {
-        self.rt.publish_error(e.kind(), &e.to_string());
-        self.rt.update(|s| s.last_error = Some(e.to_string()));
-        self.want = false;
-        self.rt.set_state(ClientState::Closed);
-    }
-
-    /// Before an attempt of the link: `before_connect` with the current
-    /// settings, then the URL and options the attempt uses.
-    async fn prepare_attempt(&mut self, reply: AttemptReply) {
-        if !self.want {
-            let _ = reply.send(Err("disconnected".into()));
-            return;
-        }
-        let spec = self.rt.spec();
-        self.rt.set_state(ClientState::Connecting);
-        let connect = ConnectRequest {
-            key: self.rt.key.clone(),
-            url: spec.url.clone(),
-            headers: spec.headers.clone(),
-            credentials: spec.credentials.clone(),
-            settings: spec.settings.clone(),
-        };
-        let prepared = self
-            .hook("before_connect", move |m, _| {
-                let mut r = connect;
-                m.before_connect(&mut r).map(|()| r)
-            })
-            .await;
-        let Some(connect) = prepared else {
-            self.last_loss = "before_connect failed".into();
-            let _ = reply.send(Err(self.last_loss.clone()));
-            return;
-        };
-        let mut options = spec.options(&connect.headers);
-        if let Some(gate) = self.rt.handle.gate() {
-            // In a cluster: bytes queued before a pause never go out after it.
-            let key = self.rt.key.clone();
-            options.write_gate(Arc::new(move || gate(&key)));
-        }
-        let _ = reply.send(Ok(Attempt {
-            url: connect.url,
-            options,
-        }));
-    }
-
     async fn handle_event(&mut self, event: PersistentEvent) {
         match event {
             PersistentEvent::Open { protocol } => {
@@ -459,15 +339,6 @@ impl Worker {
         }
     }
 
-    /// The link has ended: closed, unless disabled or failed.
-    fn settle(&mut self) {
-        self.want = false;
-        let state = self.rt.status().state;
-        if !matches!(state, ClientState::Disabled | ClientState::Failed) {
-            self.rt.set_state(ClientState::Closed);
-        }
-    }
-
     /// Runs `on_message` (and, in ack mode, `outbox_ack`) for each message,
     /// in order, in as few hook calls as the call limit allows: a call
     /// stops taking messages once it has run for half the limit, and the
@@ -557,46 +428,6 @@ impl Worker {
         }
     }
 
-    /// Closes the connection with `code` and stops reconnecting. A failed
-    /// client stays failed.
-    /// An operator's close: the module may say goodbye first (and close
-    /// once the server answered); the host closes after the grace anyway.
-    async fn disconnect(&mut self) {
-        let open = self.rt.handle.connection().is_some() && self.link.is_some();
-        if open && self.module.is_some() {
-            self.want = false;
-            self.reopen = false;
-            let waits = self
-                .hook("before_close", |m, c| m.before_close(c))
-                .await
-                .unwrap_or(false);
-            if waits && self.link.is_some() {
-                self.rt.set_state(ClientState::Closing);
-                self.close_at = Some(tokio::time::Instant::now() + crate::modules::CLOSE_GRACE);
-                return;
-            }
-        }
-        self.stop(1000, "disconnected by operator");
-    }
-
-    fn stop(&mut self, code: u16, reason: &str) {
-        self.want = false;
-        self.reopen = false;
-        let state = self.rt.status().state;
-        let connected = self.rt.handle.connection().is_some();
-        if let Some(link) = self.link.as_mut() {
-            link.stopping = true;
-            let closed = link.persistent.close(code, reason).is_ok();
-            if closed && connected && state != ClientState::Failed {
-                self.rt.set_state(ClientState::Closing);
-                return;
-            }
-        }
-        if !connected && !matches!(state, ClientState::Disabled | ClientState::Failed) {
-            self.rt.set_state(ClientState::Closed);
-        }
-    }
-
     async fn drain_until_closed(&mut self) {
         let deadline = tokio::time::sleep(Duration::from_secs(6));
         tokio::pin!(deadline);
@@ -609,13 +440,6 @@ impl Worker {
                 _ = &mut deadline => break,
             }
         }
-    }
-}
-
-async fn next_event(link: &mut Option<Link>) -> Option<PersistentEvent> {
-    match link {
-        Some(link) => link.events.next().await,
-        None => std::future::pending().await,
     }
 }
 
