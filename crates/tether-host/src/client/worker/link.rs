@@ -141,8 +141,6 @@ impl Worker {
         }
     }
 
-    /// Closes the connection with `code` and stops reconnecting. A failed
-    /// client stays failed.
     /// An operator's close: the module may say goodbye first (and close
     /// once the server answered); the host closes after the grace anyway.
     pub(super) async fn disconnect(&mut self) {
@@ -163,6 +161,8 @@ impl Worker {
         self.stop(1000, "disconnected by operator");
     }
 
+    /// Closes the connection with `code` and stops reconnecting. A failed
+    /// client stays failed.
     pub(super) fn stop(&mut self, code: u16, reason: &str) {
         self.want = false;
         self.reopen = false;
