@@ -2,8 +2,9 @@
 # The wasm32 client's tests in headless Chromium (wasm-bindgen-test through
 # ChromeDriver) against a loopback echo server (Python websockets), then
 # its lints. The tests read the server's URL at build time:
-# TETHER_WEB_ECHO (default ws://127.0.0.1:9330/) and TETHER_WEB_REFUSED, a
-# port nobody listens on (default ws://127.0.0.1:9331/).
+# TETHER_WEB_ECHO (default ws://127.0.0.1:9330/; the server's silent
+# listener is two ports up) and TETHER_WEB_REFUSED, a port nobody listens
+# on (default ws://127.0.0.1:9331/).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"

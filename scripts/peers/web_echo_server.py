@@ -1,7 +1,8 @@
 """Python websockets echo server for the browser tests of the wasm client.
 
 usage: web_echo_server.py PORT
-Echoes every message. Text commands:
+Echoes every message on PORT. On PORT+2 a TCP listener accepts and never
+answers (for connect timeouts). Text commands:
   close:CODE:REASON  the server closes this connection with CODE and REASON
   restart:MILLIS     closes every connection (1012), stops listening for
                      MILLIS, then listens again on the same port
@@ -51,8 +52,14 @@ async def listen(port):
     return await serve(handler, "127.0.0.1", port, max_size=2**26)
 
 
+async def silent(reader, writer):
+    await reader.read()  # holds the connection, never answers
+    writer.close()
+
+
 async def main():
     state["port"] = int(sys.argv[1])
+    state["silent"] = await asyncio.start_server(silent, "127.0.0.1", state["port"] + 2)
     state["server"] = await listen(state["port"])
     print("ready", state["port"], flush=True)
     await asyncio.get_running_loop().create_future()

@@ -19,6 +19,11 @@ const ECHO: &str = match option_env!("TETHER_WEB_ECHO") {
     Some(url) => url,
     None => "ws://127.0.0.1:9330/",
 };
+/// A TCP listener that accepts and never answers the handshake.
+const SILENT: &str = match option_env!("TETHER_WEB_SILENT") {
+    Some(url) => url,
+    None => "ws://127.0.0.1:9332/",
+};
 /// A loopback port nobody listens on.
 const REFUSED: &str = match option_env!("TETHER_WEB_REFUSED") {
     Some(url) => url,
@@ -140,6 +145,25 @@ async fn a_refused_connection_is_a_typed_error() {
     };
     assert_eq!(closed.code, 1006);
     assert!(matches!(closed.error, Some(Error::BrowserConnect { .. })));
+}
+
+#[wasm_bindgen_test]
+async fn a_handshake_that_never_comes_times_out() {
+    let mut options = ConnectOptions::new();
+    options.connect_timeout(Duration::from_millis(300));
+    let started = web_time::Instant::now();
+    let err = within("timeout", tether::connect(SILENT, &options))
+        .await
+        .expect_err("the server never answers");
+    assert!(
+        matches!(err, Error::ConnectTimeout(d) if d == Duration::from_millis(300)),
+        "{err:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
 }
 
 #[wasm_bindgen_test]
