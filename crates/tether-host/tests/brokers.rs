@@ -468,16 +468,38 @@ async fn a_wrong_password_is_a_clear_error_and_backs_off() {
         "{message}"
     );
     assert!(!message.contains("wrong"), "the password leaked: {message}");
-    // Backoff: count the connections opened in the next 6 s.
+    // Backoff: over the next 6 s, attempts numbered 1, 2, 3, … whose delays
+    // stay inside windows that double from 1 s (full jitter: anywhere from
+    // zero up to the window, so the count alone is not a fair test: 6
+    // opens in 6 s happen about one run in 30).
     let mut opens = 1;
+    let mut attempts = Vec::new();
     while started.elapsed() < Duration::from_secs(6) {
         match tokio::time::timeout(Duration::from_millis(200), rx.recv()).await {
             Ok(Ok(e)) if e.client == "rstomp" && e.body["event"] == "open" => opens += 1,
+            Ok(Ok(e)) if e.client == "rstomp" && e.body["event"] == "reconnecting" => attempts
+                .push((
+                    e.body["attempt"].as_u64().unwrap_or(0),
+                    e.body["delay_ms"].as_u64().unwrap_or(u64::MAX),
+                )),
             _ => {}
         }
     }
-    assert!(opens <= 5, "{opens} connections in 6 s: no backoff");
     assert!(opens >= 2, "it stopped trying after one attempt");
+    assert!(opens <= 8, "{opens} connections in 6 s: no backoff");
+    assert!(!attempts.is_empty(), "no reconnect attempt reported");
+    for (i, (attempt, delay_ms)) in attempts.iter().enumerate() {
+        assert_eq!(
+            *attempt,
+            attempts[0].0 + i as u64,
+            "attempts count up: {attempts:?}"
+        );
+        let window = 1000u64 << attempt.saturating_sub(1).min(6);
+        assert!(
+            *delay_ms < window.min(60_000),
+            "attempt {attempt} waited {delay_ms} ms, over its {window} ms window: {attempts:?}"
+        );
+    }
     host.shutdown().await;
 }
 

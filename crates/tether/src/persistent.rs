@@ -121,6 +121,8 @@ struct Inner {
     queue_bytes: usize,
     stopped: AtomicBool,
     stop: Notify,
+    /// Cuts the current wait between attempts short.
+    retry_now: Notify,
     state: AtomicU8,
 }
 
@@ -234,6 +236,7 @@ impl Persistent {
             queue_bytes: persistent.queue_bytes,
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
+            retry_now: Notify::new(),
             state: AtomicU8::new(PersistentState::Connecting as u8),
         });
         let (tx, rx) = mpsc::channel(64);
@@ -306,6 +309,13 @@ impl Persistent {
         Ok(())
     }
 
+    /// While waiting between attempts: makes the next attempt now. The
+    /// attempt count stays (the next wait is as long as it would have
+    /// been). Does nothing while connected or connecting.
+    pub fn reconnect_now(&self) {
+        self.inner.retry_now.notify_waiters();
+    }
+
     /// Stops reconnecting and closes the current connection with `code`.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), SendError> {
         transport::check_close(code, reason)?;
@@ -375,6 +385,7 @@ async fn supervise(
             .await;
         tokio::select! {
             _ = Box::pin(rt::sleep(delay)) => {}
+            _ = inner.retry_now.notified() => {}
             _ = inner.stop.notified() => break,
         }
     }

@@ -467,3 +467,52 @@ async fn before_attempt_runs_before_each_attempt_and_can_change_the_url() {
     wait(&mut rx, |e| matches!(e, PersistentEvent::Closed)).await;
     assert_eq!(seen.lock().unwrap().len(), 2, "no attempt after close");
 }
+
+#[tokio::test]
+async fn reconnect_now_cuts_the_wait_short_and_keeps_the_count() {
+    let port = support::peers::free_port(); // nobody listens
+    let (conn, mut rx) = Persistent::open(
+        "now",
+        &format!("ws://127.0.0.1:{port}/"),
+        &options(),
+        PersistentOptions {
+            policy: ReconnectPolicy {
+                initial_delay: Duration::from_secs(60),
+                max_delay: Duration::from_secs(60),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // A wait long enough to tell a cut from a natural end (the jitter can
+    // make one short: take the next).
+    let attempt = loop {
+        if let PersistentEvent::Reconnecting { attempt, delay } = wait(&mut rx, |e| {
+            matches!(e, PersistentEvent::Reconnecting { .. })
+        })
+        .await
+        {
+            if delay >= Duration::from_secs(5) {
+                break attempt;
+            }
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await; // it is waiting now
+    let asked = Instant::now();
+    conn.reconnect_now();
+    let next = wait(&mut rx, |e| {
+        matches!(e, PersistentEvent::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        asked.elapsed() < Duration::from_secs(3),
+        "the wait was not cut: {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        matches!(next, PersistentEvent::Reconnecting { attempt: a, .. } if a == attempt + 1),
+        "the count goes on: {next:?} after attempt {attempt}"
+    );
+    conn.close(1000, "").unwrap();
+}

@@ -19,8 +19,8 @@ pub(super) struct Link {
 }
 
 impl Worker {
-    /// An operator's connect: start the link, or restart one that is
-    /// closing or waiting for its next attempt (so it connects now).
+    /// An operator's connect: start the link, reopen one that is closing,
+    /// or cut the wait of one between attempts short.
     pub(super) fn connect(&mut self) {
         if !self.recover() {
             return;
@@ -29,10 +29,10 @@ impl Worker {
         match self.link.as_mut() {
             None => self.start_link(),
             Some(link) if link.stopping => self.reopen = true,
+            // Waiting between attempts: try now (the count of attempts stays,
+            // so a caller that keeps connecting does not undo the backoff).
             Some(link) if self.rt.status().state == ClientState::Reconnecting => {
-                link.stopping = true;
-                let _ = link.persistent.close(1000, "");
-                self.reopen = true;
+                link.persistent.reconnect_now();
             }
             Some(_) => {}
         }
