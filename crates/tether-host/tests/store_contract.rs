@@ -97,6 +97,17 @@ pub async fn pg_database(test: &str) -> Option<String> {
 }
 
 /// A one-byte text message for client `c` with the caller's id `id`.
+/// The sequence numbers of client `c`'s pending messages, in order.
+async fn pending_seqs(store: &dyn Store) -> Vec<i64> {
+    store
+        .outbox_pending("c", 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect()
+}
+
 fn m(id: &str) -> NewOutboxMessage {
     NewOutboxMessage {
         client: "c".into(),
@@ -295,13 +306,7 @@ async fn retry_requeue_and_stats(store: Arc<dyn Store>) {
         .outbox_append(&[m("a"), m("b"), m("c")])
         .await
         .unwrap();
-    let seqs: Vec<i64> = store
-        .outbox_pending("c", 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    let seqs = pending_seqs(&*store).await;
     store
         .outbox_mark(&seqs[..1], OutboxStatus::Dead, Some("gave up"))
         .await

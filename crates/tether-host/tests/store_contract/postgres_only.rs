@@ -8,7 +8,7 @@ use tether_host::store::outbox::{Appended, OutboxLimits, OutboxStatus};
 use tether_host::store::{Secrets, StoreError};
 use tether_host::{PgStore, Store};
 
-use super::{change, m, pg_database, record};
+use super::{change, m, pending_seqs, pg_database, record};
 
 #[tokio::test]
 async fn postgres_keeps_secrets_sealed_and_refuses_another_key() {
@@ -131,13 +131,7 @@ async fn postgres_outbox_changes_need_the_clients_lease_once_fenced() {
     };
     let store = PgStore::open_with(&url, Secrets::Plaintext).await.unwrap();
     store.outbox_append(&[m("a"), m("b")]).await.unwrap();
-    let seqs: Vec<i64> = store
-        .outbox_pending("c", 10)
-        .await
-        .unwrap()
-        .iter()
-        .map(|m| m.seq)
-        .collect();
+    let seqs = pending_seqs(&store).await;
     store.fence_with("node-a");
     let mut raw = sqlx::PgConnection::connect(&url).await.unwrap();
     // Nobody's lease, then another node's, then an expired one of ours:
