@@ -45,6 +45,11 @@ impl Served {
 /// A host with one type `t` (with this Lua module, if any) and its API on
 /// a loopback port.
 async fn serve(name: &str, module: Option<&str>) -> anyhow::Result<Served> {
+    serve_with(name, module, "").await
+}
+
+/// [`serve`] with more lines in the type's table.
+async fn serve_with(name: &str, module: Option<&str>, type_lines: &str) -> anyhow::Result<Served> {
     let dir = std::env::temp_dir().join(format!("tether-bench-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -56,7 +61,7 @@ async fn serve(name: &str, module: Option<&str>) -> anyhow::Result<Served> {
         None => "",
     };
     let toml = format!(
-        "[[client_type]]\nname = \"t\"\n{extra}[client_type.defaults]\nurl = \"ws://127.0.0.1:1/\"\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
+        "[[client_type]]\nname = \"t\"\n{extra}{type_lines}[client_type.defaults]\nurl = \"ws://127.0.0.1:1/\"\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
     );
     let store =
         Arc::new(SqliteStore::open(&format!("sqlite://{}", dir.join("b.db").display())).await?);
@@ -250,10 +255,13 @@ async fn sse_fanout(ws: std::net::SocketAddr, n: usize, subs: usize) -> anyhow::
     Ok(rate)
 }
 
-/// Starts `tether-bench --host-idle N` and reads its answer.
-fn idle_instances(ws: std::net::SocketAddr, n: usize) -> anyhow::Result<()> {
+/// Starts `tether-bench --host-idle N` and reads its answer; `lua_state`
+/// is the type's (`instance` or `shared`), or `none` for a type without a
+/// module.
+fn idle_instances(ws: std::net::SocketAddr, n: usize, lua_state: &str) -> anyhow::Result<()> {
     let out = std::process::Command::new(std::env::current_exe()?)
         .args(["--host-idle", &n.to_string(), &ws.to_string()])
+        .env("BENCH_IDLE_MODULE", lua_state)
         .output()?;
     anyhow::ensure!(
         out.status.success(),
@@ -276,8 +284,13 @@ pub fn idle_child(
         .build()?;
     rt.block_on(async {
         let module = "local seen = 0\nfunction on_open(conn) end\nfunction on_message(conn, msg)\n  seen = seen + 1\nend\n";
-        let module = (std::env::var("BENCH_IDLE_MODULE").as_deref() != Ok("none")).then_some(module);
-        let s = serve("idle", module).await?;
+        // BENCH_IDLE_MODULE: instance (the default), shared, or none.
+        let mode = std::env::var("BENCH_IDLE_MODULE").unwrap_or_else(|_| "instance".into());
+        let s = match mode.as_str() {
+            "none" => serve("idle", None).await?,
+            "instance" | "shared" => serve_with("idle", Some(module), &format!("lua_state = \"{mode}\"\n")).await?,
+            other => anyhow::bail!("BENCH_IDLE_MODULE={other}: use instance, shared or none"),
+        };
         let (heap0, rss0) = (heap(), crate::memory::rss());
         let url = format!("ws://{ws}/echo");
         for i in 0..n {
@@ -309,7 +322,7 @@ pub fn idle_child(
         let heap_per = (heap() - heap0) as f64 / n as f64;
         let rss_per = crate::memory::rss().saturating_sub(rss0) as f64 / n as f64;
         println!(
-            "{n} idle instances with a Lua module, connected: heap {:.1} KiB, RSS {:.1} KiB per instance (goal <= 32 KiB)",
+            "{n} idle instances (lua_state: {mode}), connected: heap {:.1} KiB, RSS {:.1} KiB per instance (goal <= 32 KiB)",
             heap_per / 1024.0,
             rss_per / 1024.0
         );
@@ -352,5 +365,8 @@ pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
     rt.shutdown_timeout(Duration::from_secs(1));
-    idle_instances(ws, if quick { 1_000 } else { 10_000 })
+    for lua_state in ["instance", "shared"] {
+        idle_instances(ws, if quick { 1_000 } else { 10_000 }, lua_state)?;
+    }
+    Ok(())
 }

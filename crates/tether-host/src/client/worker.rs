@@ -115,6 +115,11 @@ impl Worker {
             }
         }
         self.cancel_timers();
+        // A module that shares a Lua state lets go of it under the state's
+        // lock, which another instance's call may hold: not on this thread.
+        if let Some(module) = self.module.take() {
+            tokio::task::spawn_blocking(move || drop(module));
+        }
     }
 
     /// Runs a hook on a blocking thread, keeping hooks in order. Without a
@@ -125,6 +130,24 @@ impl Worker {
         f: impl FnOnce(&mut dyn ClientModule, &ConnHandle) -> Result<R, ModuleError> + Send + 'static,
     ) -> Option<R> {
         let mut module = self.module.take()?;
+        // A shared Lua state: wait for it here, holding no thread.
+        let gate = match module.gate() {
+            None => None,
+            Some(gate) => {
+                match tokio::time::timeout(self.call_limit + CALL_GRACE, gate.lock_owned()).await {
+                    Ok(guard) => Some(guard),
+                    Err(_) => {
+                        self.module = Some(module);
+                        let message = format!(
+                            "{name} could not run: the type's shared Lua state stayed busy for {} ms with another instance's call; the client is stopped until it is connected again",
+                            (self.call_limit + CALL_GRACE).as_millis()
+                        );
+                        self.fail(name, message);
+                        return None;
+                    }
+                }
+            }
+        };
         let handle = self.rt.handle();
         let (started_tx, started_rx) = tokio::sync::oneshot::channel();
         let mut task = tokio::task::spawn_blocking(move || {
@@ -132,6 +155,7 @@ impl Worker {
             let started = Instant::now();
             let r = f(module.as_mut(), &handle);
             crate::telemetry::handler_ran(started.elapsed());
+            drop(gate);
             (module, r)
         });
         // The limit counts from when the call starts, not while it queues
@@ -182,13 +206,19 @@ impl Worker {
             "{name} did not return within its limit of {} ms (stuck inside one call that cannot be interrupted); the client is stopped until it is connected again",
             self.call_limit.as_millis()
         );
-        tracing::error!(client = %self.rt.key, hook = name, "{message}");
         self.stuck = Some(tokio::spawn(async move {
             match task.await {
                 Ok((module, _)) => module,
                 Err(_) => Box::new(NoModule) as Box<dyn ClientModule>,
             }
         }));
+        self.fail(name, message);
+    }
+
+    /// The client fails: its connection closes, its timers stop, and it
+    /// stays down until an operator connects it again.
+    fn fail(&mut self, name: &'static str, message: String) {
+        tracing::error!(client = %self.rt.key, hook = name, "{message}");
         self.cancel_timers();
         self.want = false;
         self.reopen = false;

@@ -59,6 +59,10 @@ pub struct ClientTypeConfig {
     /// Default 1000; at most 60000.
     #[serde(default)]
     pub cpu_limit_ms: Option<Spanned<u64>>,
+    /// Whether each instance has a Lua state of its own (`"instance"`, the
+    /// default) or all share the type's (`"shared"`).
+    #[serde(default)]
+    pub lua_state: LuaState,
     /// The durable outbox of the type's instances.
     #[serde(default)]
     pub outbox: OutboxConfig,
@@ -75,6 +79,21 @@ pub struct ClientTypeConfig {
     /// Defaults for the type's instances.
     #[serde(default)]
     pub defaults: TypeDefaults,
+}
+
+/// Where a type's instances run their Lua module.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LuaState {
+    /// A state of its own per instance (about 30 KiB each): one instance's
+    /// memory limit, CPU and stuck calls are its own.
+    #[default]
+    Instance,
+    /// One state for all instances of the type (an idle instance costs a
+    /// few KiB of it): their hooks run one at a time, the memory limit is
+    /// the type's, and a call stuck inside a C function holds up every
+    /// instance of the type. For many instances of a light module.
+    Shared,
 }
 
 /// `[client_type.defaults]`.
@@ -130,6 +149,8 @@ pub struct ClientType {
     pub env: Vec<String>,
     /// CPU time per hook call.
     pub cpu_limit: Duration,
+    /// Where the instances run their Lua module.
+    pub lua_state: LuaState,
     /// The durable outbox.
     pub outbox: OutboxConfig,
     /// `[client_type.settings]` as JSON (an object).
@@ -356,6 +377,7 @@ impl Loaded {
                     module_source,
                     env,
                     cpu_limit,
+                    lua_state: t.lua_state,
                     outbox: match &builtin {
                         // The built-in types are ready once subscribed.
                         Some(_) => OutboxConfig {

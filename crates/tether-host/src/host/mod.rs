@@ -197,7 +197,8 @@ impl Host {
                         LuaFactory::new(source, path)
                             .env(t.env.clone())
                             .settings(t.settings.clone())
-                            .cpu_limit(t.cpu_limit),
+                            .cpu_limit(t.cpu_limit)
+                            .shared_state(t.lua_state == crate::config::LuaState::Shared),
                     ) as Arc<dyn ModuleFactory>)
                 });
                 (

@@ -357,6 +357,12 @@ pub trait ClientModule: Send {
     fn on_timer(&mut self, _conn: &ConnHandle, _id: u64) -> Result<bool, ModuleError> {
         Ok(false)
     }
+    /// For a module that shares its state with other instances: the lock
+    /// a hook call needs. The host waits for it before the call goes to a
+    /// blocking thread, and the call's time limit counts from when it has it.
+    fn gate(&self) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        None
+    }
 }
 
 /// Makes a module for each instance of a client type.

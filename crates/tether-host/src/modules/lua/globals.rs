@@ -1,16 +1,19 @@
-//! The globals a Lua module gets from the host: `json`, `log`, `emit`,
-//! `clients`, `env` and `timer`.
+//! The globals a Lua module gets from the host: `json` (shared by every
+//! instance of a state), and each instance's own `log`, `emit`, `clients`,
+//! `env` and `timer`.
+//!
+//! An instance's functions hold no reference to a Lua value from Rust: a
+//! reference from Rust is a root the collector cannot see through, so an
+//! instance of a shared state would never be freed. What an instance's
+//! functions need from Lua (its timers) is bound in Lua instead.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use mlua::{Function, Lua, LuaSerdeExt, Table, Value};
 
 use super::{LuaConn, LuaLimits};
 use crate::modules::{ModuleContext, TimerRequest};
-
-pub(super) const TIMERS: &str = "tether.timers";
 
 /// Environment variables no module may read, whatever the config says.
 pub const RESERVED_ENV_PREFIX: &str = "TETHER_";
@@ -19,14 +22,24 @@ fn runtime_error(message: String) -> mlua::Error {
     mlua::Error::RuntimeError(message)
 }
 
+/// Installs the globals every instance of a state shares.
+pub(super) fn install_shared(lua: &Lua) -> mlua::Result<()> {
+    lua.globals().set("json", json(lua)?)?;
+    lua.set_named_registry_value(
+        TIMER_MAKER,
+        lua.load(TIMER).set_name("=timer").into_function()?,
+    )
+}
+
+/// Installs one instance's globals into its environment `g`; returns the
+/// instance's table of live timers (id → `{f, once}`).
 pub(super) fn install(
     lua: &Lua,
+    g: &Table,
     ctx: &ModuleContext,
     env_allowed: &[String],
     limits: &LuaLimits,
-) -> mlua::Result<()> {
-    let g = lua.globals();
-    g.set("json", json(lua)?)?;
+) -> mlua::Result<Table> {
     g.set("log", log(lua, &ctx.key)?)?;
 
     let emit = ctx.emit.clone();
@@ -54,8 +67,9 @@ pub(super) fn install(
         "env",
         lua.create_function(move |_, name: String| read_env(&allowed, &name))?,
     )?;
-    g.set("timer", timer(lua, ctx, limits)?)?;
-    Ok(())
+    let (timer, timers) = timer(lua, ctx, limits)?;
+    g.set("timer", timer)?;
+    Ok(timers)
 }
 
 /// `env(NAME)`: the variable's value (nil when unset) if the type's config
@@ -113,53 +127,58 @@ fn log(lua: &Lua, key: &str) -> mlua::Result<Table> {
     Ok(log)
 }
 
+/// The registry name of [`TIMER`], compiled once per state.
+const TIMER_MAKER: &str = "tether.timer";
+
+/// Binds an instance's timer functions to its own table of live timers
+/// (as an upvalue, which the collector sees).
+const TIMER: &str = r#"
+local schedule = ...
+local timers = {}
+local timer = {
+  after = function(ms, f) return schedule(timers, "after", ms, f) end,
+  every = function(ms, f) return schedule(timers, "every", ms, f) end,
+  cancel = function(id) timers[id] = nil end,
+}
+return timer, timers
+"#;
+
 /// `timer.after(ms, f)`, `timer.every(ms, f)`, `timer.cancel(id)`, within
-/// the per-client limits on live timers and on the shortest delay.
-fn timer(lua: &Lua, ctx: &ModuleContext, limits: &LuaLimits) -> mlua::Result<Table> {
-    lua.set_named_registry_value(TIMERS, lua.create_table()?)?;
-    let next_id = Arc::new(AtomicU64::new(1));
-    let timer = lua.create_table()?;
-    for (name, repeat) in [("after", false), ("every", true)] {
-        let tx = ctx.timers.clone();
-        let next_id = next_id.clone();
-        let (max, min) = (limits.max_timers, limits.min_timer_interval);
-        timer.set(
-            name,
-            lua.create_function(move |lua, (ms, f): (u64, Function)| {
-                let delay = Duration::from_millis(ms);
-                if delay < min {
-                    return Err(runtime_error(format!(
-                        "timer.{name}({ms}): the shortest delay is {} ms",
-                        min.as_millis()
-                    )));
-                }
-                let timers: Table = lua.named_registry_value(TIMERS)?;
-                let live = timers.pairs::<Value, Value>().count();
-                if live >= max {
-                    return Err(runtime_error(format!(
-                        "timer.{name}: this client already has {live} timers, the most allowed; cancel one first"
-                    )));
-                }
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                let entry = lua.create_table()?;
-                entry.set("f", f)?;
-                entry.set("once", !repeat)?;
-                timers.set(id, entry)?;
-                let _ = tx.send(TimerRequest {
-                    id,
-                    delay,
-                    every: repeat.then_some(delay),
-                });
-                Ok(id)
-            })?,
-        )?;
-    }
-    timer.set(
-        "cancel",
-        lua.create_function(|lua, id: u64| {
-            let timers: Table = lua.named_registry_value(TIMERS)?;
-            timers.set(id, Value::Nil)
-        })?,
+/// the per-client limits on live timers and on the shortest delay. Returns
+/// the `timer` table and the instance's table of live timers.
+fn timer(lua: &Lua, ctx: &ModuleContext, limits: &LuaLimits) -> mlua::Result<(Table, Table)> {
+    let next_id = AtomicU64::new(1);
+    let tx = ctx.timers.clone();
+    let (max, min) = (limits.max_timers, limits.min_timer_interval);
+    let schedule = lua.create_function(
+        move |lua, (timers, name, ms, f): (Table, String, u64, Function)| {
+            let repeat = name == "every";
+            let delay = Duration::from_millis(ms);
+            if delay < min {
+                return Err(runtime_error(format!(
+                    "timer.{name}({ms}): the shortest delay is {} ms",
+                    min.as_millis()
+                )));
+            }
+            let live = timers.pairs::<Value, Value>().count();
+            if live >= max {
+                return Err(runtime_error(format!(
+                    "timer.{name}: this client already has {live} timers, the most allowed; cancel one first"
+                )));
+            }
+            let id = next_id.fetch_add(1, Ordering::Relaxed);
+            let entry = lua.create_table()?;
+            entry.set("f", f)?;
+            entry.set("once", !repeat)?;
+            timers.set(id, entry)?;
+            let _ = tx.send(TimerRequest {
+                id,
+                delay,
+                every: repeat.then_some(delay),
+            });
+            Ok(id)
+        },
     )?;
-    Ok(timer)
+    let maker: Function = lua.named_registry_value(TIMER_MAKER)?;
+    maker.call(schedule)
 }

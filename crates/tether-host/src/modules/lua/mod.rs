@@ -1,6 +1,7 @@
 //! Lua 5.4 handler modules, sandboxed.
 //!
-//! Each instance gets its own Lua state. The state has the `string`, `table`,
+//! Each instance gets its own Lua state, or, for a type with
+//! `lua_state = "shared"`, shares its type's (see [`vm`]). The state has the `string`, `table`,
 //! `math`, `utf8` and `coroutine` libraries, an `os` with only `time`,
 //! `clock`, `date` and `difftime`, and no `io`, `debug`, `load`, `dofile` or
 //! `loadfile`. `require` loads `NAME.lua` from the module's own folder only;
@@ -9,7 +10,8 @@
 //! `pcall` (see [`sandbox`]), and the state under a memory limit.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use mlua::{Function, Lua, LuaOptions, LuaSerdeExt, StdLib, Table, UserData, Value};
@@ -20,10 +22,10 @@ use super::{
 
 mod globals;
 mod sandbox;
+mod vm;
 
 pub use globals::RESERVED_ENV_PREFIX;
-use globals::TIMERS;
-use sandbox::Budget;
+use vm::Vm;
 
 /// CPU time one hook call may take.
 pub const DEFAULT_CPU_LIMIT: Duration = Duration::from_millis(1000);
@@ -84,6 +86,8 @@ pub struct LuaFactory {
     limits: LuaLimits,
     env: Vec<String>,
     settings: serde_json::Value,
+    /// Every instance runs in one state: made by the first.
+    shared: Option<Mutex<Option<Arc<Vm>>>>,
 }
 
 impl LuaFactory {
@@ -95,7 +99,49 @@ impl LuaFactory {
             limits: LuaLimits::default(),
             env: Vec::new(),
             settings: serde_json::Value::Object(Default::default()),
+            shared: None,
         }
+    }
+
+    /// One Lua state for every instance (`lua_state = "shared"`): an idle
+    /// instance costs its environment and its functions, not a state.
+    /// Their hooks run one at a time, and the limits (memory, CPU per
+    /// call) are the state's.
+    pub fn shared_state(mut self, shared: bool) -> Self {
+        self.shared = shared.then(|| Mutex::new(None));
+        self
+    }
+
+    /// The shared state's memory in bytes after a full collection (`None`
+    /// for a type whose instances have states of their own, or before the
+    /// first instance). For diagnostics and tests: the collection runs
+    /// between hook calls.
+    pub fn shared_memory(&self) -> Option<usize> {
+        let shared = self.shared.as_ref()?;
+        let vm = shared
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()?;
+        vm.guarded(|lua| {
+            lua.gc_collect()?;
+            lua.gc_collect()?;
+            Ok(lua.used_memory())
+        })
+        .ok()
+    }
+
+    /// The state for a new instance: its own, or the shared one.
+    fn vm(&self) -> mlua::Result<Arc<Vm>> {
+        let Some(shared) = &self.shared else {
+            return Ok(Arc::new(Vm::new(self, false)?));
+        };
+        let mut slot = shared.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(vm) = slot.as_ref() {
+            return Ok(vm.clone());
+        }
+        let vm = Arc::new(Vm::new(self, true)?);
+        *slot = Some(vm.clone());
+        Ok(vm)
     }
 
     /// Sets the CPU limit per hook call.
@@ -196,73 +242,97 @@ impl UserData for LuaConn {
 }
 
 struct LuaModule {
-    lua: Lua,
+    vm: Arc<Vm>,
+    /// The instance's globals.
+    env: Table,
     conn: mlua::AnyUserData,
-    budget: Arc<Budget>,
+    /// Live timers: id → `{f, once}`.
+    timers: Table,
+    /// Whether the module defines `on_message` / `outbox_ack`, as of its
+    /// last call: the host asks between calls, when reading a shared state
+    /// could wait for another instance's call.
+    defines_on_message: AtomicBool,
+    defines_outbox_ack: AtomicBool,
 }
 
 impl LuaModule {
     fn new(factory: &LuaFactory, ctx: ModuleContext) -> mlua::Result<Self> {
-        let libs = StdLib::TABLE
-            | StdLib::STRING
-            | StdLib::MATH
-            | StdLib::UTF8
-            | StdLib::COROUTINE
-            | StdLib::OS;
-        let lua = Lua::new_with(libs, LuaOptions::new())?;
-        lua.set_memory_limit(factory.limits.memory)?;
-        let budget = Budget::new(factory.limits.cpu);
-        sandbox::install_budget(&lua, &budget)?;
-        sandbox::install(&lua, sandbox::module_dir(&factory.path), &budget)?;
-        globals::install(&lua, &ctx, &factory.env, &factory.limits)?;
-        crate::brokers::lua::install(&lua)?;
-        let settings = match &factory.settings {
-            serde_json::Value::Null => lua.create_table()?,
-            s => match lua.to_value(s)? {
-                Value::Table(t) => t,
-                _ => lua.create_table()?,
-            },
-        };
-        lua.globals().set("settings", settings)?;
-        let conn = lua.create_userdata(LuaConn(ctx.conn.clone()))?;
-        let module = LuaModule { lua, conn, budget };
-        module.guarded(|lua| {
-            lua.load(&factory.source)
-                .set_name(format!("@{}", factory.path.display()))
-                .exec()
+        let vm = factory.vm()?;
+        // Outside the host's worker: a shared state may be in another
+        // instance's call.
+        let patience = factory.limits.cpu + Duration::from_secs(1);
+        let (env, conn, timers) = vm.guarded_within(patience, |lua| {
+            let env = vm.environment()?;
+            let timers = globals::install(lua, &env, &ctx, &factory.env, &factory.limits)?;
+            env.set("require", sandbox::require(lua, &env)?)?;
+            let settings = match &factory.settings {
+                serde_json::Value::Null => lua.create_table()?,
+                s => match lua.to_value(s)? {
+                    Value::Table(t) => t,
+                    _ => lua.create_table()?,
+                },
+            };
+            env.set("settings", settings)?;
+            let conn = lua.create_userdata(LuaConn(ctx.conn.clone()))?;
+            vm.run_module(&env)?;
+            Ok((env, conn, timers))
         })?;
         // Setting up the sandbox and loading the module leave garbage
         // behind (about 4 KB of 36); an idle instance should not keep it.
-        module.lua.gc_collect()?;
+        // A shared state is left to its incremental collector: a full
+        // collection per instance would cost the sum of all of them.
+        if vm.gate.is_none() {
+            vm.lua.gc_collect()?;
+        }
+        let module = LuaModule {
+            vm,
+            env,
+            conn,
+            timers,
+            defines_on_message: AtomicBool::new(false),
+            defines_outbox_ack: AtomicBool::new(false),
+        };
+        module.note_hooks();
         Ok(module)
+    }
+
+    /// Notes which hooks the module defines now.
+    fn note_hooks(&self) {
+        let defined = |name| matches!(self.hook(name), Ok(Some(_)));
+        self.defines_on_message
+            .store(defined("on_message"), Ordering::Relaxed);
+        self.defines_outbox_ack
+            .store(defined("outbox_ack"), Ordering::Relaxed);
+    }
+
+    /// The hook `name` if the module defines it.
+    fn hook(&self, name: &str) -> mlua::Result<Option<Function>> {
+        self.env.raw_get(name)
     }
 
     /// `{type = "text" | "binary", data = …}` for a message.
     fn message_table(&self, message: &Message) -> mlua::Result<Table> {
-        let msg = self.lua.create_table()?;
+        let msg = self.vm.lua.create_table()?;
         let (kind, data) = match message {
             Message::Text(t) => ("text", t.as_bytes()),
             Message::Binary(b) => ("binary", b.as_slice()),
         };
         msg.set("type", kind)?;
-        msg.set("data", self.lua.create_string(data)?)?;
+        msg.set("data", self.vm.lua.create_string(data)?)?;
         Ok(msg)
     }
 
-    /// Runs `f` under the CPU budget.
+    /// Runs `f` alone in the state, under the CPU budget.
     fn guarded<R>(&self, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> mlua::Result<R> {
-        self.budget.start();
-        let result = f(&self.lua);
-        self.budget.stop();
+        let result = self.vm.guarded(f);
+        self.note_hooks();
         result
     }
 
     /// Calls the global `name` if the module defines it.
     fn call(&self, name: &str, args: impl mlua::IntoLuaMulti) -> Result<(), ModuleError> {
-        let f: Option<Function> = self
-            .lua
-            .globals()
-            .get(name)
+        let f = self
+            .hook(name)
             .map_err(|e| ModuleError::new(describe(&e)))?;
         let Some(f) = f else { return Ok(()) };
         self.guarded(|_| f.call::<()>(args))
@@ -275,18 +345,16 @@ impl ClientModule for LuaModule {
         // The instance's settings apply from this attempt on.
         if request.settings.is_object() {
             let err = |e: mlua::Error| ModuleError::new(format!("settings: {}", describe(&e)));
-            let settings = self.lua.to_value(&request.settings).map_err(err)?;
-            self.lua.globals().set("settings", settings).map_err(err)?;
+            let settings = self.vm.lua.to_value(&request.settings).map_err(err)?;
+            self.env.set("settings", settings).map_err(err)?;
         }
-        let f: Option<Function> = self
-            .lua
-            .globals()
-            .get("before_connect")
+        let f = self
+            .hook("before_connect")
             .map_err(|e| ModuleError::new(describe(&e)))?;
         let Some(f) = f else { return Ok(()) };
         let err = |e: mlua::Error| ModuleError::new(format!("before_connect: {}", describe(&e)));
-        let client = self.lua.create_table().map_err(err)?;
-        let headers = self.lua.create_table().map_err(err)?;
+        let client = self.vm.lua.create_table().map_err(err)?;
+        let headers = self.vm.lua.create_table().map_err(err)?;
         for (k, v) in &request.headers {
             headers.set(k.as_str(), v.as_str()).map_err(err)?;
         }
@@ -311,7 +379,7 @@ impl ClientModule for LuaModule {
 
     fn before_close(&mut self, _conn: &ConnHandle) -> Result<bool, ModuleError> {
         let err = |e: mlua::Error| ModuleError::new(format!("before_close: {}", describe(&e)));
-        let f: Option<Function> = self.lua.globals().get("before_close").map_err(err)?;
+        let f = self.hook("before_close").map_err(err)?;
         let Some(f) = f else { return Ok(false) };
         let conn = self.conn.clone();
         let waits: Value = self.guarded(|_| f.call(conn)).map_err(err)?;
@@ -346,17 +414,11 @@ impl ClientModule for LuaModule {
     }
 
     fn handles_messages(&self) -> bool {
-        matches!(
-            self.lua.globals().get::<Value>("on_message"),
-            Ok(Value::Function(_))
-        ) || self.acks_outbox()
+        self.defines_on_message.load(Ordering::Relaxed) || self.acks_outbox()
     }
 
     fn acks_outbox(&self) -> bool {
-        matches!(
-            self.lua.globals().get::<Value>("outbox_ack"),
-            Ok(Value::Function(_))
-        )
+        self.defines_outbox_ack.load(Ordering::Relaxed)
     }
 
     fn outbox_ack(
@@ -365,7 +427,7 @@ impl ClientModule for LuaModule {
         message: &Message,
     ) -> Result<Vec<String>, ModuleError> {
         let err = |e: mlua::Error| ModuleError::new(format!("outbox_ack: {}", describe(&e)));
-        let f: Option<Function> = self.lua.globals().get("outbox_ack").map_err(err)?;
+        let f = self.hook("outbox_ack").map_err(err)?;
         let Some(f) = f else { return Ok(Vec::new()) };
         let msg = self.message_table(message).map_err(err)?;
         let acked: Value = self.guarded(|_| f.call(msg)).map_err(err)?;
@@ -395,9 +457,13 @@ impl ClientModule for LuaModule {
         }
     }
 
+    fn gate(&self) -> Option<Arc<tokio::sync::Mutex<()>>> {
+        self.vm.gate.clone()
+    }
+
     fn on_timer(&mut self, _conn: &ConnHandle, id: u64) -> Result<bool, ModuleError> {
         let err = |e: mlua::Error| ModuleError::new(describe(&e));
-        let timers: Table = self.lua.named_registry_value(TIMERS).map_err(err)?;
+        let timers = &self.timers;
         let entry: Option<Table> = timers.get(id).map_err(err)?;
         let Some(entry) = entry else { return Ok(false) };
         let f: Function = entry.get("f").map_err(err)?;

@@ -130,10 +130,35 @@ setmetatable = function(t, mt)
 end
 "#;
 
-const LOADED: &str = "tether.loaded";
+/// The registry name of the compiled files `require` has loaded (name →
+/// chunk taking the environment), shared by a state's instances.
+const SOURCES: &str = "tether.sources";
+/// The registry name of [`REQUIRE`], compiled once per state.
+const REQUIRE_MAKER: &str = "tether.require";
 
-/// Removes what a module must not reach and installs the safe `require`
-/// and the budget-aware protected calls.
+/// An instance's `require`: its own table of loaded values, bound in Lua
+/// (as upvalues, which the collector sees).
+const REQUIRE: &str = r#"
+local chunk, env = ...
+local loaded = {}
+return function(name)
+  local v = loaded[name]
+  if v ~= nil then return v end
+  v = chunk(name)(env)
+  if v == nil then v = true end
+  loaded[name] = v
+  return v
+end
+"#;
+
+/// The prefix that makes a chunk take its environment as its argument:
+/// `chunk(env)` runs it with `env` as its globals. On the first line, so
+/// line numbers in errors stay those of the file.
+pub(super) const TAKES_ENV: &str = "local _ENV = ...; ";
+
+/// Removes what a module must not reach and installs the budget-aware
+/// protected calls, in the state's globals (which every instance reads
+/// through its environment).
 pub(super) fn install(lua: &Lua, dir: PathBuf, budget: &Arc<Budget>) -> mlua::Result<()> {
     let g = lua.globals();
     for name in [
@@ -164,14 +189,24 @@ pub(super) fn install(lua: &Lua, dir: PathBuf, budget: &Arc<Budget>) -> mlua::Re
         .set_name("=sandbox")
         .call::<()>((exhausted, limit))?;
 
-    lua.set_named_registry_value(LOADED, lua.create_table()?)?;
-    g.set("require", require_function(lua, dir)?)?;
-    Ok(())
+    lua.set_named_registry_value(SOURCES, lua.create_table()?)?;
+    lua.set_named_registry_value(
+        REQUIRE_MAKER,
+        lua.load(REQUIRE).set_name("=require").into_function()?,
+    )?;
+    lua.set_named_registry_value("tether.chunk", chunk_function(lua, dir)?)
 }
 
-/// `require(NAME)`: loads `NAME.lua` (dots are folders) from the module's
-/// own folder, once.
-fn require_function(lua: &Lua, dir: PathBuf) -> mlua::Result<Function> {
+/// An instance's `require(NAME)`, loading into its environment `env`.
+pub(super) fn require(lua: &Lua, env: &Table) -> mlua::Result<Function> {
+    let maker: Function = lua.named_registry_value(REQUIRE_MAKER)?;
+    let chunk: Function = lua.named_registry_value("tether.chunk")?;
+    maker.call((chunk, env))
+}
+
+/// `NAME.lua` (dots are folders) from the module's own folder, compiled
+/// once per state as a chunk that takes its environment.
+fn chunk_function(lua: &Lua, dir: PathBuf) -> mlua::Result<Function> {
     lua.create_function(move |lua, name: String| {
         let valid = !name.is_empty()
             && name
@@ -182,9 +217,9 @@ fn require_function(lua: &Lua, dir: PathBuf) -> mlua::Result<Function> {
                 "require({name:?}): module names are letters, digits, '_' and '.' only"
             )));
         }
-        let loaded: Table = lua.named_registry_value(LOADED)?;
-        if let Some(v) = loaded.get::<Option<Value>>(name.as_str())? {
-            return Ok(v);
+        let sources: Table = lua.named_registry_value(SOURCES)?;
+        if let Some(f) = sources.get::<Option<Function>>(name.as_str())? {
+            return Ok(f);
         }
         let path = dir.join(format!("{}.lua", name.replace('.', "/")));
         let source = std::fs::read_to_string(&path).map_err(|e| {
@@ -193,17 +228,12 @@ fn require_function(lua: &Lua, dir: PathBuf) -> mlua::Result<Function> {
                 path.display()
             ))
         })?;
-        let value: Value = lua
-            .load(&source)
+        let f = lua
+            .load(format!("{TAKES_ENV}{source}"))
             .set_name(format!("@{}", path.display()))
-            .call(())?;
-        let value = if value.is_nil() {
-            Value::Boolean(true)
-        } else {
-            value
-        };
-        loaded.set(name.as_str(), value.clone())?;
-        Ok(value)
+            .into_function()?;
+        sources.set(name.as_str(), f.clone())?;
+        Ok(f)
     })
 }
 
