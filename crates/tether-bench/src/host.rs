@@ -34,16 +34,21 @@ fn process_cpu() -> Duration {
 
 /// One host, one client of a type with `module` (None: no module),
 /// flooded with `n` messages; returns (messages/s, CPU µs per message).
-async fn flood_host(url: &str, module: Option<&str>, n: usize) -> anyhow::Result<(f64, f64)> {
+async fn flood_host(
+    url: &str,
+    module: Option<&str>,
+    lua_state: &str,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
     let dir = std::env::temp_dir().join(format!("tether-bench-host-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     let module_line = match module {
         Some(source) => {
             std::fs::write(dir.join("m.lua"), source)?;
-            "module = \"m.lua\"\n"
+            format!("module = \"m.lua\"\nlua_state = \"{lua_state}\"\n")
         }
-        None => "",
+        None => String::new(),
     };
     let toml = format!(
         "[[client_type]]\nname = \"f\"\n{module_line}[client_type.defaults]\nurl = \"{url}\"\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
@@ -119,9 +124,10 @@ pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
     let url = format!("ws://{ws}/json?n={n}&size=200");
     rt.block_on(async {
         let library = flood_library(&url, n).await?;
-        let (none, none_cpu) = flood_host(&url, None, n).await?;
-        let (empty, empty_cpu) = flood_host(&url, Some(EMPTY), n).await?;
-        let (json, json_cpu) = flood_host(&url, Some(JSON), n).await?;
+        let (none, none_cpu) = flood_host(&url, None, "instance", n).await?;
+        let (empty, empty_cpu) = flood_host(&url, Some(EMPTY), "instance", n).await?;
+        let (shared, shared_cpu) = flood_host(&url, Some(EMPTY), "shared", n).await?;
+        let (json, json_cpu) = flood_host(&url, Some(JSON), "instance", n).await?;
         // Python reads every message its connection is sent (a close before
         // the end would wait for the rest), and is timed before it closes.
         let n_py = n.min(100_000);
@@ -135,6 +141,10 @@ pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
         println!(
             "  host, empty on_message   {empty:>9.0} msg/s  {empty_cpu:.1} µs CPU/msg  {:.2}x library (goal >= 0.5)",
             empty / library
+        );
+        println!(
+            "  ... lua_state = shared   {shared:>9.0} msg/s  {shared_cpu:.1} µs CPU/msg  {:.2}x library",
+            shared / library
         );
         match python {
             Some(py) => println!(
