@@ -14,6 +14,10 @@
 //! - Event log under a flood: the server sends 200-byte messages as fast as
 //!   it can; every one becomes a logged event. Reported: events logged per
 //!   second, and the log writer alone (events published straight to it).
+//!
+//! Like every client in this bench the host is pinned to core 0, with the
+//! server on core 1. `BENCH_HOST_CORES=all` leaves the host free on every
+//! core, as `tether serve` runs (the server stays on core 1).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

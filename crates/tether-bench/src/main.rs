@@ -142,7 +142,9 @@ fn main() -> anyhow::Result<()> {
     let mut ready = String::new();
     BufReader::new(server.stdout.take().expect("stdout")).read_line(&mut ready)?;
     anyhow::ensure!(ready.trim() == "ready", "server did not start");
-    pin(0);
+    if std::env::var("BENCH_HOST_CORES").as_deref() != Ok("all") {
+        pin(0);
+    }
     let _ = rlimit::increase_nofile_limit(65_536);
 
     if args.iter().any(|a| a == "--host") {
