@@ -281,3 +281,71 @@ fn a_sibling_stuck_in_c_fails_the_others_with_a_clear_error() {
     runtime.shutdown_timeout(Duration::from_millis(100));
     result.unwrap_or_else(|p| std::panic::resume_unwind(p));
 }
+
+#[test]
+fn memory_limit_mb_bounds_the_state_and_is_checked() {
+    let ws = Workspace::new("memory-limit");
+    ws.write("modules/m.lua", "function on_open(conn) end");
+    let bad = |value: &str| {
+        tether_host::Loaded::parse(
+            &format!("[[client_type]]\nname = \"t\"\nmodule = \"modules/m.lua\"\nmemory_limit_mb = {value}\n"),
+            "t.toml",
+            &ws.dir,
+        )
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    for value in ["0", "65537"] {
+        let e = bad(value);
+        assert!(
+            e.contains("t.toml:4") && e.contains("memory_limit_mb") && e.contains("1 to 65536"),
+            "{e}"
+        );
+    }
+    // 4 MiB of strings: over a 2 MiB state, within an 8 MiB one; in a
+    // shared state the limit is the type's, so two instances of 3 MiB
+    // each do not fit in 4 MiB.
+    let grow = r#"big = {} for i = 1, 16 do big[i] = string.rep("x", 1 << 18) .. i end"#;
+    for (mb, shared, instances, fits) in [
+        (2, false, 1, false),
+        (8, false, 1, true),
+        (8, false, 2, true),
+        (6, true, 1, true),
+        (6, true, 2, false),
+    ] {
+        ws.write("modules/m.lua", grow);
+        let f = LuaFactory::new(grow.to_string(), ws.dir.join("modules/m.lua"))
+            .memory_limit(mb << 20)
+            .shared_state(shared);
+        let emitted: Emitted = Arc::default();
+        let made: Vec<_> = (0..instances)
+            .map(|i| {
+                let sink = emitted.clone();
+                let (timers, _) = tokio::sync::mpsc::unbounded_channel();
+                f.create(ModuleContext {
+                    key: format!("k{i}"),
+                    conn: ConnHandle::new("k"),
+                    emit: Arc::new(move |v| sink.lock().unwrap().push(v)),
+                    clients: Arc::new(|_| None),
+                    timers,
+                })
+                .map_err(|e| e.message)
+            })
+            .collect();
+        // (Kept until here: a dropped instance's memory is the state's again.)
+        let all_fit = made.iter().all(Result::is_ok);
+        let outcome: Vec<_> = made.iter().map(|r| r.as_ref().map(|_| ())).collect();
+        assert_eq!(
+            all_fit, fits,
+            "{mb} MiB, shared {shared}, {instances}: {outcome:?}"
+        );
+        if !fits {
+            let e = made.iter().find_map(|r| r.as_ref().err()).unwrap();
+            assert!(
+                e.contains("out of memory") || e.contains("not enough memory"),
+                "{e}"
+            );
+        }
+    }
+}

@@ -59,6 +59,10 @@ pub struct ClientTypeConfig {
     /// Default 1000; at most 60000.
     #[serde(default)]
     pub cpu_limit_ms: Option<Spanned<u64>>,
+    /// Memory one Lua state may use, in MiB (1 to 65536; default 64). With
+    /// `lua_state = "shared"` it is for all the type's instances together.
+    #[serde(default)]
+    pub memory_limit_mb: Option<Spanned<u64>>,
     /// Whether each instance has a Lua state of its own (`"instance"`, the
     /// default) or all share the type's (`"shared"`).
     #[serde(default)]
@@ -149,6 +153,8 @@ pub struct ClientType {
     pub env: Vec<String>,
     /// CPU time per hook call.
     pub cpu_limit: Duration,
+    /// Memory one Lua state may use.
+    pub memory_limit: usize,
     /// Where the instances run their Lua module.
     pub lua_state: LuaState,
     /// The durable outbox.
@@ -368,6 +374,19 @@ impl Loaded {
                     ))
                 }
             };
+            let memory_limit = match &t.memory_limit_mb {
+                None => crate::modules::lua::MEMORY_LIMIT,
+                Some(mb) if (1..=65_536).contains(mb.get_ref()) => (*mb.get_ref() as usize) << 20,
+                Some(mb) => {
+                    return Err(at(
+                        mb.span(),
+                        format!(
+                            "memory_limit_mb = {} is out of range: use 1 to 65536",
+                            mb.get_ref()
+                        ),
+                    ))
+                }
+            };
             let d = t.defaults;
             types.insert(
                 name.clone(),
@@ -377,6 +396,7 @@ impl Loaded {
                     module_source,
                     env,
                     cpu_limit,
+                    memory_limit,
                     lua_state: t.lua_state,
                     outbox: match &builtin {
                         // The built-in types are ready once subscribed.

@@ -198,6 +198,7 @@ impl Host {
                             .env(t.env.clone())
                             .settings(t.settings.clone())
                             .cpu_limit(t.cpu_limit)
+                            .memory_limit(t.memory_limit)
                             .shared_state(t.lua_state == crate::config::LuaState::Shared),
                     ) as Arc<dyn ModuleFactory>)
                 });

@@ -150,6 +150,12 @@ impl LuaFactory {
         self
     }
 
+    /// Sets the memory limit of a Lua state.
+    pub fn memory_limit(mut self, bytes: usize) -> Self {
+        self.limits.memory = bytes;
+        self
+    }
+
     /// Sets every limit.
     pub fn limits(mut self, limits: LuaLimits) -> Self {
         self.limits = limits;
