@@ -367,7 +367,8 @@ pub trait ClientModule: Send {
 
 /// Makes a module for each instance of a client type.
 pub trait ModuleFactory: Send + Sync {
-    /// A fresh module (for Lua: a fresh Lua state) for one instance.
+    /// A fresh module for one instance (for Lua: a Lua state of its own, or
+    /// an environment in the type's shared state).
     fn create(&self, ctx: ModuleContext) -> Result<Box<dyn ClientModule>, ModuleError>;
 
     /// How long one hook call may take. The host stops waiting for a call
