@@ -29,6 +29,14 @@ end
 type Emitted = Arc<Mutex<Vec<Value>>>;
 
 fn instance(factory: &LuaFactory, key: &str, emitted: &Emitted) -> Box<dyn ClientModule> {
+    try_instance(factory, key, emitted).unwrap()
+}
+
+fn try_instance(
+    factory: &LuaFactory,
+    key: &str,
+    emitted: &Emitted,
+) -> Result<Box<dyn ClientModule>, String> {
     let sink = emitted.clone();
     let (timers, _) = tokio::sync::mpsc::unbounded_channel();
     let ctx = ModuleContext {
@@ -38,7 +46,7 @@ fn instance(factory: &LuaFactory, key: &str, emitted: &Emitted) -> Box<dyn Clien
         clients: Arc::new(|_| None),
         timers,
     };
-    factory.create(ctx).map_err(|e| e.message).unwrap()
+    factory.create(ctx).map_err(|e| e.message)
 }
 
 fn factory(ws: &Workspace, source: &str, shared: bool) -> LuaFactory {
@@ -143,6 +151,40 @@ ping_interval_secs = 0
     )
 }
 
+/// A host with two open instances, `spinner` and `counter`, of one shared
+/// type running `module`, and its event stream with nothing waiting.
+struct Scene {
+    host: Arc<tether_host::Host>,
+    app: axum::Router,
+    events: tokio::sync::broadcast::Receiver<Arc<tether_host::events::HostEvent>>,
+    _echo: EchoServer,
+    _ws: Workspace,
+}
+
+async fn scene(name: &str, module: &str) -> Scene {
+    let echo = EchoServer::start().await;
+    let ws = Workspace::new(name);
+    ws.write("tether.toml", &config(&echo.url()))
+        .write("modules/feed.lua", module);
+    let (host, app) = start_host(&ws.config(), "sqlite::memory:").await;
+    let mut events = host.events().subscribe();
+    for key in ["spinner", "counter"] {
+        let body = json!({"type": "feed", "key": key});
+        let (s, v) = support::call(&app, "POST", "/api/clients", Some(body)).await;
+        assert_eq!(s, 201, "{v}");
+    }
+    support::wait_state(&app, "spinner", "open").await;
+    support::wait_state(&app, "counter", "open").await;
+    while events.try_recv().is_ok() {}
+    Scene {
+        host,
+        app,
+        events,
+        _echo: echo,
+        _ws: ws,
+    }
+}
+
 const FEED: &str = r#"
 function on_message(conn, msg)
   if msg.data == "spin" then
@@ -162,20 +204,13 @@ fn a_sibling_spending_its_budget_delays_but_does_not_fail_the_others() {
         .build()
         .unwrap();
     runtime.block_on(async {
-        let echo = EchoServer::start().await;
-        let ws = Workspace::new("shared-busy");
-        ws.write("tether.toml", &config(&echo.url()))
-            .write("modules/feed.lua", FEED);
-        let (host, app) = start_host(&ws.config(), "sqlite::memory:").await;
-        let mut events = host.events().subscribe();
-        for key in ["spinner", "counter"] {
-            let body = json!({"type": "feed", "key": key});
-            let (s, v) = support::call(&app, "POST", "/api/clients", Some(body)).await;
-            assert_eq!(s, 201, "{v}");
-        }
-        support::wait_state(&app, "spinner", "open").await;
-        support::wait_state(&app, "counter", "open").await;
-        while events.try_recv().is_ok() {}
+        let Scene {
+            host,
+            app,
+            mut events,
+            _echo,
+            _ws,
+        } = scene("shared-busy", FEED).await;
         // Six calls that each spend the whole 300 ms budget, 1.8 s in all,
         // while the sibling gets 30 messages. Its calls wait for the state
         // in turn with the spinner's (the gate is first come, first
@@ -244,20 +279,13 @@ fn a_sibling_stuck_in_c_fails_the_others_with_a_clear_error() {
         .unwrap();
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         runtime.block_on(async {
-            let echo = EchoServer::start().await;
-            let ws = Workspace::new("shared-stuck");
-            ws.write("tether.toml", &config(&echo.url()))
-                .write("modules/feed.lua", STUCK);
-            let (host, app) = start_host(&ws.config(), "sqlite::memory:").await;
-            let mut events = host.events().subscribe();
-            for key in ["spinner", "counter"] {
-                let body = json!({"type": "feed", "key": key});
-                let (s, v) = support::call(&app, "POST", "/api/clients", Some(body)).await;
-                assert_eq!(s, 201, "{v}");
-            }
-            support::wait_state(&app, "spinner", "open").await;
-            support::wait_state(&app, "counter", "open").await;
-            while events.try_recv().is_ok() {}
+            let Scene {
+                app,
+                host,
+                mut events,
+                _echo,
+                _ws,
+            } = scene("shared-stuck", STUCK).await;
             host.send("spinner", &message("stuck")).unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
             host.send("counter", &message("1")).unwrap();
@@ -320,18 +348,7 @@ fn memory_limit_mb_bounds_the_state_and_is_checked() {
             .shared_state(shared);
         let emitted: Emitted = Arc::default();
         let made: Vec<_> = (0..instances)
-            .map(|i| {
-                let sink = emitted.clone();
-                let (timers, _) = tokio::sync::mpsc::unbounded_channel();
-                f.create(ModuleContext {
-                    key: format!("k{i}"),
-                    conn: ConnHandle::new("k"),
-                    emit: Arc::new(move |v| sink.lock().unwrap().push(v)),
-                    clients: Arc::new(|_| None),
-                    timers,
-                })
-                .map_err(|e| e.message)
-            })
+            .map(|i| try_instance(&f, &format!("k{i}"), &emitted))
             .collect();
         // (Kept until here: a dropped instance's memory is the state's again.)
         let all_fit = made.iter().all(Result::is_ok);
