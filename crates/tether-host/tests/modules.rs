@@ -215,3 +215,41 @@ fn config_rejects_lua_syntax_errors_with_file_and_line() {
     assert!(err.contains("tether.toml:3"), "{err}");
     assert!(err.contains("bad.lua:2"), "{err}");
 }
+
+#[test]
+fn json_decode_builds_every_kind_of_value_and_round_trips() {
+    let ws = Workspace::new("json");
+    let h = load(
+        &ws,
+        r#"
+        local text = '{"i":-7,"big":18446744073709551615,"f":1.5,"s":"h\\u00e9\\n","t":true,'
+          .. '"n":null,"empty":[],"nested":{"list":[1,[2,3],{"k":"v"}],"obj":{}},"dup":1,"dup":2}'
+        local v = json.decode(text)
+        emit({
+          i = v.i, i_type = math.type(v.i), big = v.big > 1.8e19, f = v.f, s = v.s, t = v.t,
+          null_is_json_null = v.n == json.null, empty_len = #v.empty,
+          third = v.nested.list[3].k, inner = v.nested.list[2][2], dup = v.dup,
+          again = json.encode(json.decode('{"a":[],"b":{},"c":[1,null]}')),
+        })
+        for _, bad in ipairs({ "", "{", "[1,]", '{"a":1} x', "nul", '"\\x"' }) do
+          local ok, err = pcall(json.decode, bad)
+          emit({ ok = ok, err = tostring(err):match("json.decode: [^\n]*") ~= nil })
+        end
+        local deep = string.rep("[", 200) .. string.rep("]", 200)
+        local ok, err = pcall(json.decode, deep)
+        emit({ deep_ok = ok, deep = tostring(err):match("recursion limit") ~= nil })
+        "#,
+    )
+    .unwrap();
+    let got = h.emitted.lock().unwrap().clone();
+    assert_eq!(
+        got[0],
+        json!({"i": -7, "i_type": "integer", "big": true, "f": 1.5, "s": "hé\n", "t": true,
+               "null_is_json_null": true, "empty_len": 0, "third": "v", "inner": 3, "dup": 2,
+               "again": "{\"a\":[],\"b\":{},\"c\":[1,null]}"})
+    );
+    for bad in &got[1..7] {
+        assert_eq!(bad, &json!({"ok": false, "err": true}));
+    }
+    assert_eq!(got[7], json!({"deep_ok": false, "deep": true}));
+}

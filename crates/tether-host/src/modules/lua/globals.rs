@@ -24,7 +24,7 @@ fn runtime_error(message: String) -> mlua::Error {
 
 /// Installs the globals every instance of a state shares.
 pub(super) fn install_shared(lua: &Lua) -> mlua::Result<()> {
-    lua.globals().set("json", json(lua)?)?;
+    lua.globals().set("json", super::json::table(lua)?)?;
     lua.set_named_registry_value(
         TIMER_MAKER,
         lua.load(TIMER).set_name("=timer").into_function()?,
@@ -86,26 +86,6 @@ fn read_env(allowed: &[String], name: &str) -> mlua::Result<Option<String>> {
         )));
     }
     Ok(std::env::var(name).ok())
-}
-
-fn json(lua: &Lua) -> mlua::Result<Table> {
-    let json = lua.create_table()?;
-    json.set(
-        "encode",
-        lua.create_function(|lua, v: Value| {
-            let value: serde_json::Value = lua.from_value(v)?;
-            serde_json::to_string(&value).map_err(mlua::Error::external)
-        })?,
-    )?;
-    json.set(
-        "decode",
-        lua.create_function(|lua, s: mlua::String| {
-            let value: serde_json::Value = serde_json::from_slice(&s.as_bytes())
-                .map_err(|e| runtime_error(format!("json.decode: {e}")))?;
-            lua.to_value(&value)
-        })?,
-    )?;
-    Ok(json)
 }
 
 fn log(lua: &Lua, key: &str) -> mlua::Result<Table> {

@@ -21,6 +21,7 @@ use super::{
 };
 
 mod globals;
+mod json;
 mod sandbox;
 mod vm;
 
