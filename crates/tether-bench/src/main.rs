@@ -148,7 +148,15 @@ fn main() -> anyhow::Result<()> {
     let _ = rlimit::increase_nofile_limit(65_536);
 
     if args.iter().any(|a| a == "--host") {
-        let result = host::run(s.ws, quick).and_then(|()| host_scale::run(s.ws, quick));
+        // BENCH_HOST=flood: the flood scenarios only (for A/B runs).
+        let flood_only = std::env::var("BENCH_HOST").is_ok_and(|v| v == "flood");
+        let result = host::run(s.ws, quick).and_then(|()| {
+            if flood_only {
+                Ok(())
+            } else {
+                host_scale::run(s.ws, quick)
+            }
+        });
         let _ = server.kill();
         let _ = server.wait();
         return result;
