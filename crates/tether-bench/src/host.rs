@@ -32,6 +32,43 @@ fn process_cpu() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// One call of a Lua module's empty `on_message` with a 200-byte text, in
+/// a state of its own or in a shared one, outside any host: ns per call,
+/// the best of 7 rounds of 300,000.
+fn lua_call(shared: bool) -> anyhow::Result<f64> {
+    use tether_host::modules::lua::LuaFactory;
+    use tether_host::modules::{ConnHandle, ModuleContext, ModuleFactory};
+    let dir = std::env::temp_dir().join(format!("tether-bench-call-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("m.lua"), EMPTY)?;
+    let factory = LuaFactory::new(EMPTY.into(), dir.join("m.lua")).shared_state(shared);
+    let (timers, _) = tokio::sync::mpsc::unbounded_channel();
+    let conn = ConnHandle::new("k");
+    let mut module = factory
+        .create(ModuleContext {
+            key: "k".into(),
+            conn: conn.clone(),
+            emit: Arc::new(|_| {}),
+            clients: Arc::new(|_| None),
+            timers,
+        })
+        .map_err(|e| anyhow::anyhow!(e.message))?;
+    let msg = tether::Message::Text("x".repeat(200));
+    let mut best = f64::MAX;
+    for _ in 0..7 {
+        let n = 300_000;
+        let started = Instant::now();
+        for _ in 0..n {
+            module
+                .on_message(&conn, &msg)
+                .map_err(|e| anyhow::anyhow!(e.message))?;
+        }
+        best = best.min(started.elapsed().as_nanos() as f64 / n as f64);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(best)
+}
+
 /// One host, one client of a type with `module` (None: no module),
 /// flooded with `n` messages; returns (messages/s, CPU µs per message).
 async fn flood_host(
@@ -145,6 +182,11 @@ pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
         println!(
             "  ... lua_state = shared   {shared:>9.0} msg/s  {shared_cpu:.1} µs CPU/msg  {:.2}x library",
             shared / library
+        );
+        println!(
+            "  one empty on_message call, alone: {:.0} ns (a state of its own), {:.0} ns (shared)",
+            lua_call(false)?,
+            lua_call(true)?
         );
         match python {
             Some(py) => println!(

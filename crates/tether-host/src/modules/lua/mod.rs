@@ -319,17 +319,19 @@ impl LuaModule {
 
     /// `{type = "text" | "binary", data = …}` for a message.
     fn message_table(&self, message: &Message) -> mlua::Result<Table> {
-        let msg = self.vm.lua.create_table()?;
+        let names = &self.vm.names;
+        let msg = self.vm.lua.create_table_with_capacity(0, 2)?;
         let (kind, data) = match message {
-            Message::Text(t) => ("text", t.as_bytes()),
-            Message::Binary(b) => ("binary", b.as_slice()),
+            Message::Text(t) => (&names.text, t.as_bytes()),
+            Message::Binary(b) => (&names.binary, b.as_slice()),
         };
-        msg.set("type", kind)?;
-        msg.set("data", self.vm.lua.create_string(data)?)?;
+        msg.raw_set(&names.type_, kind)?;
+        msg.raw_set(&names.data, self.vm.lua.create_string(data)?)?;
         Ok(msg)
     }
 
-    /// Runs `f` alone in the state, under the CPU budget.
+    /// Runs `f` alone in the state, under the CPU budget, then notes which
+    /// hooks the module defines (a hook may define another).
     fn guarded<R>(&self, f: impl FnOnce(&Lua) -> mlua::Result<R>) -> mlua::Result<R> {
         let result = self.vm.guarded(f);
         self.note_hooks();
@@ -398,10 +400,17 @@ impl ClientModule for LuaModule {
     }
 
     fn on_message(&mut self, _conn: &ConnHandle, message: &Message) -> Result<(), ModuleError> {
-        let msg = self
-            .message_table(message)
-            .map_err(|e| ModuleError::new(describe(&e)))?;
-        self.call("on_message", (self.conn.clone(), msg))
+        let err = |e: mlua::Error| ModuleError::new(format!("on_message: {}", describe(&e)));
+        let f: Option<Function> = self.env.raw_get(&self.vm.names.on_message).map_err(err)?;
+        let Some(f) = f else { return Ok(()) };
+        let msg = self.message_table(message).map_err(err)?;
+        // The hooks are noted after every other hook, which is where a
+        // module defines its hooks, not per message. (`outbox_ack` is read
+        // once, when the client starts; an `on_message` that removes itself
+        // costs at most a call that does nothing.)
+        self.vm
+            .guarded(|_| f.call::<()>((self.conn.clone(), msg)))
+            .map_err(err)
     }
 
     fn on_error(

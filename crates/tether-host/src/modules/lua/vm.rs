@@ -29,6 +29,18 @@ pub(super) struct Vm {
     /// For a shared state: what the host's worker waits for, without
     /// holding a thread, before its call goes to the blocking pool.
     pub(super) gate: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Strings every message uses, made once: pushing a held string skips
+    /// hashing and interning it again per message.
+    pub(super) names: Names,
+}
+
+/// `"type"`, `"data"`, `"text"`, `"binary"` and `"on_message"`.
+pub(super) struct Names {
+    pub(super) type_: mlua::String,
+    pub(super) data: mlua::String,
+    pub(super) text: mlua::String,
+    pub(super) binary: mlua::String,
+    pub(super) on_message: mlua::String,
 }
 
 impl Vm {
@@ -53,7 +65,15 @@ impl Vm {
             .into_function()?;
         let env_meta = lua.create_table()?;
         env_meta.set("__index", lua.globals())?;
+        let names = Names {
+            type_: lua.create_string("type")?,
+            data: lua.create_string("data")?,
+            text: lua.create_string("text")?,
+            binary: lua.create_string("binary")?,
+            on_message: lua.create_string("on_message")?,
+        };
         Ok(Vm {
+            names,
             lua,
             budget,
             maker,
