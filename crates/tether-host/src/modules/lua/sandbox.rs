@@ -135,6 +135,8 @@ end
 const SOURCES: &str = "tether.sources";
 /// The registry name of [`REQUIRE`], compiled once per state.
 const REQUIRE_MAKER: &str = "tether.require";
+/// The registry name of the function that gives a file's compiled chunk.
+const CHUNK: &str = "tether.chunk";
 
 /// An instance's `require`: its own table of loaded values, bound in Lua
 /// (as upvalues, which the collector sees).
@@ -194,13 +196,13 @@ pub(super) fn install(lua: &Lua, dir: PathBuf, budget: &Arc<Budget>) -> mlua::Re
         REQUIRE_MAKER,
         lua.load(REQUIRE).set_name("=require").into_function()?,
     )?;
-    lua.set_named_registry_value("tether.chunk", chunk_function(lua, dir)?)
+    lua.set_named_registry_value(CHUNK, chunk_function(lua, dir)?)
 }
 
 /// An instance's `require(NAME)`, loading into its environment `env`.
 pub(super) fn require(lua: &Lua, env: &Table) -> mlua::Result<Function> {
     let maker: Function = lua.named_registry_value(REQUIRE_MAKER)?;
-    let chunk: Function = lua.named_registry_value("tether.chunk")?;
+    let chunk: Function = lua.named_registry_value(CHUNK)?;
     maker.call((chunk, env))
 }
 
