@@ -77,12 +77,19 @@ EOF
 }
 
 start_mosquitto() {
+  # Started as root, mosquitto drops to its own user: its data directory must
+  # be writable by that user.
+  mkdir -p "$dir/mosquitto-data"; chmod 0777 "$dir/mosquitto-data"
   cat > "$dir/mosquitto.conf" <<EOF
 log_dest stderr
 allow_anonymous true
 # No per-client queue limit: the default (1000) drops QoS 1 messages for a
 # subscriber that falls behind a flood, which the benchmark makes.
 max_queued_messages 0
+# Sessions and their queued messages survive a restart (the broker-restart
+# test registers a persistent subscriber before it stops the broker).
+persistence true
+persistence_location $dir/mosquitto-data/
 listener 18830 127.0.0.1
 socket_domain ipv4
 listener 8083 127.0.0.1

@@ -212,7 +212,24 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
     outbox_done(&app, "mosq", 20).await;
 
     // 3. The broker restarts, with 10 sends queued while it is down: Tether
-    // reconnects, subscribes again, and everything flows, in order.
+    // reconnects, subscribes again, and everything flows, in order. The
+    // independent subscriber is a persistent session registered before the
+    // restart (the broker keeps it on disk), so whether Tether delivers
+    // before or after the subscriber is back, the broker holds every message
+    // for it: a gap at the front would be Tether's loss, not the test's race.
+    let session = [
+        "-p",
+        "18830",
+        "-t",
+        "tether-test/out",
+        "-q",
+        "1",
+        "-i",
+        "tether-test-sub",
+    ];
+    // A clean connect first drops whatever an earlier run left queued.
+    run("mosquitto_sub", &[&session[..], &["-E"]].concat()).await;
+    run("mosquitto_sub", &[&session[..], &["-c", "-E"]].concat()).await;
     run(
         "bash",
         &[
@@ -228,36 +245,6 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
         (0..10).map(|i| json!({"topic": "tether-test/out", "body": format!("q{i}")})),
     )
     .await;
-    let sub_again = async {
-        // Subscribe as soon as the broker is back, before Tether delivers.
-        loop {
-            if std::net::TcpStream::connect(("127.0.0.1", 18830)).is_ok() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Command::new("mosquitto_sub")
-            .args([
-                "-p",
-                "18830",
-                "-t",
-                "tether-test/out",
-                "-q",
-                "1",
-                "-C",
-                "10",
-                "-W",
-                "20",
-                "-c",
-                "-i",
-                "tether-test-sub",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    // A persistent subscriber session registered before the restart would
-    // be lost with the broker's memory: register it first, then restart.
     run(
         "bash",
         &[
@@ -266,14 +253,18 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
         ],
     )
     .await;
-    let sub = sub_again.await;
+    let sub = Command::new("mosquitto_sub")
+        .args(session)
+        .args(["-c", "-C", "10", "-W", "20"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let e = wait_event(&mut rx, "mosq", |b| {
         b["event"] == "module" && b["data"]["mqtt"] == "connected"
     })
     .await;
     assert_eq!(e["data"]["subscriptions"], json!(["tether-test/in/#"]));
-    // Delivered after the restart, in order; a message the subscriber
-    // missed while connecting would show as a gap at the front.
+    // Delivered after the restart, in order and once each.
     let want: Vec<String> = (0..10).map(|i| format!("q{i}")).collect();
     assert_eq!(lines_of(sub).await, want);
     outbox_done(&app, "mosq", 30).await;
