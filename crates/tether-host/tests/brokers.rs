@@ -184,23 +184,27 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
 
     // 2. Tether publishes 20 durable messages; an independent subscriber
     // gets all of them, in order, and the outbox ends all done (PUBACKs).
+    // The subscriber is a persistent session, registered (and acknowledged
+    // by the broker) before anything is sent: it cannot miss the first ones.
+    let session = [
+        "-p",
+        "18830",
+        "-t",
+        "tether-test/out",
+        "-q",
+        "1",
+        "-i",
+        "tether-test-sub",
+    ];
+    // A clean connect first drops whatever an earlier run left queued.
+    run("mosquitto_sub", &[&session[..], &["-E"]].concat()).await;
+    run("mosquitto_sub", &[&session[..], &["-c", "-E"]].concat()).await;
     let sub = Command::new("mosquitto_sub")
-        .args([
-            "-p",
-            "18830",
-            "-t",
-            "tether-test/out",
-            "-q",
-            "1",
-            "-C",
-            "20",
-            "-W",
-            "20",
-        ])
+        .args(session)
+        .args(["-c", "-C", "20", "-W", "20"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
     send_durably(
         &app,
         "mosq",
