@@ -330,3 +330,30 @@ async fn a_quiet_stream_gets_keep_alives_and_then_its_events() {
     assert_eq!(e.data["client"], "late", "{e:?}");
     assert!(e.id.is_some());
 }
+
+/// A host that shut down inside a longer-lived process leaves no task
+/// behind holding its store: the log's writer and trimmer end with the bus.
+#[tokio::test]
+async fn a_dropped_event_bus_lets_go_of_the_store() {
+    use std::sync::Arc;
+    use tether_host::events::{EventBus, Retention};
+    let ws = Workspace::new("log-drop");
+    let store: Arc<dyn tether_host::Store> = Arc::new(
+        tether_host::SqliteStore::open(&ws.store_url())
+            .await
+            .unwrap(),
+    );
+    let bus = EventBus::with_log(16, store.clone(), Retention::default());
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(Arc::strong_count(&store) > 1, "the bus's tasks hold the store");
+    drop(bus);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} holders of the store remain after the bus was dropped",
+            Arc::strong_count(&store) - 1
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

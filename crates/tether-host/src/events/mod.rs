@@ -264,8 +264,11 @@ impl EventBus {
         if let Some(shared) = &shared {
             tokio::spawn(shared::tail(store.clone(), shared.clone(), tx.downgrade()));
         }
-        tokio::spawn(write_log(store.clone(), log_rx, tx.clone(), shared));
-        tokio::spawn(trim_log(store, retention));
+        // The trimmer ends with the writer, which ends once the bus is gone
+        // and what it was given is logged.
+        let (writing, ended) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(write_log(store.clone(), log_rx, tx.clone(), shared, writing));
+        tokio::spawn(trim_log(store, retention, ended));
         EventBus {
             tx,
             log: Some(log_tx),
@@ -340,6 +343,7 @@ async fn write_log(
     mut rx: mpsc::UnboundedReceiver<(Arc<HostEvent>, bool)>,
     tx: broadcast::Sender<Arc<HostEvent>>,
     shared: Option<Arc<SharedLog>>,
+    _writing: tokio::sync::oneshot::Sender<()>,
 ) {
     let mut batch = Vec::with_capacity(LOG_BATCH);
     while rx.recv_many(&mut batch, LOG_BATCH).await > 0 {
@@ -385,11 +389,18 @@ async fn write_log(
     }
 }
 
-/// Trims the log to its retention now and then.
-async fn trim_log(store: Arc<dyn Store>, retention: Retention) {
+/// Trims the log to its retention now and then, until the writer ends.
+async fn trim_log(
+    store: Arc<dyn Store>,
+    retention: Retention,
+    mut writer_ended: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = &mut writer_ended => return,
+        }
         let before = crate::store::now_ms() - retention.max_age.as_millis() as i64;
         if let Err(e) = store.events_trim(retention.max_events, before).await {
             tracing::warn!(error = %e, "cannot trim the event log");
