@@ -345,7 +345,10 @@ async fn a_dropped_event_bus_lets_go_of_the_store() {
     );
     let bus = EventBus::with_log(16, store.clone(), Retention::default());
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(Arc::strong_count(&store) > 1, "the bus's tasks hold the store");
+    assert!(
+        Arc::strong_count(&store) > 1,
+        "the bus's tasks hold the store"
+    );
     drop(bus);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while Arc::strong_count(&store) > 1 {

@@ -30,7 +30,7 @@ pub struct HostSection {
     #[serde(default)]
     pub metrics_public: bool,
     /// Seconds a shutdown may take (closing clients, flushing the store)
-    /// before the process exits anyway. Default 10.
+    /// before the process exits anyway. Default 10 (1 to 3600).
     #[serde(default = "ten")]
     pub shutdown_grace_secs: u64,
     /// Seconds of quiet after which an event stream gets a comment line, so
@@ -56,10 +56,12 @@ pub struct HostSection {
     /// Default 3600.
     #[serde(default = "hour")]
     pub outbox_keep_done_secs: u64,
-    /// The durable event log keeps the newest this many events. Default 1000000.
+    /// The durable event log keeps the newest this many events. Default
+    /// 1000000 (at least 1).
     #[serde(default = "million")]
     pub event_log_max_events: u64,
-    /// … and none older than this many seconds. Default 604800 (7 days).
+    /// … and none older than this many seconds. Default 604800 (7 days; 1
+    /// to 3153600000, 100 years).
     #[serde(default = "week")]
     pub event_log_max_age_secs: u64,
     /// A file holding the secret key as base64, relative to the config file.
@@ -68,7 +70,7 @@ pub struct HostSection {
     pub secret_key_file: Option<PathBuf>,
     /// The largest message data an event carries; a larger message is
     /// published as `{"size": N, "truncated": …}` (the module gets all of
-    /// it). Default 1048576.
+    /// it). Default 1048576 (at least 1024).
     #[serde(default = "mib")]
     pub event_data_limit_bytes: usize,
     /// Bytes of recent events each client keeps for late viewers (at most
@@ -77,9 +79,56 @@ pub struct HostSection {
     pub history_bytes_per_client: usize,
     /// Bytes all events may hold in memory together (histories, live
     /// streams, the log writer's queue); past it events lose their data.
-    /// Default 268435456.
+    /// Default 268435456 (at least 1048576).
     #[serde(default = "quarter_gib")]
     pub event_memory_bytes: usize,
+}
+
+impl HostSection {
+    /// Values out of their range, refused rather than bent into it: the key
+    /// and what is wrong.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        let ranges: [(&'static str, u64, u64, u64); 6] = [
+            ("shutdown_grace_secs", self.shutdown_grace_secs, 1, 3600),
+            ("sse_keep_alive_secs", self.sse_keep_alive_secs, 1, 3600),
+            (
+                "event_log_max_events",
+                self.event_log_max_events,
+                1,
+                u64::MAX,
+            ),
+            // Up to 100 years: "keep everything", without overflowing a date.
+            (
+                "event_log_max_age_secs",
+                self.event_log_max_age_secs,
+                1,
+                3_153_600_000,
+            ),
+            (
+                "event_data_limit_bytes",
+                self.event_data_limit_bytes as u64,
+                1024,
+                u64::MAX,
+            ),
+            (
+                "event_memory_bytes",
+                self.event_memory_bytes as u64,
+                1 << 20,
+                u64::MAX,
+            ),
+        ];
+        for (key, value, low, high) in ranges {
+            if value < low || value > high {
+                let range = if high == u64::MAX {
+                    format!("use at least {low}")
+                } else {
+                    format!("use {low} to {high}")
+                };
+                return Err((key, format!("{key} = {value} is out of range: {range}")));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[host] secrets`.
@@ -148,4 +197,76 @@ fn default_listen() -> SocketAddr {
 
 fn default_store() -> String {
     "sqlite://tether.db".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Loaded;
+
+    fn parse(host: &str) -> Result<Loaded, String> {
+        let text = format!("# tether\n[host]\n{host}\n");
+        Loaded::parse(&text, "t.toml", &std::env::temp_dir()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_with_their_line_not_bent() {
+        for (line, key, range) in [
+            (
+                "shutdown_grace_secs = 0",
+                "shutdown_grace_secs",
+                "1 to 3600",
+            ),
+            (
+                "sse_keep_alive_secs = 0",
+                "sse_keep_alive_secs",
+                "1 to 3600",
+            ),
+            (
+                "sse_keep_alive_secs = 3601",
+                "sse_keep_alive_secs",
+                "1 to 3600",
+            ),
+            (
+                "event_log_max_events = 0",
+                "event_log_max_events",
+                "at least 1",
+            ),
+            (
+                "event_log_max_age_secs = 0",
+                "event_log_max_age_secs",
+                "1 to 3153600000",
+            ),
+            (
+                "event_log_max_age_secs = 9223372036854775807",
+                "event_log_max_age_secs",
+                "1 to 3153600000",
+            ),
+            (
+                "event_data_limit_bytes = 100",
+                "event_data_limit_bytes",
+                "at least 1024",
+            ),
+            (
+                "event_memory_bytes = 1000",
+                "event_memory_bytes",
+                "at least 1048576",
+            ),
+        ] {
+            let e = parse(line).map(|_| ()).unwrap_err();
+            assert!(
+                e.contains("t.toml:3") && e.contains(key) && e.contains(range),
+                "{line}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn values_at_the_ends_of_their_ranges_are_taken_as_they_are() {
+        let loaded = parse("sse_keep_alive_secs = 3600\nshutdown_grace_secs = 1").unwrap();
+        assert_eq!(loaded.sse_keep_alive.as_secs(), 3600);
+        assert_eq!(loaded.shutdown_grace.as_secs(), 1);
+        let loaded = parse("event_memory_bytes = 1048576\nevent_data_limit_bytes = 1024").unwrap();
+        assert_eq!(loaded.event_memory.total, 1 << 20);
+        assert_eq!(loaded.event_memory.data_limit, 1024);
+    }
 }

@@ -451,6 +451,14 @@ impl Loaded {
                 return Err(invalid(format!("webhook {:?} is declared twice", w.name)));
             }
         }
+        config
+            .host
+            .check()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                file: file.to_string(),
+                line: error::line_of(text, key),
+                message,
+            })?;
         if config.host.metrics_public && !config.host.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid {
                 file: file.to_string(),
@@ -464,21 +472,21 @@ impl Loaded {
             store,
             admin_token: config.host.admin_token,
             metrics_public: config.host.metrics_public,
-            shutdown_grace: Duration::from_secs(config.host.shutdown_grace_secs.clamp(1, 3600)),
-            sse_keep_alive: Duration::from_secs(config.host.sse_keep_alive_secs.clamp(1, 3600)),
+            shutdown_grace: Duration::from_secs(config.host.shutdown_grace_secs),
+            sse_keep_alive: Duration::from_secs(config.host.sse_keep_alive_secs),
             secrets: config.host.secrets,
             secret_key_file: config.host.secret_key_file.map(|p| base.join(p)),
             demo_echo: config.host.demo_echo.map(Spanned::into_inner),
             advertise: config.host.advertise.clone(),
             outbox_keep_done: Duration::from_secs(config.host.outbox_keep_done_secs),
             event_retention: crate::events::Retention {
-                max_events: config.host.event_log_max_events.max(1),
-                max_age: Duration::from_secs(config.host.event_log_max_age_secs.max(1)),
+                max_events: config.host.event_log_max_events,
+                max_age: Duration::from_secs(config.host.event_log_max_age_secs),
             },
             event_memory: crate::events::EventMemory {
-                data_limit: config.host.event_data_limit_bytes.max(1024),
+                data_limit: config.host.event_data_limit_bytes,
                 history_per_client: config.host.history_bytes_per_client,
-                total: config.host.event_memory_bytes.max(1 << 20),
+                total: config.host.event_memory_bytes,
             },
             types,
             webhooks: config.webhooks,

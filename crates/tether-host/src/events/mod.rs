@@ -267,7 +267,13 @@ impl EventBus {
         // The trimmer ends with the writer, which ends once the bus is gone
         // and what it was given is logged.
         let (writing, ended) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(write_log(store.clone(), log_rx, tx.clone(), shared, writing));
+        tokio::spawn(write_log(
+            store.clone(),
+            log_rx,
+            tx.clone(),
+            shared,
+            writing,
+        ));
         tokio::spawn(trim_log(store, retention, ended));
         EventBus {
             tx,
@@ -401,7 +407,8 @@ async fn trim_log(
             _ = tick.tick() => {}
             _ = &mut writer_ended => return,
         }
-        let before = crate::store::now_ms() - retention.max_age.as_millis() as i64;
+        let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
+        let before = crate::store::now_ms().saturating_sub(age);
         if let Err(e) = store.events_trim(retention.max_events, before).await {
             tracing::warn!(error = %e, "cannot trim the event log");
         }
