@@ -174,7 +174,14 @@ async fn durable_at_rate(ws: std::net::SocketAddr, rate: u32, secs: u32) -> anyh
     let generator = std::thread::spawn(move || {
         let started = std::time::Instant::now();
         let mut scheduled = 0usize;
+        // The schedule's own lateness: how long the thread went without
+        // running (a stall here is the OS's, and is counted in every send
+        // it delays).
+        let (mut last, mut gaps) = (started, Vec::new());
         while scheduled < n {
+            let now = std::time::Instant::now();
+            gaps.push(now - last);
+            last = now;
             let due = ((started.elapsed().as_secs_f64() * rate as f64) as usize + 1).min(n);
             for i in scheduled..due {
                 let at = started + Duration::from_secs_f64(i as f64 / rate as f64);
@@ -187,19 +194,24 @@ async fn durable_at_rate(ws: std::net::SocketAddr, rate: u32, secs: u32) -> anyh
             scheduled = due;
             std::thread::sleep(Duration::from_micros(200));
         }
+        gaps
     });
     let mut lat = Vec::with_capacity(n);
     while let Some(r) = rx.recv().await {
         lat.push(r?);
     }
-    let _ = generator.join();
+    let mut gaps = generator.join().unwrap_or_default();
+    gaps.push(Duration::ZERO);
+    gaps.sort();
+    let stalls = gaps.iter().filter(|g| **g > Duration::from_millis(5)).count();
     lat.sort();
     println!(
-        "durable send 200 B at {rate}/s offered (open loop, {n} sends): call p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "durable send 200 B at {rate}/s offered (open loop, {n} sends): call p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; the schedule's thread: longest gap {:.2} ms, {stalls} gaps over 5 ms",
         pct_ms(&lat, 0.5),
         pct_ms(&lat, 0.99),
         pct_ms(&lat, 0.999),
         pct_ms(&lat, 1.0),
+        pct_ms(&gaps, 1.0),
     );
     sink_done(events).await;
     host.shutdown().await;
