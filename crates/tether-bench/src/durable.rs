@@ -203,7 +203,10 @@ async fn durable_at_rate(ws: std::net::SocketAddr, rate: u32, secs: u32) -> anyh
     let mut gaps = generator.join().unwrap_or_default();
     gaps.push(Duration::ZERO);
     gaps.sort();
-    let stalls = gaps.iter().filter(|g| **g > Duration::from_millis(5)).count();
+    let stalls = gaps
+        .iter()
+        .filter(|g| **g > Duration::from_millis(5))
+        .count();
     lat.sort();
     println!(
         "durable send 200 B at {rate}/s offered (open loop, {n} sends): call p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; the schedule's thread: longest gap {:.2} ms, {stalls} gaps over 5 ms",

@@ -223,7 +223,8 @@ async fn prune_done(
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     while outbox.strong_count() > 0 {
         tick.tick().await;
-        let before = crate::store::now_ms() - keep.as_millis() as i64;
+        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
+        let before = crate::store::now_ms().saturating_sub(keep);
         if let Err(e) = store.outbox_prune_done(before).await {
             tracing::warn!(error = %e, "cannot prune done outbox messages");
         }

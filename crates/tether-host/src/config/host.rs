@@ -53,7 +53,7 @@ pub struct HostSection {
     pub advertise: Option<String>,
     /// Delivered (done) outbox messages are deleted after this many seconds;
     /// pending, expired and dead ones are kept until retried or purged.
-    /// Default 3600.
+    /// Default 3600 (0 to 3153600000).
     #[serde(default = "hour")]
     pub outbox_keep_done_secs: u64,
     /// The durable event log keeps the newest this many events. Default
@@ -88,7 +88,7 @@ impl HostSection {
     /// Values out of their range, refused rather than bent into it: the key
     /// and what is wrong.
     pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
-        let ranges: [(&'static str, u64, u64, u64); 6] = [
+        let ranges: [(&'static str, u64, u64, u64); 7] = [
             ("shutdown_grace_secs", self.shutdown_grace_secs, 1, 3600),
             ("sse_keep_alive_secs", self.sse_keep_alive_secs, 1, 3600),
             (
@@ -102,6 +102,12 @@ impl HostSection {
                 "event_log_max_age_secs",
                 self.event_log_max_age_secs,
                 1,
+                3_153_600_000,
+            ),
+            (
+                "outbox_keep_done_secs",
+                self.outbox_keep_done_secs,
+                0,
                 3_153_600_000,
             ),
             (
@@ -250,6 +256,11 @@ mod tests {
                 "event_memory_bytes = 1000",
                 "event_memory_bytes",
                 "at least 1048576",
+            ),
+            (
+                "outbox_keep_done_secs = 3153600001",
+                "outbox_keep_done_secs",
+                "0 to 3153600000",
             ),
         ] {
             let e = parse(line).map(|_| ()).unwrap_err();
