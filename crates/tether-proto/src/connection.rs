@@ -290,7 +290,7 @@ impl ClientConnection {
                         self.inflater = Some(Inflater::new(params));
                     }
                     self.state = State::Open;
-                    self.keepalive.next_ping = self.config.ping_interval.map(|i| now + i);
+                    self.keepalive.next_ping = self.config.ping_interval.map(|i| later(now, i));
                     self.events.push_back(Event::Open(crate::event::Opened {
                         protocol: accepted.protocol,
                         compression: self.inflater.is_some(),
@@ -356,9 +356,9 @@ impl ClientConnection {
             self.write_control(OpCode::Ping, &payload);
             self.keepalive.sent_at = Some(now);
             if self.keepalive.deadline.is_none() {
-                self.keepalive.deadline = self.config.ping_timeout.map(|t| now + t);
+                self.keepalive.deadline = self.config.ping_timeout.map(|t| later(now, t));
             }
-            self.keepalive.next_ping = self.config.ping_interval.map(|i| now + i);
+            self.keepalive.next_ping = self.config.ping_interval.map(|i| later(now, i));
         }
     }
 
@@ -400,7 +400,7 @@ impl ClientConnection {
         self.write_control(OpCode::Close, &close_payload(code, reason));
         self.close_sent = true;
         self.state = State::Closing;
-        self.close_deadline = Some(now + self.config.close_timeout);
+        self.close_deadline = Some(later(now, self.config.close_timeout));
         self.keepalive = Keepalive {
             rtt: self.keepalive.rtt,
             ..Keepalive::default()
@@ -562,7 +562,7 @@ impl ClientConnection {
         }
         self.state = State::Closed;
         self.teardown = match self.last_now {
-            Some(now) => Teardown::Until(now + self.config.close_timeout),
+            Some(now) => Teardown::Until(later(now, self.config.close_timeout)),
             None => Teardown::Finished,
         };
         self.inbound = Inbound::Ignore;
@@ -593,4 +593,12 @@ impl std::fmt::Debug for ClientConnection {
             .field("compressed", &self.inflater.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// `now + d` for a timer, without overflowing the clock: a duration no
+/// clock can hold (`Duration::MAX` from a config) counts as a century,
+/// which never comes in practice.
+fn later(now: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(d.min(CENTURY)).unwrap_or(now)
 }

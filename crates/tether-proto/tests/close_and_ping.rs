@@ -288,3 +288,28 @@ fn an_abnormal_end_is_finished_at_once() {
     assert!(pair.client.is_finished());
     assert_eq!(pair.client.poll_timeout(), None);
 }
+
+#[test]
+fn timeouts_longer_than_the_clock_holds_never_fire_and_never_panic() {
+    let config = Config {
+        ping_interval: Some(Duration::MAX),
+        ping_timeout: Some(Duration::MAX),
+        close_timeout: Duration::MAX,
+        ..plain_config()
+    };
+    let mut pair = Pair::open(config);
+    let start = pair.clock.0;
+    let far = start + Duration::from_secs(50 * 365 * 24 * 3600);
+    assert!(pair.client.poll_timeout().is_some_and(|t| t > far));
+    // A day later nothing has fired: no ping, no close.
+    let t = pair.clock.advance(Duration::from_secs(86_400));
+    pair.client.handle_timeout(t);
+    assert!(pair.sent().is_empty());
+    assert_eq!(pair.client.state(), State::Open);
+    // Closing sets the close deadline the same way.
+    pair.client.close(t, CloseCode::NORMAL, "bye").unwrap();
+    assert_eq!(pair.sent().pop().unwrap().opcode, 8);
+    assert!(pair.client.poll_timeout().is_some_and(|d| d > far));
+    pair.feed(&server_frame(true, false, 0x8, &1000u16.to_be_bytes()));
+    assert!(matches!(pair.events().pop(), Some(Event::Closed(_))));
+}

@@ -390,7 +390,7 @@ impl Driver {
         if self.io_error.is_some() {
             return;
         }
-        let deadline = {
+        let wait = {
             let mut inner = self.shared.lock();
             let Some(engine) = inner.engine.as_mut() else {
                 return;
@@ -398,15 +398,16 @@ impl Driver {
             let _ = engine.poll_transmit(&mut self.wbuf);
             engine.shrink_buffers();
             // Finished already (the server ended the stream first): what is
-            // left to write still gets the close timeout, not forever.
-            engine
-                .poll_timeout()
-                .unwrap_or_else(|| Instant::now() + engine.config().close_timeout)
+            // left to write still gets the close timeout, not forever. (A
+            // wait, not a deadline: tokio's timeout takes any duration.)
+            engine.poll_timeout().map_or(engine.config().close_timeout, |d| {
+                d.saturating_duration_since(Instant::now())
+            })
         };
         let io = &mut self.io;
         let rest = &self.wbuf[self.wpos.min(self.wbuf.len())..];
         let read_closed = self.read_closed;
-        let ended = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), async move {
+        let ended = tokio::time::timeout(wait, async move {
             io.write_all(rest).await?;
             io.shutdown().await?;
             if !read_closed {
