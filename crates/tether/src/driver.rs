@@ -400,9 +400,11 @@ impl Driver {
             // Finished already (the server ended the stream first): what is
             // left to write still gets the close timeout, not forever. (A
             // wait, not a deadline: tokio's timeout takes any duration.)
-            engine.poll_timeout().map_or(engine.config().close_timeout, |d| {
-                d.saturating_duration_since(Instant::now())
-            })
+            engine
+                .poll_timeout()
+                .map_or(engine.config().close_timeout, |d| {
+                    d.saturating_duration_since(Instant::now())
+                })
         };
         let io = &mut self.io;
         let rest = &self.wbuf[self.wpos.min(self.wbuf.len())..];

@@ -29,19 +29,21 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconnectConfig {
-    /// First backoff window, in milliseconds. Default 1000.
+    /// First backoff window, in milliseconds. Default 1000 (1 to 86400000).
     #[serde(default = "initial_ms")]
     pub initial_delay_ms: u64,
-    /// Largest backoff window, in milliseconds. Default 60000.
+    /// Largest backoff window, in milliseconds. Default 60000
+    /// (`initial_delay_ms` to 86400000).
     #[serde(default = "max_ms")]
     pub max_delay_ms: u64,
-    /// Growth per attempt. Default 2.0.
+    /// Growth per attempt. Default 2.0 (1.0 to 100.0).
     #[serde(default = "multiplier")]
     pub multiplier: f64,
     /// Stop after this many failed attempts in a row. Default: never.
     #[serde(default)]
     pub max_attempts: Option<u32>,
-    /// Seconds open after which the attempt count resets. Default 30.
+    /// Seconds open after which the attempt count resets. Default 30 (0
+    /// to 86400).
     #[serde(default = "reset_secs")]
     pub reset_after_secs: u64,
 }
@@ -71,12 +73,54 @@ impl Default for ReconnectConfig {
     }
 }
 
+/// One day: the longest any backoff window or keepalive interval may be.
+const DAY_MS: u64 = 86_400_000;
+
 impl ReconnectConfig {
+    /// Values out of range, refused rather than bent: the key and why.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=DAY_MS).contains(&self.initial_delay_ms) {
+            return Err((
+                "initial_delay_ms",
+                format!(
+                    "reconnect.initial_delay_ms = {} is out of range: use 1 to {DAY_MS} (a day)",
+                    self.initial_delay_ms
+                ),
+            ));
+        }
+        if !(self.initial_delay_ms..=DAY_MS).contains(&self.max_delay_ms) {
+            return Err(("max_delay_ms", format!(
+                "reconnect.max_delay_ms = {} is out of range: use initial_delay_ms ({}) to {DAY_MS} (a day)",
+                self.max_delay_ms, self.initial_delay_ms
+            )));
+        }
+        if !(1.0..=100.0).contains(&self.multiplier) {
+            return Err((
+                "multiplier",
+                format!(
+                    "reconnect.multiplier = {} is out of range: use 1.0 to 100.0",
+                    self.multiplier
+                ),
+            ));
+        }
+        if self.reset_after_secs > DAY_MS / 1000 {
+            return Err((
+                "reset_after_secs",
+                format!(
+                    "reconnect.reset_after_secs = {} is out of range: use 0 to {} (a day)",
+                    self.reset_after_secs,
+                    DAY_MS / 1000
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The policy the connection layer uses.
     pub fn policy(&self) -> tether::ReconnectPolicy {
         tether::ReconnectPolicy {
             initial_delay: Duration::from_millis(self.initial_delay_ms),
-            max_delay: Duration::from_millis(self.max_delay_ms.max(self.initial_delay_ms)),
+            max_delay: Duration::from_millis(self.max_delay_ms),
             multiplier: self.multiplier,
             max_attempts: self.max_attempts,
             reset_after: Duration::from_secs(self.reset_after_secs),
@@ -88,10 +132,11 @@ impl ReconnectConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepaliveConfig {
-    /// Seconds between pings; 0 turns pings off. Default 20.
+    /// Seconds between pings; 0 turns pings off. Default 20 (0 to 86400).
     #[serde(default = "default_ping_interval")]
     pub ping_interval_secs: u64,
-    /// Seconds to wait for a pong before the link counts as dead. Default 20.
+    /// Seconds to wait for a pong before the link counts as dead. Default 20
+    /// (1 to 86400).
     #[serde(default = "default_ping_timeout")]
     pub ping_timeout_secs: u64,
 }
@@ -109,6 +154,32 @@ impl Default for KeepaliveConfig {
             ping_interval_secs: default_ping_interval(),
             ping_timeout_secs: default_ping_timeout(),
         }
+    }
+}
+
+impl KeepaliveConfig {
+    /// Values out of range, refused rather than bent: the key and why.
+    pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
+        let day = DAY_MS / 1000;
+        if self.ping_interval_secs > day {
+            return Err((
+                "ping_interval_secs",
+                format!(
+                "keepalive.ping_interval_secs = {} is out of range: use 0 (off) to {day} (a day)",
+                self.ping_interval_secs
+            ),
+            ));
+        }
+        if !(1..=day).contains(&self.ping_timeout_secs) {
+            return Err((
+                "ping_timeout_secs",
+                format!(
+                    "keepalive.ping_timeout_secs = {} is out of range: use 1 to {day} (a day)",
+                    self.ping_timeout_secs
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -135,4 +206,58 @@ pub(super) fn tls_options(t: &TlsConfig, base: &Path) -> Result<tether::TlsOptio
         options.build().map_err(|e| e.to_string())?;
     }
     Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Loaded;
+
+    fn parse(section: &str, line: &str) -> Result<Loaded, String> {
+        let text = format!(
+            "[[client_type]]\nname = \"t\"\n[client_type.defaults]\nurl = \"ws://127.0.0.1:1/\"\n[client_type.defaults.{section}]\n{line}\n"
+        );
+        Loaded::parse(&text, "t.toml", &std::env::temp_dir()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reconnect_and_keepalive_out_of_range_are_refused_with_their_line() {
+        for (section, line, range) in [
+            ("reconnect", "initial_delay_ms = 0", "1 to 86400000"),
+            (
+                "reconnect",
+                "max_delay_ms = 999",
+                "initial_delay_ms (1000) to 86400000",
+            ),
+            ("reconnect", "multiplier = 0.5", "1.0 to 100.0"),
+            ("reconnect", "multiplier = nan", "1.0 to 100.0"),
+            ("reconnect", "reset_after_secs = 86401", "0 to 86400"),
+            (
+                "keepalive",
+                "ping_interval_secs = 86401",
+                "0 (off) to 86400",
+            ),
+            ("keepalive", "ping_timeout_secs = 0", "1 to 86400"),
+        ] {
+            let e = parse(section, line).map(|_| ()).unwrap_err();
+            let key = line.split(' ').next().unwrap();
+            assert!(
+                e.contains("t.toml:6")
+                    && e.contains("client_type \"t\"")
+                    && e.contains(key)
+                    && e.contains(range),
+                "{line}: {e}"
+            );
+        }
+        // The ends of each range are taken.
+        parse(
+            "reconnect",
+            "initial_delay_ms = 1\nmax_delay_ms = 86400000\nmultiplier = 100.0",
+        )
+        .unwrap();
+        parse(
+            "keepalive",
+            "ping_interval_secs = 0\nping_timeout_secs = 86400",
+        )
+        .unwrap();
+    }
 }

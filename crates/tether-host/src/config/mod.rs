@@ -388,6 +388,14 @@ impl Loaded {
                 }
             };
             let d = t.defaults;
+            d.reconnect
+                .check()
+                .and_then(|()| d.keepalive.check())
+                .map_err(|(key, message)| ConfigError::Invalid {
+                    file: file.to_string(),
+                    line: error::line_of(text, key),
+                    message: format!("client_type {:?}: {message}", name),
+                })?;
             types.insert(
                 name.clone(),
                 ClientType {

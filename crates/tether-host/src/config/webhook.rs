@@ -23,21 +23,22 @@ pub struct WebhookConfig {
     /// Events per POST, at most. Default 100.
     #[serde(default = "batch")]
     pub batch: u32,
-    /// Seconds a POST may take. Default 10.
+    /// Seconds a POST may take. Default 10 (1 to 3600).
     #[serde(default = "timeout")]
     pub timeout_secs: u64,
     /// Attempts per batch before it is dead-lettered. Default 10.
     #[serde(default = "attempts")]
     pub max_attempts: u32,
     /// A batch still failing after this many seconds of retries is
-    /// dead-lettered. Default 86400.
+    /// dead-lettered. Default 86400 (1 to 31536000).
     #[serde(default = "age")]
     pub max_age_secs: u64,
     /// First retry delay in milliseconds (then doubling, with full jitter).
-    /// Default 500.
+    /// Default 500 (1 to 86400000).
     #[serde(default = "initial")]
     pub retry_initial_ms: u64,
-    /// Longest retry delay in milliseconds. Default 60000.
+    /// Longest retry delay in milliseconds. Default 60000
+    /// (`retry_initial_ms` to 86400000).
     #[serde(default = "longest")]
     pub retry_max_ms: u64,
 }
@@ -87,6 +88,26 @@ impl WebhookConfig {
         if self.batch == 0 || self.batch > 10_000 {
             return Err(format!("webhook {:?}: batch must be 1 to 10000", self.name));
         }
+        const DAY: u64 = 86_400;
+        let ranges = [
+            ("timeout_secs", self.timeout_secs, 1, 3600),
+            ("max_age_secs", self.max_age_secs, 1, 365 * DAY),
+            ("retry_initial_ms", self.retry_initial_ms, 1, DAY * 1000),
+            (
+                "retry_max_ms",
+                self.retry_max_ms,
+                self.retry_initial_ms,
+                DAY * 1000,
+            ),
+        ];
+        for (key, value, low, high) in ranges {
+            if !(low..=high).contains(&value) {
+                return Err(format!(
+                    "webhook {:?}: {key} = {value} is out of range: use {low} to {high}",
+                    self.name
+                ));
+            }
+        }
         if std::env::var(&self.secret_env).map_or(true, |s| s.is_empty()) {
             return Err(format!(
                 "webhook {:?}: set the signing secret in the environment variable {}",
@@ -94,5 +115,37 @@ impl WebhookConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WebhookConfig;
+
+    fn check(extra: &str) -> Result<(), String> {
+        // PATH: an environment variable every test run has.
+        let w: WebhookConfig = toml::from_str(&format!(
+            "name = \"w\"\nurl = \"http://127.0.0.1:1/\"\nsecret_env = \"PATH\"\n{extra}"
+        ))
+        .unwrap();
+        w.check()
+    }
+
+    #[test]
+    fn timeouts_and_retry_delays_out_of_range_are_refused() {
+        check("").unwrap();
+        for (line, range) in [
+            ("timeout_secs = 0", "1 to 3600"),
+            ("max_age_secs = 0", "1 to 31536000"),
+            ("retry_initial_ms = 0", "1 to 86400000"),
+            ("retry_max_ms = 100", "500 to 86400000"),
+        ] {
+            let e = check(line).unwrap_err();
+            let key = line.split(' ').next().unwrap();
+            assert!(
+                e.contains("webhook \"w\"") && e.contains(key) && e.contains(range),
+                "{line}: {e}"
+            );
+        }
     }
 }
