@@ -217,23 +217,10 @@ async fn mqtt_on_mosquitto_both_ways_and_across_a_broker_restart() {
 
     // 3. The broker restarts, with 10 sends queued while it is down: Tether
     // reconnects, subscribes again, and everything flows, in order. The
-    // independent subscriber is a persistent session registered before the
-    // restart (the broker keeps it on disk), so whether Tether delivers
-    // before or after the subscriber is back, the broker holds every message
-    // for it: a gap at the front would be Tether's loss, not the test's race.
-    let session = [
-        "-p",
-        "18830",
-        "-t",
-        "tether-test/out",
-        "-q",
-        "1",
-        "-i",
-        "tether-test-sub",
-    ];
-    // A clean connect first drops whatever an earlier run left queued.
-    run("mosquitto_sub", &[&session[..], &["-E"]].concat()).await;
-    run("mosquitto_sub", &[&session[..], &["-c", "-E"]].concat()).await;
+    // subscriber's persistent session from step 2 survives the restart (the
+    // broker keeps it on disk), so whether Tether delivers before or after
+    // the subscriber is back, the broker holds every message for it: a gap
+    // at the front would be Tether's loss, not the test's race.
     run(
         "bash",
         &[

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::error::{check_ranges, Range};
+
 /// `[host]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,52 +90,51 @@ impl HostSection {
     /// Values out of their range, refused rather than bent into it: the key
     /// and what is wrong.
     pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
-        let ranges: [(&'static str, u64, u64, u64); 7] = [
-            ("shutdown_grace_secs", self.shutdown_grace_secs, 1, 3600),
-            ("sse_keep_alive_secs", self.sse_keep_alive_secs, 1, 3600),
-            (
-                "event_log_max_events",
-                self.event_log_max_events,
-                1,
-                u64::MAX,
-            ),
-            // Up to 100 years: "keep everything", without overflowing a date.
-            (
-                "event_log_max_age_secs",
-                self.event_log_max_age_secs,
-                1,
-                3_153_600_000,
-            ),
-            (
-                "outbox_keep_done_secs",
-                self.outbox_keep_done_secs,
-                0,
-                3_153_600_000,
-            ),
-            (
-                "event_data_limit_bytes",
-                self.event_data_limit_bytes as u64,
-                1024,
-                u64::MAX,
-            ),
-            (
-                "event_memory_bytes",
-                self.event_memory_bytes as u64,
-                1 << 20,
-                u64::MAX,
-            ),
-        ];
-        for (key, value, low, high) in ranges {
-            if value < low || value > high {
-                let range = if high == u64::MAX {
-                    format!("use at least {low}")
-                } else {
-                    format!("use {low} to {high}")
-                };
-                return Err((key, format!("{key} = {value} is out of range: {range}")));
-            }
-        }
-        Ok(())
+        // Up to 100 years: "keep everything", without overflowing a date.
+        const CENTURY: u64 = 3_153_600_000;
+        let r = |key, value, low, high| Range {
+            key,
+            value,
+            low,
+            high,
+        };
+        check_ranges(
+            "",
+            &[
+                r("shutdown_grace_secs", self.shutdown_grace_secs, 1, 3600),
+                r("sse_keep_alive_secs", self.sse_keep_alive_secs, 1, 3600),
+                r(
+                    "event_log_max_events",
+                    self.event_log_max_events,
+                    1,
+                    u64::MAX,
+                ),
+                r(
+                    "event_log_max_age_secs",
+                    self.event_log_max_age_secs,
+                    1,
+                    CENTURY,
+                ),
+                r(
+                    "outbox_keep_done_secs",
+                    self.outbox_keep_done_secs,
+                    0,
+                    CENTURY,
+                ),
+                r(
+                    "event_data_limit_bytes",
+                    self.event_data_limit_bytes as u64,
+                    1024,
+                    u64::MAX,
+                ),
+                r(
+                    "event_memory_bytes",
+                    self.event_memory_bytes as u64,
+                    1 << 20,
+                    u64::MAX,
+                ),
+            ],
+        )
     }
 }
 

@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+use super::error::{check_ranges, Range};
+
 /// A webhook sink.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,25 +91,27 @@ impl WebhookConfig {
             return Err(format!("webhook {:?}: batch must be 1 to 10000", self.name));
         }
         const DAY: u64 = 86_400;
-        let ranges = [
-            ("timeout_secs", self.timeout_secs, 1, 3600),
-            ("max_age_secs", self.max_age_secs, 1, 365 * DAY),
-            ("retry_initial_ms", self.retry_initial_ms, 1, DAY * 1000),
-            (
-                "retry_max_ms",
-                self.retry_max_ms,
-                self.retry_initial_ms,
-                DAY * 1000,
-            ),
-        ];
-        for (key, value, low, high) in ranges {
-            if !(low..=high).contains(&value) {
-                return Err(format!(
-                    "webhook {:?}: {key} = {value} is out of range: use {low} to {high}",
-                    self.name
-                ));
-            }
-        }
+        let r = |key, value, low, high| Range {
+            key,
+            value,
+            low,
+            high,
+        };
+        check_ranges(
+            &format!("webhook {:?}: ", self.name),
+            &[
+                r("timeout_secs", self.timeout_secs, 1, 3600),
+                r("max_age_secs", self.max_age_secs, 1, 365 * DAY),
+                r("retry_initial_ms", self.retry_initial_ms, 1, DAY * 1000),
+                r(
+                    "retry_max_ms",
+                    self.retry_max_ms,
+                    self.retry_initial_ms,
+                    DAY * 1000,
+                ),
+            ],
+        )
+        .map_err(|(_, message)| message)?;
         if std::env::var(&self.secret_env).map_or(true, |s| s.is_empty()) {
             return Err(format!(
                 "webhook {:?}: set the signing secret in the environment variable {}",
