@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::error::{check_ranges, Range};
+use super::error::check_ranges;
 
 /// `[client_type.defaults.tls]`. Paths are relative to the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -90,23 +90,17 @@ impl ReconnectConfig {
                 ),
             ));
         }
-        let r = |key, value, low, high| Range {
-            key,
-            value,
-            low,
-            high,
-        };
         check_ranges(
             "reconnect.",
             &[
-                r("initial_delay_ms", self.initial_delay_ms, 1, DAY_MS),
-                r(
+                ("initial_delay_ms", self.initial_delay_ms, 1, DAY_MS),
+                (
                     "max_delay_ms",
                     self.max_delay_ms,
                     self.initial_delay_ms,
                     DAY_MS,
                 ),
-                r("reset_after_secs", self.reset_after_secs, 0, DAY_MS / 1000),
+                ("reset_after_secs", self.reset_after_secs, 0, DAY_MS / 1000),
             ],
         )
     }
@@ -155,22 +149,16 @@ impl Default for KeepaliveConfig {
 impl KeepaliveConfig {
     /// Values out of range, refused rather than bent: the key and why.
     pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
-        let r = |key, value, low, high| Range {
-            key,
-            value,
-            low,
-            high,
-        };
         check_ranges(
             "keepalive.",
             &[
-                r(
+                (
                     "ping_interval_secs",
                     self.ping_interval_secs,
                     0,
                     DAY_MS / 1000,
                 ),
-                r(
+                (
                     "ping_timeout_secs",
                     self.ping_timeout_secs,
                     1,

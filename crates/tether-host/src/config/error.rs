@@ -73,28 +73,23 @@ pub(crate) fn line_of(text: &str, key: &str) -> usize {
         .map_or(0, |i| i + 1)
 }
 
-/// A number a config key may hold: `low..=high`, or at least `low` when
-/// `high` is `u64::MAX`.
-pub(crate) struct Range {
-    pub key: &'static str,
-    pub value: u64,
-    pub low: u64,
-    pub high: u64,
-}
+/// A number a config key may hold: `(key, value, low, high)`, the value
+/// within `low..=high`, or at least `low` when `high` is `u64::MAX`.
+pub(crate) type Range = (&'static str, u64, u64, u64);
 
 /// The first value out of its range, refused rather than bent into it: its
 /// key, and what is wrong (`prefix` names where the key is).
 pub(crate) fn check_ranges(prefix: &str, ranges: &[Range]) -> Result<(), (&'static str, String)> {
-    for r in ranges {
-        if r.value < r.low || r.value > r.high {
-            let range = if r.high == u64::MAX {
-                format!("use at least {}", r.low)
+    for &(key, value, low, high) in ranges {
+        if value < low || value > high {
+            let range = if high == u64::MAX {
+                format!("use at least {low}")
             } else {
-                format!("use {} to {}", r.low, r.high)
+                format!("use {low} to {high}")
             };
             return Err((
-                r.key,
-                format!("{prefix}{} = {} is out of range: {range}", r.key, r.value),
+                key,
+                format!("{prefix}{key} = {value} is out of range: {range}"),
             ));
         }
     }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::error::{check_ranges, Range};
+use super::error::check_ranges;
 
 /// `[host]`.
 #[derive(Debug, Deserialize)]
@@ -92,42 +92,36 @@ impl HostSection {
     pub(crate) fn check(&self) -> Result<(), (&'static str, String)> {
         // Up to 100 years: "keep everything", without overflowing a date.
         const CENTURY: u64 = 3_153_600_000;
-        let r = |key, value, low, high| Range {
-            key,
-            value,
-            low,
-            high,
-        };
         check_ranges(
             "",
             &[
-                r("shutdown_grace_secs", self.shutdown_grace_secs, 1, 3600),
-                r("sse_keep_alive_secs", self.sse_keep_alive_secs, 1, 3600),
-                r(
+                ("shutdown_grace_secs", self.shutdown_grace_secs, 1, 3600),
+                ("sse_keep_alive_secs", self.sse_keep_alive_secs, 1, 3600),
+                (
                     "event_log_max_events",
                     self.event_log_max_events,
                     1,
                     u64::MAX,
                 ),
-                r(
+                (
                     "event_log_max_age_secs",
                     self.event_log_max_age_secs,
                     1,
                     CENTURY,
                 ),
-                r(
+                (
                     "outbox_keep_done_secs",
                     self.outbox_keep_done_secs,
                     0,
                     CENTURY,
                 ),
-                r(
+                (
                     "event_data_limit_bytes",
                     self.event_data_limit_bytes as u64,
                     1024,
                     u64::MAX,
                 ),
-                r(
+                (
                     "event_memory_bytes",
                     self.event_memory_bytes as u64,
                     1 << 20,

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::error::{check_ranges, Range};
+use super::error::check_ranges;
 
 /// A webhook sink.
 #[derive(Debug, Clone, Deserialize)]
@@ -91,19 +91,13 @@ impl WebhookConfig {
             return Err(format!("webhook {:?}: batch must be 1 to 10000", self.name));
         }
         const DAY: u64 = 86_400;
-        let r = |key, value, low, high| Range {
-            key,
-            value,
-            low,
-            high,
-        };
         check_ranges(
             &format!("webhook {:?}: ", self.name),
             &[
-                r("timeout_secs", self.timeout_secs, 1, 3600),
-                r("max_age_secs", self.max_age_secs, 1, 365 * DAY),
-                r("retry_initial_ms", self.retry_initial_ms, 1, DAY * 1000),
-                r(
+                ("timeout_secs", self.timeout_secs, 1, 3600),
+                ("max_age_secs", self.max_age_secs, 1, 365 * DAY),
+                ("retry_initial_ms", self.retry_initial_ms, 1, DAY * 1000),
+                (
                     "retry_max_ms",
                     self.retry_max_ms,
                     self.retry_initial_ms,
