@@ -223,8 +223,7 @@ async fn prune_done(
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     while outbox.strong_count() > 0 {
         tick.tick().await;
-        let keep = i64::try_from(keep.as_millis()).unwrap_or(i64::MAX);
-        let before = crate::store::now_ms().saturating_sub(keep);
+        let before = crate::store::ms_ago(keep);
         if let Err(e) = store.outbox_prune_done(before).await {
             tracing::warn!(error = %e, "cannot prune done outbox messages");
         }

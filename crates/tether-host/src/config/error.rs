@@ -55,6 +55,15 @@ impl ConfigError {
             message,
         }
     }
+
+    /// A value `check_ranges` refused, at the line of its key.
+    pub(crate) fn out_of_range(file: &str, text: &str, (key, message): (&str, String)) -> Self {
+        ConfigError::Invalid {
+            file: file.to_string(),
+            line: line_of(text, key),
+            message,
+        }
+    }
 }
 
 /// The 1-based line of a byte offset.

@@ -391,11 +391,8 @@ impl Loaded {
             d.reconnect
                 .check()
                 .and_then(|()| d.keepalive.check())
-                .map_err(|(key, message)| ConfigError::Invalid {
-                    file: file.to_string(),
-                    line: error::line_of(text, key),
-                    message: format!("client_type {:?}: {message}", name),
-                })?;
+                .map_err(|(key, m)| (key, format!("client_type {name:?}: {m}")))
+                .map_err(|e| ConfigError::out_of_range(file, text, e))?;
             types.insert(
                 name.clone(),
                 ClientType {
@@ -462,11 +459,7 @@ impl Loaded {
         config
             .host
             .check()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                file: file.to_string(),
-                line: error::line_of(text, key),
-                message,
-            })?;
+            .map_err(|e| ConfigError::out_of_range(file, text, e))?;
         if config.host.metrics_public && !config.host.listen.ip().is_loopback() {
             return Err(ConfigError::Invalid {
                 file: file.to_string(),

@@ -407,8 +407,7 @@ async fn trim_log(
             _ = tick.tick() => {}
             _ = &mut writer_ended => return,
         }
-        let age = i64::try_from(retention.max_age.as_millis()).unwrap_or(i64::MAX);
-        let before = crate::store::now_ms().saturating_sub(age);
+        let before = crate::store::ms_ago(retention.max_age);
         if let Err(e) = store.events_trim(retention.max_events, before).await {
             tracing::warn!(error = %e, "cannot trim the event log");
         }

@@ -312,6 +312,12 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// The Unix milliseconds `age` ago, for "older than" cut-offs; an age
+/// longer than the clock's past gives the earliest time, never an overflow.
+pub fn ms_ago(age: std::time::Duration) -> i64 {
+    now_ms().saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
+}
+
 /// Unix milliseconds as an RFC 3339 UTC timestamp.
 pub fn rfc3339(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
