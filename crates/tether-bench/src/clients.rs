@@ -280,14 +280,22 @@ pub async fn sequential(
 }
 
 /// Pipelined echo with `window` messages in flight; returns the total time.
+/// With `coalesce` the server writes the echoes of what it read at once in
+/// one write (see `server::Coalescing`), instead of one write per message.
 pub async fn pipelined(
     imp: Imp,
     s: Servers,
     size: usize,
     n: usize,
     window: usize,
+    coalesce: bool,
 ) -> anyhow::Result<Duration> {
-    let mut conn = open(imp, s, if imp == Imp::Raw { "" } else { "/echo" }).await?;
+    let path = match (imp, coalesce) {
+        (Imp::Raw, _) => "",
+        (_, false) => "/echo",
+        (_, true) => "/echo?coalesce=1",
+    };
+    let mut conn = open(imp, s, path).await?;
     if let Conn::Raw(t) = &mut conn {
         t.write_u8(b'e').await?;
     }

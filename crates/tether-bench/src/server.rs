@@ -10,7 +10,10 @@
 use std::net::SocketAddr;
 
 use fastwebsockets::{Frame, OpCode, Payload, Role, WebSocket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 fn query(path: &str, key: &str) -> usize {
@@ -44,12 +47,20 @@ async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
         tether_proto::accept_for_key(&key)
     );
     stream.write_all(resp.as_bytes()).await?;
+    if query(&path, "coalesce") == 1 {
+        return serve(Coalescing::new(stream), &path).await;
+    }
+    serve(stream, &path).await
+}
+
+/// One WebSocket connection after its handshake, on `path`.
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(stream: S, path: &str) -> anyhow::Result<()> {
     let mut ws = WebSocket::after_handshake(stream, Role::Server);
     ws.set_auto_close(true);
     ws.set_auto_pong(true);
     ws.set_max_message_size(128 << 20);
     if path.starts_with("/sink") {
-        let n = query(&path, "n");
+        let n = query(path, "n");
         let mut got = 0;
         while got < n {
             let f = ws.read_frame().await?;
@@ -63,7 +74,7 @@ async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
             .await?;
     } else if path.starts_with("/json") {
         // Text messages of about `size` bytes, each a JSON object.
-        let (n, size) = (query(&path, "n"), query(&path, "size"));
+        let (n, size) = (query(path, "n"), query(path, "size"));
         for i in 0..n {
             let head = format!(
                 "{{\"type\":\"tick\",\"seq\":{i},\"symbol\":\"ABC\",\"price\":101.25,\"pad\":\""
@@ -74,7 +85,7 @@ async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
                 .await?;
         }
     } else if path.starts_with("/source") {
-        let (n, size) = (query(&path, "n"), query(&path, "size"));
+        let (n, size) = (query(path, "n"), query(path, "size"));
         let data = vec![0x5Au8; size];
         for _ in 0..n {
             ws.write_frame(Frame::binary(Payload::Borrowed(&data)))
@@ -91,6 +102,93 @@ async fn ws_conn(mut stream: TcpStream) -> anyhow::Result<()> {
             }
             _ => {}
         }
+    }
+}
+
+/// A socket whose writes wait in a buffer until the server is about to wait
+/// for input (or 64 KiB are waiting): the echoes of every frame that came in
+/// one read go out in one write, as a server that batches its replies does.
+/// With `/echo?coalesce=1`, so that a pipelined client, not the server's one
+/// write per message, is what the scenario measures.
+struct Coalescing {
+    inner: TcpStream,
+    out: Vec<u8>,
+    written: usize,
+}
+
+const COALESCE_MAX: usize = 64 << 10;
+
+impl Coalescing {
+    fn new(inner: TcpStream) -> Self {
+        Coalescing {
+            inner,
+            out: Vec::with_capacity(COALESCE_MAX),
+            written: 0,
+        }
+    }
+
+    /// Writes what waits; `Ready(Ok)` once all of it is on the socket.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.written < self.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.written..]) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))
+                }
+                Poll::Ready(Ok(n)) => self.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        self.out.clear();
+        self.written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for Coalescing {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending => match this.poll_drain(cx) {
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                _ => Poll::Pending,
+            },
+            ready => ready,
+        }
+    }
+}
+
+impl AsyncWrite for Coalescing {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        if this.out.len() + data.len() > COALESCE_MAX {
+            std::task::ready!(this.poll_drain(cx))?;
+            if data.len() > COALESCE_MAX {
+                return Pin::new(&mut this.inner).poll_write(cx, data);
+            }
+        }
+        this.out.extend_from_slice(data);
+        Poll::Ready(Ok(data.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        std::task::ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 }
 
