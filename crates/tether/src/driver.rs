@@ -90,14 +90,17 @@ impl Driver {
             self.shrink_at = Some(Instant::now() + SHRINK_AFTER);
         }
         loop {
-            let mut progress = self.poll_write(cx);
-            progress |= self.poll_deliver(cx);
-            progress |= self.poll_read(cx);
-            progress |= self.poll_timer(cx);
+            // Writing and delivering make no work for the other steps; a
+            // read, a fired timer or a failed socket do (events to deliver,
+            // a pong or close to write): only they take another round.
+            let mut more = self.poll_write(cx);
+            self.poll_deliver(cx);
+            more |= self.poll_read(cx);
+            more |= self.poll_timer(cx);
             if self.done && self.pending.is_none() {
                 return Poll::Ready(());
             }
-            if !progress {
+            if !more {
                 return Poll::Pending;
             }
         }
@@ -117,8 +120,8 @@ impl Driver {
         }
     }
 
+    /// Writes what the engine has to send. True when the socket failed.
     fn poll_write(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
         if self.io_error.is_some() {
             return false;
         }
@@ -150,13 +153,12 @@ impl Driver {
                     self.wpos += n;
                     self.shared.in_flight.fetch_sub(n, Ordering::AcqRel);
                     self.need_flush = true;
-                    progress = true;
                 }
                 Poll::Ready(Err(e)) => {
                     self.fail_io(e);
                     return true;
                 }
-                Poll::Pending => return progress,
+                Poll::Pending => return false,
             }
         }
         if self.need_flush {
@@ -166,7 +168,7 @@ impl Driver {
                     self.fail_io(e);
                     return true;
                 }
-                Poll::Pending => return progress,
+                Poll::Pending => return false,
             }
             // Everything written: wake blocked senders. Big buffers are kept
             // for the next message and released once the connection idles.
@@ -175,25 +177,24 @@ impl Driver {
             }
             self.shared.drained.notify_waiters();
         }
-        progress
+        false
     }
 
-    fn poll_deliver(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut progress = false;
+    /// Hands the engine's events to the receiver while it has room.
+    fn poll_deliver(&mut self, cx: &mut Context<'_>) {
         loop {
             if self.pending.is_none() {
                 let mut inner = self.shared.lock();
                 let Some(engine) = inner.engine.as_mut() else {
-                    return progress;
+                    return;
                 };
                 let event = engine.poll_event();
                 self.shared.set_state(engine.state());
                 drop(inner);
                 self.pending = match event {
                     Some(e) => self.convert(e),
-                    None => return progress,
+                    None => return,
                 };
-                progress = true;
             }
             match self.tx.poll_reserve(cx) {
                 Poll::Ready(Ok(())) => {
@@ -213,7 +214,7 @@ impl Driver {
                         self.done = true;
                     }
                 }
-                Poll::Pending => return progress,
+                Poll::Pending => return,
             }
         }
     }
