@@ -85,6 +85,18 @@ end
 cases.timer_flood = function()
   for i = 1, 100 do timer.every(1000, function() end) end
 end
+cases.timer_extremes = function()
+  -- Far in the future: accepted, never fire, and do not hold shutdown.
+  timer.after(1e15, function() emit("fired") end)
+  timer.every(2^62, function() emit("fired") end)
+  local answers = {}
+  for i, ms in ipairs({ -1, 0/0, math.huge, 1e300, 10.5, "soon" }) do
+    local ok, err = pcall(timer.after, ms, function() end)
+    answers[i] = ok and "accepted" or tostring(err)
+  end
+  -- Later than a far timer wrongly taken as a short one would fire.
+  timer.after(300, function() emit({ answers = answers }) end)
+end
 fired = 0
 cases.timer_chain = function()
   local function again()
@@ -468,4 +480,30 @@ fn a_timer_that_schedules_timers_is_paced() {
     let fired = e["data"]["fired"].as_u64().unwrap();
     assert!(fired <= 60, "fired {fired} times in 500 ms");
     assert!(good >= 5, "the other client echoed only {good} times");
+}
+
+#[test]
+fn timer_delays_out_of_range_are_refused_and_far_ones_never_fire() {
+    // The first thing the case emits: its answers, 300 ms later, and not
+    // "fired" from one of the far timers.
+    let (e, _) = run_case("timer_extremes", |b| b["event"] == "module");
+    let answers: Vec<&str> = e["data"]["answers"]
+        .as_array()
+        .expect("answers")
+        .iter()
+        .map(|a| a.as_str().unwrap_or("?"))
+        .collect();
+    let expected = ["-1", "NaN", "inf", "1e300", "10.5", "string"];
+    assert_eq!(answers.len(), expected.len(), "{e}");
+    for (answer, got) in answers.iter().zip(expected) {
+        assert!(
+            answer.contains(&format!(
+                "timer.after({got}): the delay is a whole number of milliseconds"
+            )),
+            "{answer}"
+        );
+    }
+    // run_case has checked that the other client still echoes and that
+    // the host, holding two timers due in thousands of years, shut down
+    // within 8 s.
 }

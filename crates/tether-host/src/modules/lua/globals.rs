@@ -131,8 +131,9 @@ fn timer(lua: &Lua, ctx: &ModuleContext, limits: &LuaLimits) -> mlua::Result<(Ta
     let tx = ctx.timers.clone();
     let (max, min) = (limits.max_timers, limits.min_timer_interval);
     let schedule = lua.create_function(
-        move |lua, (timers, name, ms, f): (Table, String, u64, Function)| {
+        move |lua, (timers, name, ms, f): (Table, String, Value, Function)| {
             let repeat = name == "every";
+            let ms = delay_ms(&name, &ms)?;
             let delay = Duration::from_millis(ms);
             if delay < min {
                 return Err(runtime_error(format!(
@@ -161,4 +162,31 @@ fn timer(lua: &Lua, ctx: &ModuleContext, limits: &LuaLimits) -> mlua::Result<(Ta
     )?;
     let maker: Function = lua.named_registry_value(TIMER_MAKER)?;
     maker.call(schedule)
+}
+
+/// A timer's delay as Lua gave it: a whole number of milliseconds, 0 or
+/// more (a float such as `1e15` is fine and fires in some 30,000 years).
+/// NaN, infinities, fractions, negatives and non-numbers are refused, not
+/// cast.
+fn delay_ms(name: &str, ms: &Value) -> mlua::Result<u64> {
+    let whole = match ms {
+        Value::Integer(i) => u64::try_from(*i).ok(),
+        Value::Number(x)
+            if x.is_finite() && *x >= 0.0 && x.fract() == 0.0 && *x < u64::MAX as f64 =>
+        {
+            Some(*x as u64)
+        }
+        _ => None,
+    };
+    whole.ok_or_else(|| {
+        let got = match ms {
+            Value::Integer(i) => i.to_string(),
+            Value::Number(x) if x.abs() < 1e15 => x.to_string(),
+            Value::Number(x) => format!("{x:e}"),
+            other => other.type_name().to_string(),
+        };
+        runtime_error(format!(
+            "timer.{name}({got}): the delay is a whole number of milliseconds, 0 or more"
+        ))
+    })
 }
