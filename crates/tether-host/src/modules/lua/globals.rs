@@ -164,17 +164,15 @@ fn timer(lua: &Lua, ctx: &ModuleContext, limits: &LuaLimits) -> mlua::Result<(Ta
     maker.call(schedule)
 }
 
-/// A timer's delay as Lua gave it: a whole number of milliseconds, 0 or
-/// more (a float such as `1e15` is fine and fires in some 30,000 years).
-/// NaN, infinities, fractions, negatives and non-numbers are refused, not
-/// cast.
+/// A timer's delay as Lua gave it, in milliseconds: 0 or more, a fraction
+/// rounded up (a timer never fires early), and a float such as `1e15` is
+/// fine (it fires in some 30,000 years). NaN, infinities, negatives, values
+/// past `u64` and non-numbers are refused, not cast.
 fn delay_ms(name: &str, ms: &Value) -> mlua::Result<u64> {
     let whole = match ms {
         Value::Integer(i) => u64::try_from(*i).ok(),
-        Value::Number(x)
-            if x.is_finite() && *x >= 0.0 && x.fract() == 0.0 && *x < u64::MAX as f64 =>
-        {
-            Some(*x as u64)
+        Value::Number(x) if x.is_finite() && *x >= 0.0 && *x < u64::MAX as f64 => {
+            Some(x.ceil() as u64)
         }
         _ => None,
     };
@@ -186,7 +184,7 @@ fn delay_ms(name: &str, ms: &Value) -> mlua::Result<u64> {
             other => other.type_name().to_string(),
         };
         runtime_error(format!(
-            "timer.{name}({got}): the delay is a whole number of milliseconds, 0 or more"
+            "timer.{name}({got}): the delay is a number of milliseconds, 0 or more"
         ))
     })
 }
