@@ -158,7 +158,14 @@ pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let n = if quick { 20_000 } else { 200_000 };
-    let url = format!("ws://{ws}/json?n={n}&size=200");
+    // BENCH_SERVER=coalesce: the server writes what it has in batches (see
+    // `server::Coalescing`) instead of one write per message, for all three.
+    let batches = if std::env::var("BENCH_SERVER").is_ok_and(|v| v == "coalesce") {
+        "&coalesce=1"
+    } else {
+        ""
+    };
+    let url = format!("ws://{ws}/json?n={n}&size=200{batches}");
     rt.block_on(async {
         let library = flood_library(&url, n).await?;
         let (none, none_cpu) = flood_host(&url, None, "instance", n).await?;
@@ -168,7 +175,10 @@ pub fn run(ws: std::net::SocketAddr, quick: bool) -> anyhow::Result<()> {
         // Python reads every message its connection is sent (a close before
         // the end would wait for the rest), and is timed before it closes.
         let n_py = n.min(100_000);
-        let python = flood_python(&format!("ws://{ws}/json?n={n_py}&size=200"), n_py);
+        let python = flood_python(
+            &format!("ws://{ws}/json?n={n_py}&size=200{batches}"),
+            n_py,
+        );
         println!("flood in, 200 B JSON texts, {n} messages:");
         println!("  library alone            {library:>9.0} msg/s");
         println!(
