@@ -80,13 +80,18 @@ async fn flood_host(
     let dir = std::env::temp_dir().join(format!("tether-bench-host-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let module_line = match module {
+    let mut module_line = match module {
         Some(source) => {
             std::fs::write(dir.join("m.lua"), source)?;
             format!("module = \"m.lua\"\nlua_state = \"{lua_state}\"\n")
         }
         None => String::new(),
     };
+    // BENCH_LOG_EVENTS='["open"]': the type's `log_events`, to see what
+    // logging every message costs.
+    if let Ok(names) = std::env::var("BENCH_LOG_EVENTS") {
+        module_line.push_str(&format!("log_events = {names}\n"));
+    }
     let toml = format!(
         "[[client_type]]\nname = \"f\"\n{module_line}[client_type.defaults]\nurl = \"{url}\"\n[client_type.defaults.keepalive]\nping_interval_secs = 0\n"
     );
