@@ -360,3 +360,42 @@ async fn a_dropped_event_bus_lets_go_of_the_store() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The bounds of an empty log read while its first event is appended:
+/// `(1, 0)` before and `(1, 1)` after, never "trimmed past 1" (which made
+/// `GET /api/events?after=0` answer 410 at start-up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bounds_read_during_the_first_append_never_look_trimmed() {
+    use tether_host::Store;
+    for round in 0..40 {
+        let ws = Workspace::new(&format!("log-bounds-{round}"));
+        let store = std::sync::Arc::new(
+            tether_host::SqliteStore::open(&ws.store_url())
+                .await
+                .unwrap(),
+        );
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let row = ("c1".to_string(), 1, "{}".to_string());
+                store.events_append(&[row]).await.unwrap()
+            })
+        };
+        let mut reads = 0;
+        loop {
+            let (lo, hi) = store.events_bounds().await.unwrap();
+            reads += 1;
+            assert_eq!(
+                lo, 1,
+                "round {round}, read {reads}: bounds ({lo}, {hi}) with nothing trimmed"
+            );
+            if hi == 1 {
+                break;
+            }
+            assert_eq!(hi, 0);
+        }
+        assert_eq!(writer.await.unwrap(), [1]);
+        store.close().await;
+    }
+}

@@ -50,24 +50,26 @@ impl SqliteStore {
         .await?)
     }
 
+    /// The oldest and newest numbers kept. With nothing kept, the next
+    /// event's number tells where the log is: `(next, next - 1)`. One
+    /// statement, so one snapshot: read apart, an append committed between
+    /// the two reads made an empty log look trimmed past its first event.
     pub(super) async fn events_range(&self) -> Result<(i64, i64), StoreError> {
         let row = sqlx::query(
-            "SELECT COALESCE(MIN(seq), 0) AS lo, COALESCE(MAX(seq), 0) AS hi FROM events",
+            "SELECT (SELECT MIN(seq) FROM events) AS lo, (SELECT MAX(seq) FROM events) AS hi, \
+             (SELECT seq FROM sqlite_sequence WHERE name = 'events') AS last",
         )
         .fetch_one(self.pool())
         .await?;
-        // With nothing kept, the next event's number tells where the log is.
-        let (lo, hi): (i64, i64) = (row.try_get("lo")?, row.try_get("hi")?);
-        if hi > 0 {
-            return Ok((lo, hi));
+        let lo: Option<i64> = row.try_get("lo")?;
+        let hi: Option<i64> = row.try_get("hi")?;
+        match (lo, hi) {
+            (Some(lo), Some(hi)) => Ok((lo, hi)),
+            _ => {
+                let last = row.try_get::<Option<i64>, _>("last")?.unwrap_or(0);
+                Ok((last + 1, last))
+            }
         }
-        let next = sqlx::query("SELECT seq FROM sqlite_sequence WHERE name = 'events'")
-            .fetch_optional(self.pool())
-            .await?
-            .map(|r| r.try_get::<i64, _>("seq"))
-            .transpose()?
-            .unwrap_or(0);
-        Ok((next + 1, next))
     }
 
     pub(super) async fn events_trim_to(
