@@ -82,6 +82,27 @@ async fn check_kept(store: &Arc<dyn Store>, after: i64) -> Result<(), ApiError> 
     Ok(())
 }
 
+/// The page of the log after `after`, known to miss nothing: the bounds are
+/// checked after the read (the oldest kept number only moves forward), so a
+/// trim that ran between a check and the read cannot go unseen. A page of
+/// the whole log that starts at `after + 1` needs no check.
+async fn read_kept(
+    store: &Arc<dyn Store>,
+    after: i64,
+    key: Option<&str>,
+    limit: u32,
+) -> Result<Vec<crate::store::LoggedEvent>, ApiError> {
+    let page = store
+        .events_after(after, key, limit)
+        .await
+        .map_err(HostError::from)?;
+    let starts_right = key.is_none() && page.first().is_some_and(|e| e.seq == after.max(0) + 1);
+    if !starts_right {
+        check_kept(store, after).await?;
+    }
+    Ok(page)
+}
+
 /// Appends one SSE event: `event:`, `data:` (one line: the JSON has no raw
 /// newline) and, for a logged event, `id:`. A logged event's `seq` goes
 /// first in its JSON object, written straight into `out`.
@@ -169,11 +190,7 @@ impl Follow {
         let mut out = Vec::new();
         loop {
             if self.catch_up {
-                match self
-                    .store
-                    .events_after(self.last, self.key.as_deref(), PAGE)
-                    .await
-                {
+                match read_kept(&self.store, self.last, self.key.as_deref(), PAGE).await {
                     Ok(page) if !page.is_empty() => {
                         self.last = page.last().map_or(self.last, |e| e.seq);
                         for e in &page {
@@ -182,8 +199,11 @@ impl Follow {
                         return Some((Ok(out), self));
                     }
                     Ok(_) => self.catch_up = false,
+                    // Trimmed past where this stream is, or unreadable: end
+                    // it. The consumer resumes from its last id and is told
+                    // what is gone (410), instead of being handed a gap.
                     Err(e) => {
-                        tracing::warn!(error = %e, "event stream cannot read the log");
+                        tracing::warn!(after = self.last, code = e.code, detail = %e.detail, "event stream ends: it cannot catch up from the log");
                         return None;
                     }
                 }
@@ -267,13 +287,8 @@ fn wants_stream(headers: &HeaderMap) -> bool {
 /// A page of logged events for polling consumers.
 async fn page(s: &AppState, key: Option<&str>, q: &EventsQuery) -> Result<Response, ApiError> {
     let after = q.after.unwrap_or(0);
-    let store = s.host.store();
-    check_kept(store, after).await?;
     let limit = q.limit.unwrap_or(100).clamp(1, 10_000);
-    let events = store
-        .events_after(after, key, limit)
-        .await
-        .map_err(HostError::from)?;
+    let events = read_kept(s.host.store(), after, key, limit).await?;
     let next = events.last().map_or(after, |e| e.seq);
     let events: Vec<Value> = events
         .iter()
