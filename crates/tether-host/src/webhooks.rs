@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::config::WebhookConfig;
+use crate::events::{read_after, LogPage};
 use crate::store::{now_ms, DeadBatch, LoggedEvent, Store};
 
 /// What the API shows of a webhook.
@@ -209,28 +210,22 @@ impl Webhook {
     /// Delivers (or dead-letters) the next batch; false when there is none.
     async fn deliver_one_batch(&self) -> Result<bool, crate::store::StoreError> {
         let cursor = self.status().cursor;
-        let page = self
-            .store
-            .events_after(cursor, None, self.config.batch * 4)
-            .await?;
-        // A page that does not start right after the cursor may have lost
-        // events to the trimmer, before or while it was read: the bounds,
-        // read after the page (the oldest kept number only moves forward),
-        // tell. Trimmed before delivery: say so, never skip silently.
-        if page.first().is_none_or(|e| e.seq != cursor.max(0) + 1) {
-            let (oldest, _) = self.store.events_bounds().await?;
-            if cursor.max(0) + 1 < oldest {
-                self.dead_letter(
-                    cursor + 1,
-                    oldest - 1,
-                    0,
-                    0,
-                    "trimmed from the event log before delivery",
-                )
-                .await?;
-                return Ok(true);
-            }
-        }
+        let page =
+            match read_after(self.store.as_ref(), cursor, None, self.config.batch * 4).await? {
+                LogPage::Events(page) => page,
+                // Trimmed before delivery: say so, never skip silently.
+                LogPage::Gone { oldest } => {
+                    self.dead_letter(
+                        cursor + 1,
+                        oldest - 1,
+                        0,
+                        0,
+                        "trimmed from the event log before delivery",
+                    )
+                    .await?;
+                    return Ok(true);
+                }
+            };
         let Some(last_read) = page.last().map(|e| e.seq) else {
             return Ok(false);
         };

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
 use super::{ApiError, AppState};
-use crate::events::HostEvent;
+use crate::events::{self, HostEvent};
 use crate::host::HostError;
 use crate::store::{LoggedEvent, Store};
 
@@ -66,41 +66,40 @@ fn resume_point(q: &EventsQuery, headers: &HeaderMap) -> Result<Option<i64>, Api
     }
 }
 
-/// Checks that the log still holds everything after `after`.
-async fn check_kept(store: &Arc<dyn Store>, after: i64) -> Result<(), ApiError> {
-    let (oldest, newest) = store.events_bounds().await.map_err(HostError::from)?;
-    // Numbers start at 1: nothing is missing before the oldest unless
-    // something was trimmed.
-    if after.max(0) + 1 < oldest && after < newest {
-        return Err(ApiError::new(
-            StatusCode::GONE,
-            "events_gone",
-            format!("events after {after} are no longer kept: the oldest kept is {oldest} (see event_log_max_events / event_log_max_age_secs); resume from {} and reconcile what you missed", oldest - 1),
-        )
-        .with("oldest", json!(oldest)));
-    }
-    Ok(())
+/// 410 `events_gone`: what is after `after` was trimmed; `oldest` is kept.
+fn events_gone(after: i64, oldest: i64) -> ApiError {
+    ApiError::new(
+        StatusCode::GONE,
+        "events_gone",
+        format!("events after {after} are no longer kept: the oldest kept is {oldest} (see event_log_max_events / event_log_max_age_secs); resume from {} and reconcile what you missed", oldest - 1),
+    )
+    .with("oldest", json!(oldest))
 }
 
-/// The page of the log after `after`, known to miss nothing: the bounds are
-/// checked after the read (the oldest kept number only moves forward), so a
-/// trim that ran between a check and the read cannot go unseen. A page of
-/// the whole log that starts at `after + 1` needs no check.
+/// Checks that the log still holds everything after `after`.
+async fn check_kept(store: &Arc<dyn Store>, after: i64) -> Result<(), ApiError> {
+    let bounds = store.events_bounds().await.map_err(HostError::from)?;
+    match events::gone_after(after, bounds) {
+        Some(oldest) => Err(events_gone(after, oldest)),
+        None => Ok(()),
+    }
+}
+
+/// The page of the log after `after`, known to miss nothing
+/// ([`events::read_after`]).
 async fn read_kept(
     store: &Arc<dyn Store>,
     after: i64,
     key: Option<&str>,
     limit: u32,
-) -> Result<Vec<crate::store::LoggedEvent>, ApiError> {
-    let page = store
-        .events_after(after, key, limit)
+) -> Result<Vec<LoggedEvent>, ApiError> {
+    match events::read_after(store.as_ref(), after, key, limit)
         .await
-        .map_err(HostError::from)?;
-    let starts_right = key.is_none() && page.first().is_some_and(|e| e.seq == after.max(0) + 1);
-    if !starts_right {
-        check_kept(store, after).await?;
+        .map_err(HostError::from)?
+    {
+        events::LogPage::Events(page) => Ok(page),
+        events::LogPage::Gone { oldest } => Err(events_gone(after, oldest)),
     }
-    Ok(page)
 }
 
 /// Appends one SSE event: `event:`, `data:` (one line: the JSON has no raw

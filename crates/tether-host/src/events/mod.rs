@@ -12,8 +12,10 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::store::Store;
 
+mod log_page;
 mod memory;
 mod shared;
+pub use log_page::{gone_after, read_after, LogPage};
 pub use memory::{Budget, EventMemory, Held};
 pub use shared::SharedLog;
 
